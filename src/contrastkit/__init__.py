@@ -1,0 +1,8 @@
+"""contrastkit: contrastive representation learning (SimCLR, SupCon) with PyTorch."""
+from .encoders import create_encoder, list_encoders
+from .heads import ProjectionHead
+from .model import ContrastiveModel, build_model
+
+__version__ = "0.1.0"
+
+__all__ = ["create_encoder", "list_encoders", "ProjectionHead", "ContrastiveModel", "build_model", "__version__"]
