@@ -1,0 +1,138 @@
+"""The resolved configuration of a pretraining run, and its YAML round trip.
+
+One dataclass holds every option; the command line is generated from its
+fields (their ``help`` metadata), so the CLI, YAML files and the Python API
+share one source of truth. Precedence: dataclass defaults < YAML file
+(``--config``) < command-line flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["PretrainConfig", "load_yaml", "METHODS"]
+
+METHODS = ("simclr", "supcon", "ce")
+LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    meta = {"help": help, **extra}
+    if isinstance(default, (list, tuple, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class PretrainConfig:
+    """Every option of ``contrastkit pretrain``. See the README for the sources of defaults."""
+
+    # what to train
+    method: str = _opt("simclr", "simclr (NT-Xent, SimCLR), supcon (L_out/L_in, SupCon) or ce (cross-entropy baseline)",
+                       choices=METHODS)
+    loss: str = _opt("ntxent", "loss for --method simclr: ntxent, ntlogistic, margin or npair (SimCLR Table 4)",
+                     choices=LOSSES)
+    supcon_variant: str = _opt("out", "SupCon loss variant: out (L_out, better: SupCon Table 1) or in (L_in)",
+                               choices=("out", "in"))
+    temperature: float = _opt(0.5, "softmax temperature tau (0.5: SimCLR CIFAR-10, App. B.9; SupCon uses 0.1)")
+    margin: float = _opt(0.5, "margin m of the margin triplet loss (SimCLR Table 4 tunes it)")
+    semi_hard: bool = _opt(False, "semi-hard negative mining for the margin / NT-Logistic losses (SimCLR Table 4)")
+    labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
+
+    # data
+    data: str = _opt("digits", "digits (offline default), cifar10, cifar100, stl10, or a folder (ImageFolder layout)")
+    data_root: str = _opt("~/.cache/contrastkit/datasets", "where torchvision data sets are looked for / downloaded")
+    num_workers: int = _opt(2, "DataLoader worker processes")
+    augment_on: str = _opt("workers", "workers: per-image torchvision transforms in DataLoader workers; device: "
+                                      "batched augmentation on the model's device", choices=("workers", "device"))
+    skip_bad_files: bool = _opt(False, "skip unreadable image files (counted in the summary) instead of stopping")
+    val_fraction: float = _opt(0.2, "test fraction when a folder has no train/ and test/ subfolders")
+
+    # augmentation (SimCLR Sec. 3, App. A)
+    preset: str = _opt("auto", "augmentation preset: cifar (32 px, no blur), imagenet (224 px, blur) or auto")
+    size: int = _opt(0, "crop size in pixels (0: the preset's)")
+    crop_scale: tuple = _opt((0.08, 1.0), "random resized crop scale range (SimCLR App. A: 0.08-1)", nargs=2, type=float)
+    color_strength: float = _opt(-1.0, "colour distortion strength s (-1: the preset's; SimCLR: 1.0 ImageNet, 0.5 CIFAR)")
+    blur: str = _opt("auto", "Gaussian blur: on, off or auto (the preset's)", choices=("on", "off", "auto"))
+    n_views: int = _opt(2, "views per image V (2 in the papers; SupCon accepts any V >= 2)")
+
+    # model
+    encoder: str = _opt("resnet18", "encoder f: resnet18, resnet34, resnet50 or timm:<name>")
+    cifar_stem: str = _opt("auto", "3x3 stride-1 stem without max-pool (SimCLR App. B.9): on, off, auto (on for <= 64 px)",
+                           choices=("on", "off", "auto"))
+    width: float = _opt(1.0, "ResNet width multiplier (0.25 gives 16-32-64-128 channels for ResNet-18)")
+    head: str = _opt("mlp", "projection head g: mlp (one hidden layer), linear or none (SimCLR Fig. 8)",
+                     choices=("mlp", "linear", "none"))
+    proj_dim: int = _opt(128, "output dimension of z (128, SimCLR Sec. 2.1)")
+    proj_hidden_dim: int = _opt(0, "hidden width of the MLP head (0: the encoder's feature dimension, as SimCLR)")
+
+    # optimisation (SimCLR Sec. 2.2, App. B.1)
+    epochs: int = _opt(100, "training epochs")
+    batch_size: int = _opt(256, "global batch size N (images; each gives V views)")
+    micro_batch_size: int = _opt(0, "gradient caching micro-batch (0: off); exact for BN-free models")
+    optimizer: str = _opt("sgd", "sgd (momentum) or lars (SimCLR's optimiser)", choices=("sgd", "lars"))
+    lr: float = _opt(0.06, "base learning rate, scaled by --lr-scaling")
+    lr_scaling: str = _opt("linear", "linear: lr x batch/256 (SimCLR Sec. 2.2: 0.3 x B/256 with LARS); sqrt: lr x "
+                                     "sqrt(batch) (SimCLR App. B.1, small batches); none",
+                           choices=("linear", "sqrt", "none"))
+    momentum: float = _opt(0.9, "SGD / LARS momentum")
+    weight_decay: float = _opt(5e-4, "weight decay, not applied to biases and norm layers (SimCLR: 1e-6 with LARS)")
+    warmup_epochs: float = _opt(0.0, "linear warm-up epochs before cosine decay (SimCLR: 10)")
+    min_lr_ratio: float = _opt(0.0, "final learning rate as a fraction of the peak")
+
+    # run
+    seed: int = _opt(0, "random seed (data order, augmentation, initialisation)")
+    device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16",
+                          choices=("auto", "fp32", "bf16", "fp16"))
+    channels_last: str = _opt("auto", "channels_last memory format: on, off, auto (on for GPUs)",
+                              choices=("on", "off", "auto"))
+    compile: bool = _opt(False, "torch.compile the model (measured in benchmarks/)")
+    sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under torchrun (global BN, SimCLR Sec. 2.2; GPU only)")
+    out: str = _opt("runs/pretrain", "output folder: config.yaml, last.pt, metrics.jsonl, TensorBoard events")
+    resume: bool = _opt(False, "continue from OUT/last.pt")
+    knn_every: int = _opt(1, "kNN monitor every this many epochs (0: off)")
+    knn_k: int = _opt(200, "k of the kNN monitor (Wu et al. 2018)")
+    knn_temperature: float = _opt(0.1, "vote temperature of the kNN monitor")
+    log_every: int = _opt(10, "log the loss every this many steps (each log syncs with the device)")
+    checkpoint_every_steps: int = _opt(0, "also checkpoint every this many steps within an epoch (0: epoch ends only)")
+    on_nonfinite: str = _opt("stop", "a NaN/inf loss or gradient: stop (with step and checkpoint) or skip the step",
+                             choices=("stop", "skip"))
+    max_steps: int = _opt(0, "stop after this many optimiser steps in total (0: no limit; for tests and budgets)")
+    time_budget_s: float = _opt(0.0, "stop training after this many seconds (0: no limit); the schedule still spans "
+                                     "--epochs")
+    progress: bool = _opt(True, "show a tqdm progress bar")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["crop_scale"] = list(self.crop_scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        values = dict(values)
+        if "crop_scale" in values:
+            values["crop_scale"] = tuple(values["crop_scale"])
+        return cls(**values)
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of options (keys with '-' or '_' both accepted)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p} must hold a mapping of option: value, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

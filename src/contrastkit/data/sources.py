@@ -1,0 +1,293 @@
+"""Where images come from: ``digits`` (offline), torchvision sets, and image folders.
+
+Every source yields ``(PIL.Image in RGB, int label)``; label ``-1`` means
+unlabelled. :func:`load_dataset` returns the train and test splits with the
+class names and the native image side (used to pick the augmentation preset).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+__all__ = ["DataSplits", "ImageFiles", "DigitsImages", "load_dataset", "list_datasets", "DATASETS",
+           "IMAGE_EXTENSIONS", "open_rgb"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+DATASETS = ("digits", "cifar10", "cifar100", "stl10")
+
+
+def list_datasets() -> list[str]:
+    return [*DATASETS, "<path to an image folder>"]
+
+
+@dataclass
+class DataSplits:
+    """A data set's splits.
+
+    Attributes:
+        name: the data set's name (or folder path).
+        train: training split; yields (PIL RGB image, label), label -1 when unlabelled.
+        test: evaluation split with labels, or None (an unlabelled folder).
+        classes: class names (empty when unlabelled).
+        image_size: native side in pixels when all images share it (else None).
+        paths: file path of each training image where known (for embedding export).
+    """
+
+    name: str
+    train: Dataset
+    test: Dataset | None
+    classes: list[str]
+    image_size: int | None
+    train_paths: list[str] | None = None
+    test_paths: list[str] | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def labelled(self) -> bool:
+        return self.num_classes > 0
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image file and convert it to 8-bit RGB.
+
+    Grayscale (L), palette (P), RGBA/LA (alpha dropped over black... composited on white),
+    CMYK and 16-bit / 32-bit integer images (I;16, I) are converted; 16-bit values
+    are scaled to 8 bits rather than clipped.
+
+    Raises:
+        ValueError: naming the file when it cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if img.mode == "I" and arr.max() <= 65535:
+            hi = 65535.0 if arr.max() > 255 else 255.0
+        arr8 = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+class ImageFiles(Dataset):
+    """A list of image files with labels (``-1`` for unlabelled).
+
+    Args:
+        samples: (path, label) pairs.
+        skip_bad_files: when True, an unreadable file is replaced by the next
+            readable one and its path is recorded in ``bad_files``; when False
+            (default) it raises a ValueError naming the file.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, int]], skip_bad_files: bool = False) -> None:
+        self.samples = list(samples)
+        self.skip_bad_files = skip_bad_files
+        self.bad_files: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    @property
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.samples]
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        for attempt in range(len(self.samples)):
+            path, label = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                return open_rgb(path), label
+            except ValueError:
+                if not self.skip_bad_files:
+                    raise
+                if path not in self.bad_files:
+                    self.bad_files.append(path)
+        raise ValueError(f"no readable image among the {len(self.samples)} files of this data set")
+
+
+class DigitsImages(Dataset):
+    """scikit-learn's bundled handwritten digits (1,797 8x8 images), upsampled to 32x32 RGB.
+
+    Offline by construction (the data ship with scikit-learn). Split 80/20,
+    stratified, with a fixed seed.
+    """
+
+    SIZE = 32
+
+    def __init__(self, train: bool = True, seed: int = 0) -> None:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        images = (digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+        idx_train, idx_test = train_test_split(
+            np.arange(len(images)), test_size=0.2, random_state=seed, stratify=digits.target
+        )
+        idx = idx_train if train else idx_test
+        self.images = images[idx]
+        self.targets = [int(t) for t in digits.target[idx]]
+        self.classes = [str(c) for c in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        img = Image.fromarray(self.images[index], mode="L").resize((self.SIZE, self.SIZE), Image.BILINEAR)
+        return img.convert("RGB"), self.targets[index]
+
+
+class _TorchvisionRGB(Dataset):
+    """Adapts a torchvision data set so that images are RGB PIL images."""
+
+    def __init__(self, base: Dataset, targets: list[int]) -> None:
+        self.base = base
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        img, label = self.base[index]
+        return _to_rgb(img), int(label)
+
+
+def _torchvision(name: str, root: str) -> DataSplits:
+    from torchvision import datasets
+
+    root = os.path.expanduser(root)
+    expected = {
+        "cifar10": "cifar-10-batches-py/ (the python version of CIFAR-10)",
+        "cifar100": "cifar-100-python/ (the python version of CIFAR-100)",
+        "stl10": "stl10_binary/ (the binary version of STL-10)",
+    }[name]
+
+    def build(download: bool):
+        if name == "cifar10":
+            return datasets.CIFAR10(root, train=True, download=download), datasets.CIFAR10(root, train=False)
+        if name == "cifar100":
+            return datasets.CIFAR100(root, train=True, download=download), datasets.CIFAR100(root, train=False)
+        # STL-10: SimCLR-style pretraining uses train+unlabeled; evaluation uses train/test.
+        return (datasets.STL10(root, split="train+unlabeled", download=download),
+                datasets.STL10(root, split="test"))
+
+    try:
+        train, test = build(download=False)
+    except RuntimeError:
+        try:
+            train, test = build(download=True)
+        except Exception as exc:  # network errors come in many types
+            raise RuntimeError(
+                f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). "
+                f"Offline, put {expected} inside {root} (or pass --data-root), or point --data at an "
+                f"ImageFolder copy (e.g. the shared CIFAR-10 JPEGs: --data ~/.cache/contrastkit/cifar10)."
+            ) from exc
+    classes = list(getattr(train, "classes", []))
+    train_targets = [int(t) for t in (train.targets if hasattr(train, "targets") else train.labels)]
+    test_targets = [int(t) for t in (test.targets if hasattr(test, "targets") else test.labels)]
+    size = 96 if name == "stl10" else 32
+    return DataSplits(name, _TorchvisionRGB(train, train_targets), _TorchvisionRGB(test, test_targets),
+                      classes, size)
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_folder(folder: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
+    subdirs = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = classes if classes is not None else subdirs
+    samples: list[tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        d = folder / name
+        if not d.is_dir():
+            raise ValueError(f"class folder {d} is missing (the training split has class {name!r})")
+        files = _list_images(d)
+        if not files:
+            raise ValueError(f"class folder {d} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        samples.extend((str(p), label) for p in files)
+    return samples, classes
+
+
+def _folder(path: Path, seed: int, val_fraction: float, skip_bad_files: bool) -> DataSplits:
+    if not path.is_dir():
+        raise ValueError(
+            f"--data {str(path)!r} is neither a known data set ({', '.join(DATASETS)}) nor an existing folder"
+        )
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        train_samples, classes = _class_folder(path / "train")
+        test_samples, _ = _class_folder(path / "test", classes)
+        train, test = ImageFiles(train_samples, skip_bad_files), ImageFiles(test_samples, skip_bad_files)
+        return DataSplits(str(path), train, test, classes, None, train.paths, test.paths)
+    subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    loose = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if subdirs and not loose:
+        samples, classes = _class_folder(path)
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        # Deterministic stratified split: a seeded permutation within each class.
+        rng = np.random.default_rng(seed)
+        train_samples, test_samples = [], []
+        for label in range(len(classes)):
+            cls = [s for s in samples if s[1] == label]
+            order = rng.permutation(len(cls))
+            n_test = int(round(val_fraction * len(cls)))
+            n_test = min(max(n_test, 1 if len(cls) > 1 else 0), len(cls) - 1)
+            test_samples += [cls[i] for i in sorted(order[:n_test])]
+            train_samples += [cls[i] for i in sorted(order[n_test:])]
+        train, test = ImageFiles(train_samples, skip_bad_files), ImageFiles(test_samples, skip_bad_files)
+        return DataSplits(str(path), train, test, classes, None, train.paths, test.paths)
+    files = _list_images(path)
+    if not files:
+        raise ValueError(f"folder {path} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)}), "
+                         f"nor class subfolders, nor train/ and test/")
+    train = ImageFiles([(str(p), -1) for p in files], skip_bad_files)
+    return DataSplits(str(path), train, None, [], None, train.paths, None)
+
+
+def load_dataset(name: str, root: str = "~/.cache/contrastkit/datasets", seed: int = 0,
+                 val_fraction: float = 0.2, skip_bad_files: bool = False) -> DataSplits:
+    """Load a data set by name or folder path.
+
+    Args:
+        name: ``digits``, ``cifar10``, ``cifar100``, ``stl10`` or a folder: with ``train/`` and
+            ``test/`` class subfolders; with class subfolders only (split deterministically,
+            ``val_fraction`` to test); or images only (unlabelled, SimCLR only).
+        root: where torchvision data sets live.
+        seed: seed of the deterministic split.
+        skip_bad_files: skip unreadable files instead of raising.
+
+    Raises:
+        ValueError: an unknown name, an empty folder or class folder.
+        RuntimeError: a torchvision set that is not on disk and cannot be downloaded.
+    """
+    if name == "digits":
+        return DataSplits("digits", DigitsImages(True), DigitsImages(False), [str(c) for c in range(10)], 32)
+    if name in ("cifar10", "cifar100", "stl10"):
+        return _torchvision(name, root)
+    return _folder(Path(os.path.expanduser(name)), seed, val_fraction, skip_bad_files)

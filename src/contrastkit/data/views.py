@@ -1,0 +1,167 @@
+"""Dataset wrappers: multi-view training samples, decoded uint8 arrays, evaluation samples.
+
+Augmentation randomness is derived from ``(seed, epoch, index)`` alone
+(:func:`seed_for`), so the views of a sample do not depend on the worker that
+makes them, the batch order, or where a resumed run picks up. That is what
+makes mid-epoch resume bit-exact.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+__all__ = ["seed_for", "ViewDataset", "ArrayDataset", "EvalDataset", "decode_to_array"]
+
+_MASK = (1 << 63) - 1
+
+
+def seed_for(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` in ``epoch`` of a run seeded ``seed``."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & _MASK
+
+
+class ViewDataset(Dataset):
+    """Applies a (multi-view) transform to a source yielding (PIL image, label).
+
+    Returns ``(views, label, index)`` with ``views`` a tensor (V, C, H, W) when the
+    transform returns a list of V tensors, else the single tensor (C, H, W).
+    Call :meth:`set_epoch` before each epoch (the DataLoader must not use
+    persistent workers, so that workers see the new epoch).
+    """
+
+    def __init__(self, source: Dataset, transform: Callable, seed: int = 0) -> None:
+        self.source = source
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        img, label = self.source[index]
+        s = seed_for(self.seed, self.epoch, index)
+        if get_worker_info() is not None:  # a worker's RNG is its own
+            torch.manual_seed(s)
+            out = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)
+                out = self.transform(img)
+        if isinstance(out, (list, tuple)):
+            out = torch.stack(list(out))  # (V, C, H, W)
+        return out, label, index
+
+
+class ArrayDataset(Dataset):
+    """Images held in memory as one uint8 tensor (N, 3, S, S), with labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 of shape (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
+        if len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.labels[index]), index
+
+
+class EvalDataset(Dataset):
+    """Evaluation samples ``(float tensor (3, S, S) normalised, label)``.
+
+    Built either from a uint8 array (fast: no decoding) or from a source with a transform.
+    """
+
+    def __init__(self, images: torch.Tensor | Dataset, labels: torch.Tensor | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 transform: Callable | None = None) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+        self.mean = torch.tensor(mean).view(3, 1, 1) if mean is not None else None
+        self.std = torch.tensor(std).view(3, 1, 1) if std is not None else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        if isinstance(self.images, torch.Tensor):
+            x = self.images[index].float().div_(255.0)  # (3, S, S)
+            if self.mean is not None:
+                x = (x - self.mean) / self.std
+            return x, int(self.labels[index])
+        img, label = self.images[index]
+        return self.transform(img), int(label)
+
+
+class _Resized(Dataset):
+    def __init__(self, source: Dataset, size: int) -> None:
+        self.source, self.size = source, size
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        img, label = self.source[index]
+        if img.size != (self.size, self.size):
+            # Resize the shorter side, then centre-crop to a square.
+            w, h = img.size
+            scale = self.size / min(w, h)
+            img = img.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BICUBIC)
+            w, h = img.size
+            left, top = (w - self.size) // 2, (h - self.size) // 2
+            img = img.crop((left, top, left + self.size, top + self.size))
+        arr = np.asarray(img, dtype=np.uint8)  # (S, S, 3)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1), int(label)  # (3, S, S)
+
+
+def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key: str | None = None,
+                    cache_dir: str = "~/.cache/contrastkit/arrays", progress: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every image once into a uint8 tensor (N, 3, size, size) and labels (N,).
+
+    With ``cache_key``, the arrays are stored under ``cache_dir`` and reused.
+    """
+    cache_file = None
+    if cache_key:
+        digest = hashlib.sha1(f"{cache_key}/{len(source)}/{size}".encode()).hexdigest()[:16]
+        cache_file = Path(os.path.expanduser(cache_dir)) / f"{digest}.npz"
+        if cache_file.is_file():
+            try:
+                with np.load(cache_file) as z:
+                    return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is rebuilt below
+    loader = DataLoader(_Resized(source, size), batch_size=512, num_workers=num_workers)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=f"decoding {len(source)} images", leave=False)
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x)
+        labels.append(y)
+    images_t = torch.cat(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    labels_t = torch.cat(labels).long() if labels else torch.empty(0, dtype=torch.long)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images_t.numpy(), labels=labels_t.numpy())
+        os.replace(tmp, cache_file)
+    return images_t, labels_t

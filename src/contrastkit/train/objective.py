@@ -1,0 +1,61 @@
+"""The training objective of each method, on a batch of embeddings.
+
+A uniform callable ``objective(outputs, labels) -> loss`` where ``outputs`` is
+(N, V, D) for the contrastive methods and (N, V, C) logits for ``ce``. Gradient
+caching (:mod:`contrastkit.gradcache`) calls the same objective on cached embeddings.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import PretrainConfig
+
+__all__ = ["Objective", "build_objective"]
+
+
+class Objective(nn.Module):
+    """Wraps a loss so that every method takes (outputs (N, V, D), labels (N,) or None)."""
+
+    def __init__(self, method: str, loss: nn.Module | None, pairwise: bool) -> None:
+        super().__init__()
+        self.method = method
+        self.loss = loss
+        self.pairwise = pairwise  # the loss takes (z1, z2)
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.method in ("supcon", "ce")
+
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        # outputs: (N, V, D)
+        if self.method == "ce":
+            n, v, c = outputs.shape
+            return F.cross_entropy(outputs.reshape(n * v, c).float(), labels.repeat_interleave(v))
+        if self.pairwise:
+            return self.loss(outputs[:, 0], outputs[:, 1])
+        return self.loss(outputs, labels if self.method == "supcon" else None)
+
+
+def build_objective(cfg: PretrainConfig) -> Objective:
+    """The loss of ``cfg.method`` (and ``cfg.loss`` for simclr) with the configured temperature."""
+    from .. import losses
+
+    if cfg.method == "ce":
+        return Objective("ce", None, False)
+    if cfg.method == "supcon":
+        return Objective("supcon", losses.SupConLoss(temperature=cfg.temperature, variant=cfg.supcon_variant), False)
+    if cfg.loss == "ntxent":
+        if cfg.n_views == 2:
+            return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature), True)
+        return Objective("simclr", losses.SupConLoss(temperature=cfg.temperature), False)
+    if cfg.n_views != 2:
+        raise ValueError(f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
+    if cfg.loss == "ntlogistic":
+        return Objective("simclr", losses.NTLogisticLoss(temperature=cfg.temperature), True)
+    if cfg.loss == "margin":
+        return Objective("simclr", losses.MarginTripletLoss(margin=cfg.margin, semi_hard=cfg.semi_hard), True)
+    if cfg.loss == "npair":
+        return Objective("simclr", losses.NPairLoss(), True)
+    raise ValueError(f"unknown loss {cfg.loss!r}")

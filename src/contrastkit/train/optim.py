@@ -1,0 +1,126 @@
+"""Optimisers and learning-rate schedule (SimCLR Sec. 2.2 and App. B.1).
+
+- :class:`LARS`: layer-wise adaptive rate scaling (You et al. 2017), SimCLR's optimiser.
+  Parameters in groups with ``lars_exclude=True`` (biases, norm layers) get plain
+  momentum SGD without the trust ratio and without weight decay, as SimCLR does.
+- :func:`param_groups`: biases and normalisation parameters get no weight decay.
+- :func:`scaled_lr`: ``linear`` (lr x B/256; SimCLR uses 0.3 x B/256 with LARS) or ``sqrt``
+  (lr x sqrt(B); SimCLR App. B.1 recommends 0.075 x sqrt(B) for small batches / long runs).
+- :func:`warmup_cosine`: linear warm-up then cosine decay, evaluated per optimiser step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["LARS", "param_groups", "scaled_lr", "warmup_cosine", "build_optimizer"]
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split parameters: weights of conv/linear layers decay; biases and norm parameters do not.
+
+    Returns:
+        Two groups; the second carries ``weight_decay=0`` and ``lars_exclude=True``.
+    """
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if isinstance(module, _NORM_TYPES) or name.endswith("bias") or p.ndim <= 1:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS: SGD with momentum where each layer's step is scaled by a trust ratio.
+
+    update = lr * trust * (g + wd * w), trust = eta * ||w|| / ||g + wd * w|| (1 when a norm is 0);
+    groups with ``lars_exclude=True`` skip the trust ratio.
+
+    Args:
+        params: parameters or groups (see :func:`param_groups`).
+        lr: learning rate.
+        momentum: momentum (0.9, SimCLR).
+        weight_decay: weight decay (1e-6, SimCLR).
+        eta: trust coefficient (0.001, You et al. 2017).
+    """
+
+    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 eta: float = 0.001) -> None:
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
+                                      lars_exclude=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                if not group["lars_exclude"]:
+                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
+                                        torch.ones_like(w_norm))
+                    g = g.mul(trust)
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.clone(g).detach()
+                else:
+                    buf.mul_(group["momentum"]).add_(g)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def scaled_lr(base_lr: float, batch_size: int, rule: str) -> float:
+    """The peak learning rate for a batch size under a scaling rule (linear, sqrt or none)."""
+    if rule == "linear":
+        return base_lr * batch_size / 256.0
+    if rule == "sqrt":
+        return base_lr * math.sqrt(batch_size)
+    if rule == "none":
+        return base_lr
+    raise ValueError(f"lr scaling must be linear, sqrt or none, got {rule!r}")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based): linear warm-up, then cosine to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
+                    ) -> torch.optim.Optimizer:
+    """SGD (momentum, fused/foreach where available) or LARS over :func:`param_groups`."""
+    groups = param_groups(model, weight_decay)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    if name == "sgd":
+        for g in groups:
+            g.pop("lars_exclude")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
+    raise ValueError(f"optimizer must be sgd or lars, got {name!r}")

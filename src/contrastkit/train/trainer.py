@@ -1,0 +1,424 @@
+"""The pretraining loop: SimCLR, SupCon and the cross-entropy baseline.
+
+``pretrain(cfg)`` runs a whole job: validate options, load data, build model,
+loss and optimiser, resume if asked, train with a kNN monitor, checkpoint
+every epoch. It runs as one process or under ``torchrun`` (DistributedDataParallel,
+one process per device); only rank 0 writes files and shows progress.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .. import distributed as ckdist
+from ..config import PretrainConfig
+from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed_for
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .objective import build_objective
+from .optim import build_optimizer, scaled_lr, warmup_cosine
+from .setup import (build_batch_augment, build_run_model, build_view_transform, check_output_dir,
+                    labels_for_training, load_splits, resolve_device, resolve_preset, validate_config)
+
+__all__ = ["pretrain", "NonFiniteError", "unwrap"]
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or a gradient became NaN/inf."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return ckdist.get_rank(), ckdist.get_world_size()
+
+
+class _Skip(torch.utils.data.Sampler):
+    """Yields a base sampler's indices from position ``start`` on (mid-epoch resume)."""
+
+    def __init__(self, base: DistributedSampler, start: int) -> None:
+        self.base, self.start = base, start
+
+    def __iter__(self):
+        return iter(list(self.base)[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.start)
+
+
+class _MetricsLog:
+    def __init__(self, out: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.file = open(out / "metrics.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except Exception:  # tensorboard missing: metrics.jsonl still holds everything
+                self.tb = None
+
+    def write(self, row: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            prefix = "epoch" if row.get("kind") == "epoch" else "train"
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _eval_arrays(splits, size: int, cfg: PretrainConfig, rank: int):
+    """Train (memory) and test images decoded once, at the training crop size."""
+    key = None if cfg.data == "digits" else f"{os.path.abspath(os.path.expanduser(cfg.data))}"
+    train = decode_to_array(splits.train, size, num_workers=cfg.num_workers,
+                            cache_key=key and key + "/train")
+    test = decode_to_array(splits.test, size, num_workers=cfg.num_workers, cache_key=key and key + "/test")
+    return train, test
+
+
+def knn_monitor(encoder: nn.Module, train_arrays, test_arrays, mean, std, cfg: PretrainConfig,
+                device: torch.device) -> float:
+    """kNN top-1 on the test split with the training split as memory (cosine, k, weighted votes)."""
+    from ..evaluate import extract_features, knn_accuracy
+
+    with _autocast(device, cfg.precision):
+        ftr, ltr = extract_features(encoder, EvalDataset(*train_arrays, mean=mean, std=std), batch_size=512,
+                                    device=device)
+        fte, lte = extract_features(encoder, EvalDataset(*test_arrays, mean=mean, std=std), batch_size=512,
+                                    device=device)
+    return float(knn_accuracy(ftr.float(), ltr, fte.float(), lte, k=cfg.knn_k,
+                              temperature=cfg.knn_temperature)["top1"])
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run pretraining as configured; returns a summary (also written to ``OUT/summary.json``).
+
+    Raises:
+        ValueError: bad options or data, before any training.
+        CheckpointError: ``resume`` with a missing/corrupt checkpoint or one from another model.
+        NonFiniteError: a NaN/inf loss or gradient with ``on_nonfinite="stop"``.
+    """
+    validate_config(cfg)
+    device = resolve_device(cfg.device)
+    rank, world = _init_distributed(device)
+    is_main = rank == 0
+    out = Path(cfg.out).expanduser()
+    if is_main:
+        check_output_dir(out)
+    ckpt_path = out / "last.pt"
+    resume_state = None
+    if cfg.resume:
+        resume_state = load_checkpoint(ckpt_path)  # raises, naming the file, if missing or corrupt
+        _check_compatible(resume_state["config"], cfg, ckpt_path)
+
+    splits = load_splits(cfg)
+    n_train = len(splits.train)
+    if cfg.batch_size % world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    if cfg.batch_size > n_train:
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({n_train} images)")
+    local_bs = cfg.batch_size // world
+    if cfg.micro_batch_size and local_bs % cfg.micro_batch_size:
+        raise ValueError(f"--micro-batch-size {cfg.micro_batch_size} must divide the per-process batch {local_bs}")
+    if cfg.method in ("supcon", "ce") and not splits.labelled:
+        raise ValueError(f"--method {cfg.method} needs labelled data; {cfg.data} has no class folders")
+    targets = list(getattr(splits.train, "targets", []))
+    train_labels = labels_for_training(cfg, targets, splits.num_classes)
+
+    spec = resolve_preset(cfg, splits)
+    from ..augment import PRESETS
+
+    mean, std = PRESETS[spec.preset].get("normalize") or ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    n_views = cfg.n_views if cfg.method != "ce" else 1
+
+    torch.manual_seed(cfg.seed)
+    model = build_run_model(cfg, splits.num_classes, spec.size).to(device)
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn:
+        if world > 1 and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif is_main:
+            print("note: --sync-bn needs torchrun with CUDA devices (torch runs SyncBatchNorm on GPUs only); "
+                  "using per-process BatchNorm")
+    objective = build_objective(cfg).to(device)
+
+    steps_per_epoch = n_train // cfg.batch_size
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    peak_lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
+    optimizer = build_optimizer(model, cfg.optimizer, peak_lr, cfg.momentum, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, cfg.min_lr_ratio))
+
+    start_epoch, start_step, global_step = 0, 0, 0
+    history: list[dict] = []
+    if resume_state is not None:
+        try:
+            model.load_state_dict(resume_state["model"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not match the model: {exc}") from exc
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start_epoch, start_step = int(resume_state["epoch"]), int(resume_state["step_in_epoch"])
+        global_step = int(resume_state["global_step"])
+        history = list(resume_state.get("history", []))
+        set_rng_state(resume_state["rng"])
+    if start_step >= steps_per_epoch:
+        start_epoch, start_step = start_epoch + 1, 0
+
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    # Data: per-image transforms in workers, or decoded arrays augmented on the device.
+    arrays = None
+    if cfg.augment_on == "device":
+        images, _ = decode_to_array(splits.train, splits.image_size or spec.size, num_workers=cfg.num_workers,
+                                    cache_key=None if cfg.data == "digits" else
+                                    os.path.abspath(os.path.expanduser(cfg.data)) + "/train-native")
+        arrays = ArrayDataset(images, train_labels)
+        batch_augment = build_batch_augment(spec, n_views).to(device)
+        train_ds = arrays
+    else:
+        train_ds = ViewDataset(splits.train, build_view_transform(spec, n_views), seed=cfg.seed)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+
+    monitor = cfg.knn_every > 0 and splits.labelled and splits.test is not None
+    eval_arrays = _eval_arrays(splits, spec.size, cfg, rank) if monitor and is_main else None
+
+    log = _MetricsLog(out, is_main)
+    if is_main:
+        cfg.save_yaml(out / "config.yaml")
+        if resume_state is None and (out / "metrics.jsonl").stat().st_size > 0:
+            (out / "metrics.jsonl").write_text("")  # a fresh run replaces the old log
+    skipped_steps = 0
+    train_time = 0.0
+    images_seen = 0
+    stop_reason = "completed"
+    first_bad = torch.tensor(-1, device=device)
+    bar = None
+    if is_main and cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=global_step, desc=f"{cfg.method}", dynamic_ncols=True)
+
+    def make_checkpoint(epoch: int, step_in_epoch: int) -> None:
+        if not is_main:
+            return
+        save_checkpoint({
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": global_step,
+            "config": cfg.to_dict(),
+            "rng": rng_state(),
+            "history": history,
+            "meta": {"encoder": cfg.encoder, "feature_dim": model.encoder.feature_dim, "image_size": spec.size,
+                     "preset": spec.preset, "mean": list(mean), "std": list(std), "classes": splits.classes,
+                     "data": cfg.data, "method": cfg.method},
+        }, ckpt_path)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    t_last_log, img_last_log = time.perf_counter(), 0
+    loss_sum, loss_count = torch.zeros((), device=device), 0
+    done = False
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        skip = start_step * local_bs if epoch == start_epoch else 0
+        ep_sampler = _Skip(sampler, skip)
+        step_in_epoch = start_step if epoch == start_epoch else 0
+        train_model.train()
+        if arrays is None:
+            train_ds.set_epoch(epoch)
+            loader = DataLoader(train_ds, batch_size=local_bs, sampler=ep_sampler, drop_last=True,
+                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                persistent_workers=False)
+            batches = ((v, idx) for v, _, idx in loader)
+        else:
+            order = list(ep_sampler)
+            batches = ((None, torch.as_tensor(order[i:i + local_bs]))
+                       for i in range(0, len(order) - local_bs + 1, local_bs))
+        epoch_t0 = time.perf_counter()
+        for views, idx in batches:
+            t0 = time.perf_counter()
+            labels = train_labels[idx].to(device, non_blocking=True)
+            if views is None:
+                raw = arrays.images[idx].to(device, non_blocking=True)
+                gen = torch.Generator(device=device).manual_seed(seed_for(cfg.seed, epoch, global_step))
+                with torch.no_grad():
+                    views = torch.stack(batch_augment(raw, generator=gen), dim=1)  # (B, V, C, H, W)
+            else:
+                views = views.to(device, non_blocking=True)
+                if views.ndim == 4:
+                    views = views.unsqueeze(1)  # (B, 1, C, H, W)
+            loss = _train_step(train_model, objective, views, labels, cfg, device, channels_last)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+            finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+            if cfg.on_nonfinite == "skip" or device.type == "cpu":
+                if not bool(finite):
+                    if cfg.on_nonfinite == "stop":
+                        _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
+                    skipped_steps += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    global_step += 1
+                    step_in_epoch += 1
+                    continue
+            else:
+                first_bad = torch.where(~finite & (first_bad < 0), torch.tensor(global_step, device=device),
+                                        first_bad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            global_step += 1
+            step_in_epoch += 1
+            loss_sum += loss.detach()
+            loss_count += 1
+            images_seen += views.shape[0] * world
+            train_time += time.perf_counter() - t0
+            if global_step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
+                if int(first_bad) >= 0:
+                    _raise_nonfinite(loss, gnorm, int(first_bad), epoch, ckpt_path, log, bar)
+                now = time.perf_counter()
+                ips = (images_seen - img_last_log) / max(now - t_last_log, 1e-9)
+                t_last_log, img_last_log = now, images_seen
+                row = {"kind": "step", "step": global_step, "epoch": epoch, "loss": float(loss),
+                       "lr": optimizer.param_groups[0]["lr"], "images_per_s": ips}
+                log.write(row, global_step)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}", img_s=f"{ips:.0f}")
+            if bar is not None:
+                bar.update(1)
+            if cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0 \
+                    and step_in_epoch < steps_per_epoch:
+                make_checkpoint(epoch, step_in_epoch)
+            if (cfg.max_steps and global_step >= cfg.max_steps) or \
+                    (cfg.time_budget_s and train_time >= cfg.time_budget_s):
+                stop_reason = "max_steps" if cfg.max_steps and global_step >= cfg.max_steps else "time_budget"
+                done = True
+                break
+        start_step = 0
+        finished_epoch = step_in_epoch >= steps_per_epoch
+        row = {"kind": "epoch", "epoch": epoch, "step": global_step,
+               "loss": float(loss_sum / max(loss_count, 1)) if loss_count else float("nan"),
+               "epoch_time_s": time.perf_counter() - epoch_t0, "train_time_s": train_time}
+        loss_sum.zero_()
+        loss_count = 0
+        if monitor and (finished_epoch or done) and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs
+                                                     or done):
+            if is_main:
+                row["knn_top1"] = knn_monitor(unwrap(model).encoder, eval_arrays[0], eval_arrays[1], mean, std,
+                                              cfg, device)
+            if world > 1:
+                dist.barrier()
+        history.append(row)
+        log.write(row, global_step)
+        if finished_epoch:
+            make_checkpoint(epoch + 1, 0)
+        else:
+            make_checkpoint(epoch, step_in_epoch)
+        if done:
+            break
+    if bar is not None:
+        bar.close()
+    log.close()
+    summary = {
+        "out": str(out), "checkpoint": str(ckpt_path), "method": cfg.method, "data": cfg.data,
+        "epochs": cfg.epochs, "global_step": global_step, "stop_reason": stop_reason,
+        "train_time_s": round(train_time, 2), "images_per_s": round(images_seen / max(train_time, 1e-9), 1),
+        "final_loss": history[-1]["loss"] if history else None,
+        "knn_top1": next((r["knn_top1"] for r in reversed(history) if "knn_top1" in r), None),
+        "skipped_nonfinite_steps": skipped_steps,
+        "skipped_bad_files": len(getattr(splits.train, "bad_files", [])),
+        "world_size": world,
+    }
+    if is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _train_step(model, objective, views, labels, cfg, device, channels_last) -> torch.Tensor:
+    """Forward and backward of one batch; returns the detached loss."""
+    n, v = views.shape[:2]
+    if cfg.micro_batch_size and cfg.micro_batch_size < n:
+        from ..gradcache import cached_backward
+
+        return cached_backward(model, objective, views, labels, cfg.micro_batch_size,
+                               autocast=lambda: _autocast(device, cfg.precision),
+                               channels_last=channels_last)
+    x = views.transpose(0, 1).reshape(v * n, *views.shape[2:])  # (V*N, C, H, W), view-major
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, cfg.precision):
+        _, out = model(x)  # (V*N, D)
+    out = out.float().view(v, n, -1).transpose(0, 1)  # (N, V, D)
+    loss = objective(out, labels)
+    loss.backward()
+    return loss.detach()
+
+
+def _raise_nonfinite(loss, gnorm, step, epoch, ckpt_path, log, bar):
+    if bar is not None:
+        bar.close()
+    log.close()
+    where = f"the last checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written yet"
+    raise NonFiniteError(
+        f"non-finite loss or gradient at step {step} (epoch {epoch}): loss={float(loss)}, grad norm={float(gnorm)}; "
+        f"{where}. Lower --lr, check the data, or pass --on-nonfinite skip to skip such steps.")
+
+
+_ARCH_KEYS = ("method", "encoder", "width", "head", "proj_dim", "proj_hidden_dim", "cifar_stem", "data", "n_views",
+              "batch_size", "epochs", "seed")
+
+
+def _check_compatible(saved: dict, cfg: PretrainConfig, path: Path) -> None:
+    """A resumed run must be the same run: same model, data, batch, schedule length and seed."""
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {getattr(cfg, k)!r}" for k in _ARCH_KEYS
+             if saved.get(k) != getattr(cfg, k)]
+    if diffs:
+        raise CheckpointError(f"--resume: checkpoint {path} was written by a different run ({'; '.join(diffs)}); "
+                              f"use another --out or the same options")

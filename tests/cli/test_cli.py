@@ -1,0 +1,115 @@
+"""CLI smoke tests on a tiny synthetic ImageFolder: pretrain each method, resume, eval, embed."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from contrastkit.cli import build_parser, main
+from contrastkit.train.checkpoint import load_checkpoint
+
+
+def _pretrain(tmp_path, folder, method, *extra):
+    out = tmp_path / f"run_{method}"
+    rc = main(["pretrain", "--method", method, "--data", str(folder), "--epochs", "1", "--out", str(out),
+               *TINY, *extra])
+    assert rc == 0
+    return out
+
+
+@pytest.mark.parametrize("method", ["simclr", "supcon", "ce"])
+def test_pretrain_each_method_writes_outputs(tmp_path, image_folder, method, capsys):
+    out = _pretrain(tmp_path, image_folder, method)
+    for name in ("config.yaml", "last.pt", "metrics.jsonl", "summary.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["method"] == method and summary["global_step"] == 3  # 36 images / 12
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epoch_rows = [r for r in rows if r["kind"] == "epoch"]
+    assert len(epoch_rows) == 1 and 0.0 <= epoch_rows[0]["knn_top1"] <= 1.0
+    assert np.isfinite(epoch_rows[0]["loss"])
+
+
+@pytest.mark.parametrize("augment_on", ["workers", "device"])
+def test_resume_mid_epoch_is_bit_exact(tmp_path, image_folder, augment_on):
+    """Stopped mid-epoch 2 (step 4 of 6) and resumed == the uninterrupted run, bit for bit."""
+    common = ["--method", "simclr", "--data", str(image_folder), "--epochs", "2", *TINY,
+              "--augment-on", augment_on, "--knn-every", "0"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["pretrain", *common, "--out", str(full)]) == 0
+    assert main(["pretrain", *common, "--out", str(part), "--max-steps", "4"]) == 0
+    state = load_checkpoint(part / "last.pt")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 1, 4)
+    assert main(["pretrain", *common, "--out", str(part), "--resume"]) == 0
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    assert a["global_step"] == b["global_step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_resume_refuses_missing_or_different_run(tmp_path, image_folder, capsys):
+    out = _pretrain(tmp_path, image_folder, "simclr")
+    rc = main(["pretrain", "--method", "simclr", "--data", str(image_folder), "--epochs", "1",
+               "--out", str(tmp_path / "other"), "--resume", *TINY])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err  # never a silent fresh start
+    rc = main(["pretrain", "--method", "supcon", "--data", str(image_folder), "--epochs", "1", "--out", str(out),
+               "--resume", *TINY])
+    assert rc == 2 and "different run" in capsys.readouterr().err
+
+
+def test_eval_knn_linear_and_embed(tmp_path, image_folder, capsys):
+    out = _pretrain(tmp_path, image_folder, "simclr")
+    capsys.readouterr()
+    for protocol in ("knn", "linear", "retrieval"):
+        assert main(["eval", "--checkpoint", str(out / "last.pt"), "--protocol", protocol, "--device", "cpu",
+                     "--num-workers", "0", "--epochs", "5"]) == 0
+        line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert line["protocol"] == protocol
+        assert (out / f"eval_{protocol}.json").is_file()
+    knn = json.loads((out / "eval_knn.json").read_text())
+    assert 0.0 <= knn["metrics"]["top1"] <= 1.0
+    prefix = tmp_path / "emb"
+    assert main(["embed", "--checkpoint", str(out / "last.pt"), "--out", str(prefix), "--device", "cpu",
+                 "--num-workers", "0"]) == 0
+    arr = np.load(str(prefix) + ".npy")
+    assert arr.shape == (12, 128)  # test split: 3 classes x 4, h of width-0.125 ResNet-18
+
+
+def test_config_file_and_flag_precedence(tmp_path, image_folder):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("temperature: 0.3\nepochs: 7\nbatch-size: 12\n")
+    args = build_parser().parse_args(["pretrain", "--config", str(cfg_file), "--epochs", "2"])
+    from contrastkit.cli import config_from_args
+
+    cfg = config_from_args(args)
+    assert cfg.temperature == 0.3 and cfg.epochs == 2 and cfg.batch_size == 12
+
+
+@pytest.mark.parametrize("argv", [
+    ["pretrain", "--epochs", "0"],
+    ["pretrain", "--epochs", "-3"],
+    ["pretrain", "--temperature", "0"],
+    ["pretrain", "--encoder", "resnet19"],
+    ["pretrain", "--data", "/no/such/folder"],
+    ["pretrain", "--method", "bogus"],
+    ["eval", "--checkpoint", "/no/such.pt"],
+])
+def test_bad_options_give_clear_errors(argv, tmp_path, capsys):
+    try:
+        rc = main([*argv, "--out", str(tmp_path / "o")] if argv[0] == "pretrain" else argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err
+
+
+def test_preview_augment_writes_png(tmp_path, image_folder):
+    out = tmp_path / "grid.png"
+    assert main(["preview-augment", "--data", str(image_folder), "--out", str(out), "--images", "2",
+                 "--views", "3"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
