@@ -1,0 +1,141 @@
+"""Boundary validation shared by the evaluation protocols (private).
+
+Every public function of :mod:`contrastkit.evaluate` validates its inputs with
+these helpers, so the error messages read the same everywhere: what was received
+and what is expected.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "as_features",
+    "as_labels",
+    "check_positive_int",
+    "check_positive_float",
+    "infer_num_classes",
+    "resolve_device",
+]
+
+
+def _to_tensor(name: str, x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, (list, tuple)):
+        return torch.as_tensor(x)
+    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def as_features(name: str, x: Any, *, allow_empty: bool = False) -> torch.Tensor:
+    """Check a feature matrix and return it as a float32 CPU/device-preserving tensor.
+
+    Args:
+        name: argument name used in error messages.
+        x: tensor or array of shape (N, F).
+        allow_empty: accept N == 0.
+
+    Returns:
+        The features as a float32 tensor (same device as ``x`` for tensors).
+
+    Raises:
+        TypeError: if ``x`` is not a tensor/array or is not floating point.
+        ValueError: if ``x`` is not 2-D, is empty, or has non-finite entries.
+
+    Shape:
+        x (N, F) -> (N, F).
+    """
+    t = _to_tensor(name, x)
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, F), got shape {tuple(t.shape)}")
+    if t.shape[1] == 0 or (t.shape[0] == 0 and not allow_empty):
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).any(dim=1).sum())
+        raise ValueError(f"{name} has non-finite values (NaN or inf) in {bad} of {t.shape[0]} rows")
+    return t.float()
+
+
+def as_labels(name: str, y: Any, n: int | None = None, *, n_name: str = "features") -> torch.Tensor:
+    """Check a label vector and return it as a long tensor.
+
+    Args:
+        name: argument name used in error messages.
+        y: integer tensor, array or sequence of shape (N,).
+        n: expected length (the number of feature rows), or None.
+        n_name: name of the tensor that fixes ``n``, for the message.
+
+    Returns:
+        The labels as an int64 tensor.
+
+    Raises:
+        TypeError: if the labels are not integers.
+        ValueError: if the shape is not (n,) or a label is negative.
+
+    Shape:
+        y (N,) -> (N,).
+    """
+    t = _to_tensor(name, y)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+    if t.dim() != 1:
+        raise ValueError(f"{name} must have shape (N,), got shape {tuple(t.shape)}")
+    if n is not None and t.shape[0] != n:
+        raise ValueError(f"{name} has shape {tuple(t.shape)} but {n_name} has N={n} samples")
+    t = t.long()
+    if t.numel() and int(t.min()) < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got minimum {int(t.min())}")
+    return t
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum``; raise otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float if it is finite and > 0 (>= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {expected}, got {value}")
+    return v
+
+
+def infer_num_classes(num_classes: int | None, *label_sets: torch.Tensor, names: Sequence[str]) -> int:
+    """Return ``num_classes`` (checked against the labels) or ``max label + 1``."""
+    observed = max((int(y.max()) + 1 for y in label_sets if y.numel()), default=0)
+    if num_classes is None:
+        return max(observed, 1)
+    num_classes = check_positive_int("num_classes", num_classes)
+    if observed > num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} but {' / '.join(names)} contain label {observed - 1}; "
+            f"labels must lie in [0, {num_classes - 1}]"
+        )
+    return num_classes
+
+
+def resolve_device(device: Any) -> torch.device:
+    """Turn ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` into a device."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a valid torch device string (e.g. 'cpu', 'cuda:0')") from exc
