@@ -1,0 +1,14 @@
+"""Contrastive losses: NT-Xent and SupCon on one exact tiled kernel, and SimCLR's alternatives.
+
+* :class:`NTXentLoss` (SimCLR) and :class:`SupConLoss` (L_out, L_in) share the
+  memory-lean kernel of ``_tiled.py`` and gather across ranks when distributed.
+* :class:`NTLogisticLoss`, :class:`MarginTripletLoss` and :class:`NPairLoss` are
+  the alternatives SimCLR compares against (Table 2, Table 4).
+"""
+from .npair import NPairLoss
+from .ntlogistic import NTLogisticLoss
+from .ntxent import NTXentLoss
+from .supcon import SupConLoss
+from .triplet import MarginTripletLoss
+
+__all__ = ["NTXentLoss", "SupConLoss", "NTLogisticLoss", "MarginTripletLoss", "NPairLoss"]

@@ -1,0 +1,129 @@
+"""From a multiviewed batch to the tiled kernel: normalise, gather, group ids, scale.
+
+Shared by :class:`~contrastkit.losses.NTXentLoss` (V = 2, no labels) and
+:class:`~contrastkit.losses.SupConLoss`. Inputs are validated by the callers.
+
+Rows are laid out sample-major: row ``n * V + v`` is view v of sample n, so
+the gathered batch of every rank is one reshape away from the kernel's (M, D)
+candidates, and this rank's anchors are a contiguous block of rows.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import distributed
+from ._tiled import supcon_tiled
+from ._validation import normalize
+
+__all__ = ["contrastive_loss", "group_ids"]
+
+
+def group_ids(labels: torch.Tensor | None, num_samples: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Compact group id of each sample: its class, or a group of its own.
+
+    Labels are mapped to ``0..C-1``; each unlabelled sample (-1), and every
+    sample when ``labels`` is None, gets a fresh id ``C, C+1, ...``.
+
+    Args:
+        labels: int64 labels >= -1, or None.
+        num_samples: N.
+        device: where the ids live.
+
+    Returns:
+        ``(ids, G)``: the ids and the number of groups.
+
+    Shape:
+        labels (N,) -> ids (N,).
+    """
+    if labels is None:
+        return torch.arange(num_samples, device=device), num_samples
+    ids = torch.empty_like(labels)
+    labelled = labels >= 0
+    num_classes = 0
+    if bool(labelled.any()):
+        _, inverse = torch.unique(labels[labelled], return_inverse=True)
+        ids[labelled] = inverse
+        num_classes = int(inverse.max()) + 1
+    num_unlabelled = int((~labelled).sum())
+    ids[~labelled] = torch.arange(num_classes, num_classes + num_unlabelled, device=device)
+    return ids, num_classes + num_unlabelled
+
+
+def contrastive_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    temperature: float,
+    variant: str,
+    chunk_size: int | None,
+    gather_distributed: bool,
+    who: str,
+) -> torch.Tensor:
+    """Mean SupCon loss (L_out or L_in) over this rank's anchors, see the loss classes.
+
+    Args:
+        features: validated embeddings (not yet normalised).
+        labels: validated int64 labels (-1 = unlabelled) or None (each sample its own class).
+        temperature: tau.
+        variant: ``"out"`` or ``"in"``.
+        chunk_size: anchor rows per tile, or None.
+        gather_distributed: gather candidates from every rank when distributed.
+        who: the calling class, for error messages.
+
+    Returns:
+        The loss: float32 for float16/bfloat16 features (as ``torch.autocast``
+        computes losses), else the features' dtype.
+
+    Raises:
+        ValueError: too few samples for a negative (no labels), or no anchor with a positive.
+
+    Shape:
+        features (N, V, D), labels (N,) -> ().
+    """
+    N, V, D = features.shape
+    z = normalize(features)  # (N, V, D) in float32/float64
+    world_size = distributed.get_world_size() if gather_distributed else 1
+    start = 0
+    if world_size > 1:
+        sizes = distributed.gather_no_grad(torch.tensor([N], device=z.device))  # (K,)
+        start = int(sizes[: distributed.get_rank()].sum())
+        z = distributed.gather_with_grad(z)  # (N_all, V, D)
+        if labels is not None:
+            labels = distributed.gather_no_grad(labels)  # (N_all,)
+    n_all = z.shape[0]
+
+    if labels is None and n_all < 2:
+        raise ValueError(
+            f"{who} needs at least 2 samples so that every anchor has a negative, got N={n_all}"
+            + (" over all ranks" if world_size > 1 else "")
+        )
+    if n_all * V < 2:
+        raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
+
+    ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
+    counts = torch.bincount(ids, minlength=num_groups)  # (G,)
+    # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
+    with_positive = counts[ids] * V > 1  # (N_all,)
+    num_valid = int(with_positive.sum()) * V
+    if num_valid == 0:
+        raise ValueError(
+            f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
+            f"{n_all} samples); use V >= 2 views or batches with repeated labels"
+        )
+    rows = z.reshape(n_all * V, D)  # (M, D), row n*V + v
+    row_groups = ids.repeat_interleave(V)  # (M,)
+    # DDP averages gradients over the K ranks; scaling the local sum by K / (valid anchors of all
+    # ranks) makes that average the gradient of the one-process mean over all K*B samples.
+    scale = world_size / num_valid
+    loss = supcon_tiled(
+        rows,
+        row_groups,
+        temperature=temperature,
+        variant=variant,
+        num_groups=num_groups,
+        anchor_start=start * V,
+        anchor_count=N * V,
+        scale=scale,
+        chunk_size=chunk_size,
+    )
+    return loss

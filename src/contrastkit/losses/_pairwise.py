@@ -1,0 +1,38 @@
+"""Positive and negative cosine similarities of a two-view batch, for the non-tiled losses."""
+from __future__ import annotations
+
+import torch
+
+from ._validation import normalize
+
+__all__ = ["view_similarities"]
+
+
+def view_similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarity of each of the 2N views to its positive and to its 2(N-1) negatives.
+
+    View i < N is z1[i], view N + i is z2[i]; the positive of view i is the
+    other view of the same sample, the negatives are every other view. Holds the
+    (2N, 2N) similarity matrix: meant for the comparison losses, not for huge N.
+
+    Args:
+        z1: first views (validated, not normalised).
+        z2: second views.
+
+    Returns:
+        ``(positive, negatives)`` in float32 (float64 for float64 input).
+
+    Shape:
+        z1 (N, D), z2 (N, D) -> positive (2N,), negatives (2N, 2N - 2).
+    """
+    N = z1.shape[0]
+    z = normalize(torch.cat([z1, z2], dim=0))  # (2N, D)
+    sim = z @ z.t()  # (2N, 2N)
+    idx = torch.arange(2 * N, device=z.device)
+    partner = (idx + N) % (2 * N)  # (2N,)
+    positive = sim[idx, partner]  # (2N,)
+    negative_mask = torch.ones(2 * N, 2 * N, dtype=torch.bool, device=z.device)
+    negative_mask[idx, idx] = False
+    negative_mask[idx, partner] = False
+    negatives = sim[negative_mask].view(2 * N, 2 * N - 2)  # (2N, 2N - 2)
+    return positive, negatives

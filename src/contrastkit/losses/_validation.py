@@ -1,0 +1,159 @@
+"""Input checks shared by the losses: each error says what was received and what is expected."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "check_temperature",
+    "check_positive_float",
+    "check_chunk_size",
+    "check_embeddings",
+    "check_pair",
+    "check_labels",
+    "compute_dtype",
+    "normalize",
+]
+
+
+def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float after checking it is a finite real > 0 (>= 0 with ``allow_zero``).
+
+    Raises:
+        TypeError: ``value`` is not a real number (bools are refused).
+        ValueError: ``value`` is not finite, or not > 0 (>= 0).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value}")
+    return value
+
+
+def check_temperature(value: object) -> float:
+    """Check a temperature tau: a finite real > 0.
+
+    Raises:
+        TypeError: not a real number.
+        ValueError: not finite or <= 0.
+    """
+    return check_positive_float("temperature", value)
+
+
+def check_chunk_size(value: object) -> int | None:
+    """Check ``chunk_size``: None (automatic) or an int >= 1.
+
+    Raises:
+        TypeError: not None or an int.
+        ValueError: an int < 1.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"chunk_size must be None or an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"chunk_size must be None or an int >= 1, got {value}")
+    return int(value)
+
+
+def check_embeddings(name: str, x: object, shape_doc: str) -> torch.Tensor:
+    """Check that ``x`` is a floating tensor with ``len(shape_doc)`` dims, no empty dim, all finite.
+
+    Args:
+        name: the argument's name, for the message.
+        x: the value received.
+        shape_doc: the expected shape in letters, e.g. ``"ND"`` or ``"NVD"``.
+
+    Returns:
+        ``x``, unchanged.
+
+    Raises:
+        TypeError: not a tensor, or not a floating dtype.
+        ValueError: wrong number of dims, an empty dim, or a NaN/inf value.
+    """
+    expected = "(" + ", ".join(shape_doc) + ")"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() != len(shape_doc):
+        raise ValueError(f"{name} must have shape {expected}, got {x.dim()} dims with shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must have no empty dimension, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s) in shape {tuple(x.shape)}")
+    return x
+
+
+def check_pair(z1: object, z2: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check two views ``z1``, ``z2`` of shape (N, D) that agree in shape, dtype and device.
+
+    Raises:
+        TypeError: not floating tensors, or different dtypes.
+        ValueError: wrong dims, different shapes or devices, non-finite values.
+    """
+    z1 = check_embeddings("z1", z1, "ND")
+    z2 = check_embeddings("z2", z2, "ND")
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if z1.dtype != z2.dtype:
+        raise TypeError(f"z1 and z2 must have the same dtype, got {z1.dtype} and {z2.dtype}")
+    if z1.device != z2.device:
+        raise ValueError(f"z1 and z2 must be on the same device, got {z1.device} and {z2.device}")
+    return z1, z2
+
+
+def check_labels(labels: object, num_samples: int, device: torch.device) -> torch.Tensor:
+    """Check integer class labels of shape (N,), each >= -1 (-1 marks an unlabelled sample).
+
+    Args:
+        labels: the value received.
+        num_samples: N, from the features.
+        device: where the features live; the labels are moved there.
+
+    Returns:
+        The labels as int64 on ``device``.
+
+    Raises:
+        TypeError: not a tensor, or not an integer dtype (float and bool labels are refused).
+        ValueError: shape other than (N,), or a label < -1.
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be None or an integer torch.Tensor of shape (N,), got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must have an integer dtype (e.g. torch.int64), got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != num_samples:
+        raise ValueError(
+            f"labels must have shape (N,) = ({num_samples},) to match the features' N={num_samples} samples, "
+            f"got shape {tuple(labels.shape)}"
+        )
+    labels = labels.to(device=device, dtype=torch.long)
+    if num_samples and int(labels.min()) < -1:
+        raise ValueError(f"labels must be >= 0, or -1 for an unlabelled sample, got minimum {int(labels.min())}")
+    return labels
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16 and bfloat16 are computed in float32; float32 and float64 as they are."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the last dimension in the compute dtype, safely for any finite input.
+
+    Each row is first divided by its largest absolute value (detached: the
+    result is scale invariant, so this changes no gradient), so squares neither
+    overflow (|x| ~ 1e38) nor underflow (subnormal x). An all-zero row stays zero.
+
+    Shape:
+        x (*, D) -> (*, D).
+    """
+    x = x.to(compute_dtype(x.dtype))
+    peak = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)  # (*, 1)
+    return F.normalize(x / peak, dim=-1)

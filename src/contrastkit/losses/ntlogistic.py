@@ -1,0 +1,70 @@
+"""NT-Logistic: the logistic (sigmoid) alternative to NT-Xent compared in SimCLR."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._pairwise import view_similarities
+from ._validation import check_pair, check_temperature
+
+__all__ = ["NTLogisticLoss"]
+
+
+class NTLogisticLoss(nn.Module):
+    """Normalized temperature-scaled logistic loss (SimCLR, Table 2 and Table 4).
+
+    With u an anchor view, v+ its other view and v- one of the 2(N-1) other
+    views (all L2-normalised), each (anchor, negative) triplet costs::
+
+        -log sigmoid(u.v+ / tau) - log sigmoid(-u.v- / tau)
+
+    averaged over the anchor's negatives, then over the 2N anchors (so the
+    positive and the negatives carry equal weight). Computed as softplus, so it
+    is stable for any tau. Holds the (2N, 2N) similarity matrix.
+
+    SimCLR tunes tau for each loss (Sec. 5.1) and reports NT-Logistic below
+    NT-Xent (51.6 against 63.9 top-1, Table 4). The default tau = 0.5 is SimCLR's
+    CIFAR-10 setting (App. B.9).
+
+    Args:
+        temperature: tau > 0.
+
+    Raises:
+        TypeError: temperature not a real number.
+        ValueError: temperature not finite or <= 0.
+
+    Shape:
+        z1 (N, D), z2 (N, D) -> scalar.
+    """
+
+    def __init__(self, temperature: float = 0.5) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """Mean NT-Logistic loss over the 2N anchors.
+
+        Args:
+            z1: projections of the first view.
+            z2: projections of the second view.
+
+        Returns:
+            The scalar loss (float32 for float16/bfloat16 input).
+
+        Raises:
+            TypeError, ValueError: as :class:`NTXentLoss`, including N < 2.
+
+        Shape:
+            z1 (N, D), z2 (N, D) -> ().
+        """
+        z1, z2 = check_pair(z1, z2)
+        if z1.shape[0] < 2:
+            raise ValueError(f"NTLogisticLoss needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}")
+        positive, negatives = view_similarities(z1, z2)  # (2N,), (2N, 2N-2)
+        pos_term = F.softplus(-positive / self.temperature)  # (2N,)
+        neg_term = F.softplus(negatives / self.temperature).mean(dim=1)  # (2N,)
+        return (pos_term + neg_term).mean()

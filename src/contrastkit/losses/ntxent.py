@@ -1,0 +1,90 @@
+"""NT-Xent, the normalized temperature-scaled cross entropy of SimCLR."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._contrastive import contrastive_loss
+from ._validation import check_chunk_size, check_pair, check_temperature
+
+__all__ = ["NTXentLoss"]
+
+
+class NTXentLoss(nn.Module):
+    """NT-Xent loss (SimCLR, Chen et al. 2020, Sec. 2.1, eq. 1).
+
+    For each of the 2N views, the other view of the same sample is the
+    positive and the other 2(N-1) views are the negatives; with cosine
+    similarity and temperature tau::
+
+        l(i, j) = -log( exp(z_i.z_j / tau) / sum_{k != i} exp(z_i.z_k / tau) )
+
+    and the loss is the mean of l(i, j) over all 2N anchors. Computed by the
+    exact tiled kernel of ``contrastkit.losses._tiled`` (the SupCon kernel with
+    V = 2 and no labels): memory O(chunk * 2N + N * D), never (2N)^2.
+
+    The default tau = 0.5 is SimCLR's CIFAR-10 setting (App. B.9); at ImageNet
+    scale the paper's best is tau = 0.1 with batch 4096 (Table 5).
+
+    Distributed: with ``gather_distributed=True`` inside an initialised process
+    group, the views of every rank are gathered (with gradient) and this rank's
+    2B anchors are compared with all 2KB candidates. The local loss is scaled so
+    that, with DDP's gradient averaging, loss and gradients equal those of one
+    process holding the whole batch (the mean over ranks of the returned values
+    is the global loss). Every rank must call the loss (it communicates).
+
+    Input dtypes: float32 and float64 are computed as they are; float16 and
+    bfloat16 are computed in float32 and the loss is returned in float32, as
+    ``torch.autocast`` does for losses (gradients reach the inputs in their dtype).
+
+    Args:
+        temperature: tau > 0.
+        chunk_size: anchor rows per tile; None picks ~16 MiB tiles on CPU, ~256 MiB on CUDA.
+        gather_distributed: gather candidates from all ranks when ``torch.distributed`` is initialised.
+
+    Raises:
+        TypeError: temperature not a real number, chunk_size not an int.
+        ValueError: temperature not finite or <= 0, chunk_size < 1.
+
+    Shape:
+        z1 (N, D), z2 (N, D) -> scalar.
+    """
+
+    def __init__(self, temperature: float = 0.5, chunk_size: int | None = None, gather_distributed: bool = True) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.gather_distributed = bool(gather_distributed)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, chunk_size={self.chunk_size}, gather_distributed={self.gather_distributed}"
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """Mean NT-Xent over the 2N anchors.
+
+        Args:
+            z1: projections of the first view (need not be normalised).
+            z2: projections of the second view; row n of z1 and z2 is one sample.
+
+        Returns:
+            The scalar loss.
+
+        Raises:
+            TypeError: non-tensor, non-floating or mismatched dtypes.
+            ValueError: not 2-D, shapes differ, non-finite values, or N < 2
+                (an anchor would have no negative).
+
+        Shape:
+            z1 (N, D), z2 (N, D) -> ().
+        """
+        z1, z2 = check_pair(z1, z2)
+        features = torch.stack([z1, z2], dim=1)  # (N, 2, D)
+        return contrastive_loss(
+            features,
+            None,
+            temperature=self.temperature,
+            variant="out",
+            chunk_size=self.chunk_size,
+            gather_distributed=self.gather_distributed,
+            who="NTXentLoss",
+        )

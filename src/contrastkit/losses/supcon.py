@@ -1,0 +1,114 @@
+"""The supervised contrastive loss SupCon, L_out and L_in."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._contrastive import contrastive_loss
+from ._validation import check_chunk_size, check_embeddings, check_labels, check_temperature
+
+__all__ = ["SupConLoss"]
+
+_VARIANTS = ("out", "in")
+
+
+class SupConLoss(nn.Module):
+    """Supervised contrastive loss (Khosla et al. 2020, eq. 2 and 3).
+
+    The batch holds N samples with V views each (VN anchors). For anchor i,
+    A(i) is every other view in the batch and P(i) the views in A(i) with i's
+    label. With cosine similarity and temperature tau::
+
+        L_out: l_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+        L_in:  l_i = -log( 1/|P(i)| sum_{p in P(i)} exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+
+    averaged over anchors. L_out (the default) is the better one (SupCon
+    Table 1: 78.7 against 67.4 top-1); tau = 0.1 is the paper's setting (Sec. 4).
+
+    Labels:
+        * ``None``: each sample is its own class (the self-supervised loss, SupCon
+          eq. 1); for V = 2 this equals :class:`NTXentLoss`. Needs V >= 2 and N >= 2.
+        * label -1: an unlabelled sample, whose only positives are its own other
+          views (partly labelled batches); it is a negative for every other anchor.
+        * An anchor without any positive (only possible with V = 1: a label seen
+          once in the batch, or -1) is left out of the average: the mean runs over
+          anchors with at least one positive. If no anchor has one, ValueError.
+        * A batch of one class is allowed: every other view is a positive.
+
+    Computed by the exact tiled kernel of ``contrastkit.losses._tiled``: memory
+    O(chunk * VN + VN * D), never (VN)^2. Distributed use, input dtypes: as
+    for :class:`NTXentLoss` (labels are gathered too; label values are global).
+
+    Args:
+        temperature: tau > 0.
+        variant: ``"out"`` (L_out) or ``"in"`` (L_in).
+        chunk_size: anchor rows per tile; None picks ~16 MiB tiles on CPU, ~256 MiB on CUDA.
+        gather_distributed: gather candidates and labels from all ranks when distributed.
+
+    Raises:
+        TypeError: temperature not a real number, variant not a str, chunk_size not an int.
+        ValueError: temperature not finite or <= 0, unknown variant, chunk_size < 1.
+
+    Shape:
+        features (N, V, D), labels (N,) or None -> scalar.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        variant: str = "out",
+        chunk_size: int | None = None,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        if not isinstance(variant, str):
+            raise TypeError(f"variant must be one of {_VARIANTS}, got {type(variant).__name__} {variant!r}")
+        if variant not in _VARIANTS:
+            raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+        self.variant = variant
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.gather_distributed = bool(gather_distributed)
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, variant={self.variant!r}, chunk_size={self.chunk_size}, "
+            f"gather_distributed={self.gather_distributed}"
+        )
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean SupCon loss over the anchors that have a positive.
+
+        Args:
+            features: V views of N samples (need not be normalised).
+            labels: integer class of each sample, -1 for unlabelled, or None.
+
+        Returns:
+            The scalar loss.
+
+        Raises:
+            TypeError: features not a floating tensor; labels not an integer tensor.
+            ValueError: features not 3-D or not finite; labels not of shape (N,) or < -1;
+                labels None with V < 2 or N < 2; no anchor with a positive.
+
+        Shape:
+            features (N, V, D), labels (N,) -> ().
+        """
+        features = check_embeddings("features", features, "NVD")
+        N, V, _ = features.shape
+        if labels is not None:
+            labels = check_labels(labels, N, features.device)
+        elif V < 2:
+            raise ValueError(
+                f"SupConLoss with labels=None needs V >= 2 views per sample (the positives are the other "
+                f"views), got features of shape {tuple(features.shape)} with V={V}"
+            )
+        return contrastive_loss(
+            features,
+            labels,
+            temperature=self.temperature,
+            variant=self.variant,
+            chunk_size=self.chunk_size,
+            gather_distributed=self.gather_distributed,
+            who="SupConLoss",
+        )

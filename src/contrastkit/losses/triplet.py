@@ -1,0 +1,91 @@
+"""The margin triplet loss compared in SimCLR, with optional semi-hard negative mining."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._pairwise import view_similarities
+from ._validation import check_pair, check_positive_float
+
+__all__ = ["MarginTripletLoss"]
+
+
+class MarginTripletLoss(nn.Module):
+    """Margin triplet loss on cosine similarities (SimCLR, Table 2 and Table 4).
+
+    With u an anchor view, v+ its other view and v- another view (all
+    L2-normalised), a triplet costs ``max(u.v- - u.v+ + m, 0)``. The anchor's
+    loss is the mean over its chosen negatives, and the loss the mean over the
+    2N anchors.
+
+    Negatives:
+        * ``semi_hard=False``: all 2(N-1) other views.
+        * ``semi_hard=True`` (FaceNet, Schroff et al. 2015, Sec. 3.2; SimCLR
+          Table 4 "sh"): the semi-hard negatives, farther from the anchor than
+          the positive but within the margin, ``u.v+ - m < u.v- < u.v+``.
+          When an anchor has none, as FaceNet's reference implementation does,
+          it falls back to the easiest of its hard negatives (the smallest
+          ``u.v-`` with ``u.v- >= u.v+``, cost >= m); when it has no hard negative
+          either, every negative is beyond the margin and the anchor costs 0.
+          Mining is done without gradient; the loss is differentiated through
+          the chosen similarities.
+
+    Default margin: FaceNet's alpha = 0.2 on squared distances of unit vectors;
+    since |u - v|^2 = 2 - 2 u.v, that is m = 0.1 on cosine similarities. SimCLR
+    tunes m (Sec. 5.1) and reports 50.9 top-1 (57.5 with semi-hard mining)
+    against 63.9 for NT-Xent (Table 4).
+
+    Args:
+        margin: m >= 0.
+        semi_hard: use semi-hard negative mining.
+
+    Raises:
+        TypeError: margin not a real number.
+        ValueError: margin not finite or < 0.
+
+    Shape:
+        z1 (N, D), z2 (N, D) -> scalar.
+    """
+
+    def __init__(self, margin: float = 0.1, semi_hard: bool = False) -> None:
+        super().__init__()
+        self.margin = check_positive_float("margin", margin, allow_zero=True)
+        self.semi_hard = bool(semi_hard)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, semi_hard={self.semi_hard}"
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """Mean margin triplet loss over the 2N anchors.
+
+        Args:
+            z1: projections of the first view.
+            z2: projections of the second view.
+
+        Returns:
+            The scalar loss (float32 for float16/bfloat16 input).
+
+        Raises:
+            TypeError, ValueError: as :class:`NTXentLoss`, including N < 2.
+
+        Shape:
+            z1 (N, D), z2 (N, D) -> ().
+        """
+        z1, z2 = check_pair(z1, z2)
+        if z1.shape[0] < 2:
+            raise ValueError(f"MarginTripletLoss needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}")
+        positive, negatives = view_similarities(z1, z2)  # (2N,), (2N, 2N-2)
+        hinge = (negatives - positive[:, None] + self.margin).clamp_min(0)  # (2N, 2N-2)
+        if not self.semi_hard:
+            return hinge.mean()
+        with torch.no_grad():
+            pos = positive[:, None]  # (2N, 1)
+            chosen = (negatives < pos) & (negatives > pos - self.margin)  # (2N, 2N-2) semi-hard
+            hard = negatives >= pos  # (2N, 2N-2)
+            fallback = ~chosen.any(dim=1) & hard.any(dim=1)  # (2N,)
+            easiest_hard = negatives.masked_fill(~hard, float("inf")).argmin(dim=1)  # (2N,)
+            rows = fallback.nonzero().flatten()
+            chosen[rows, easiest_hard[rows]] = True
+            count = chosen.sum(dim=1).clamp_min(1)  # (2N,)
+        per_anchor = (hinge * chosen).sum(dim=1) / count  # (2N,)
+        return per_anchor.mean()

@@ -1,0 +1,85 @@
+"""NTLogisticLoss, MarginTripletLoss and NPairLoss against their float64 loop references."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import reference_losses as ref
+from contrastkit.losses import MarginTripletLoss, NPairLoss, NTLogisticLoss, NTXentLoss
+
+
+def _pair(N, D, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, D, generator=g, dtype=dtype), torch.randn(N, D, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("N", [2, 5, 9])
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
+def test_ntlogistic_matches_loop(N, tau):
+    z1, z2 = _pair(N, 4, seed=N)
+    assert NTLogisticLoss(tau)(z1, z2).item() == pytest.approx(ref.ntlogistic_loop(z1, z2, tau), rel=1e-12)
+
+
+def test_ntlogistic_hand_placed_and_stable_for_tiny_tau():
+    e = torch.eye(3, dtype=torch.float64)
+    tau = 0.5
+    want = math.log1p(math.exp(-1 / tau)) + math.log(2.0)  # positive at cosine 1, negatives at 0
+    assert NTLogisticLoss(tau)(e, e).item() == pytest.approx(want, rel=1e-12)
+    z1, z2 = _pair(4, 3, seed=0, dtype=torch.float32)
+    assert math.isfinite(NTLogisticLoss(1e-4)(z1, -z1).item())
+
+
+@pytest.mark.parametrize("N", [2, 6, 11])
+@pytest.mark.parametrize("margin", [0.0, 0.1, 0.5, 1.5])
+@pytest.mark.parametrize("semi_hard", [False, True])
+def test_triplet_matches_loop(N, margin, semi_hard):
+    z1, z2 = _pair(N, 3, seed=N)
+    got = MarginTripletLoss(margin, semi_hard)(z1, z2).item()
+    assert got == pytest.approx(ref.triplet_loop(z1, z2, margin, semi_hard), rel=1e-12, abs=1e-14)
+
+
+def test_semi_hard_mining_hand_placed():
+    """Anchor e0 with positive at cosine 0.8: negatives at 0.75 (semi-hard), 0.9 (hard), 0 (easy)."""
+    m = 0.2
+    s = math.sqrt(1 - 0.8**2)
+    e = torch.eye(4, dtype=torch.float64)
+    pos = 0.8 * e[0] + s * e[1]
+    semi = 0.75 * e[0] + math.sqrt(1 - 0.75**2) * e[2]
+    hard = 0.9 * e[0] + math.sqrt(1 - 0.9**2) * e[3]
+    z1 = torch.stack([e[0], semi, hard])
+    z2 = torch.stack([pos, semi, hard])
+    loss = MarginTripletLoss(m, semi_hard=True)
+    assert loss(z1, z2).item() == pytest.approx(ref.triplet_loop(z1, z2, m, True), rel=1e-12)
+    # Anchor 0 alone: its chosen negatives are the two copies of `semi` (cost 0.75 - 0.8 + 0.2 = 0.15).
+    _, negs = ref._pair_sims_loop(z1, z2)[0]
+    chosen = [n for n in negs if 0.8 - m < n < 0.8]
+    assert chosen == pytest.approx([0.75, 0.75])
+
+
+def test_semi_hard_fallbacks():
+    # Identical embeddings: no semi-hard negative, all hard (cosine = positive): fallback costs exactly m.
+    z = torch.ones(4, 3)
+    assert MarginTripletLoss(0.3, semi_hard=True)(z, z).item() == pytest.approx(0.3, rel=1e-6)
+    # Orthogonal pairs with positive at 1, negatives at 0 < 1 - m: every negative easy, cost 0.
+    e = torch.eye(3)
+    assert MarginTripletLoss(0.3, semi_hard=True)(e, e).item() == 0.0
+
+
+@pytest.mark.parametrize("N", [2, 4, 7])
+def test_npair_matches_loop_and_equals_ntxent_at_tau_one(N):
+    z1, z2 = _pair(N, 5, seed=N)
+    got = NPairLoss()(z1, z2)
+    assert got.item() == pytest.approx(ref.npair_loop(z1, z2), rel=1e-12)
+    torch.testing.assert_close(got, NTXentLoss(1.0)(z1, z2))
+
+
+@pytest.mark.parametrize("loss", [NTLogisticLoss(), MarginTripletLoss(), MarginTripletLoss(semi_hard=True), NPairLoss()])
+def test_permutation_invariance_and_finite_gradients(loss):
+    z1, z2 = _pair(6, 4, seed=3, dtype=torch.float32)
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(loss(z1[perm], z2[perm]), loss(z1, z2))
+    x = torch.stack([z1, z2]).requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(x[0], x[1]), x)
+    assert torch.isfinite(grad).all()

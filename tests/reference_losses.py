@@ -1,0 +1,184 @@
+"""Reference implementations of the contrastive losses, for tests and benchmarks.
+
+Two kinds:
+
+* ``*_loop``: deliberately slow, obviously correct loops over anchors, written
+  straight from the formulas of SEED.md, in float64. Values only (no autograd
+  expected, though they are differentiable).
+* ``*_plain``: the usual vectorised autograd implementation holding the full
+  (M, M) similarity matrix and masks (matmul + log_softmax / cross_entropy).
+  The tiled kernel is compared with these in float32, values and gradients,
+  and ``benchmarks/loss_bench.py`` times them as the "plain autograd" entry.
+
+Conventions match ``contrastkit.losses``: inputs are not normalised (they are
+here), views of a pair are (z1, z2) of shape (N, D), a multiviewed batch is
+(N, V, D), labels None means each sample is its own class and -1 marks an
+unlabelled sample, anchors without positive are left out of the mean.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _unit_rows64(x: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their norm, in float64 (a zero row stays zero)."""
+    x = x.detach().to(torch.float64)
+    peak = x.abs().amax(dim=-1, keepdim=True)
+    x = torch.where(peak > 0, x / peak.clamp_min(1e-308), x)  # so the squares in the norm cannot overflow
+    norm = x.norm(dim=-1, keepdim=True)
+    return torch.where(norm > 0, x / norm.clamp_min(1e-300), torch.zeros_like(x))
+
+
+def _views_and_groups(features: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, list]:
+    """Flatten (N, V, D) to a list of rows and give each row a hashable group key."""
+    N, V, D = features.shape
+    rows = _unit_rows64(features.reshape(N * V, D))  # (N*V, D), row n*V + v
+    keys = []
+    for n in range(N):
+        if labels is None or int(labels[n]) < 0:
+            key = ("sample", n)
+        else:
+            key = ("label", int(labels[n]))
+        keys.extend([key] * V)
+    return rows, keys
+
+
+# ----------------------------------------------------------------------------- slow loops (float64)
+
+
+def supcon_loop(features: torch.Tensor, labels: torch.Tensor | None, temperature: float, variant: str = "out") -> float:
+    """SupCon L_out / L_in by loops over anchors, positives and candidates."""
+    rows, keys = _views_and_groups(features, labels)
+    M = rows.shape[0]
+    total, count = 0.0, 0
+    for i in range(M):
+        sims = [float(rows[i] @ rows[a]) / temperature for a in range(M)]
+        others = [a for a in range(M) if a != i]
+        positives = [p for p in others if keys[p] == keys[i]]
+        if not positives:
+            continue
+        # Shift by the row max so exp never overflows, even for tiny temperatures.
+        top = max(sims[a] for a in others)
+        log_denominator = top + math.log(sum(math.exp(sims[a] - top) for a in others))
+        if variant == "out":
+            loss_i = -sum(sims[p] - log_denominator for p in positives) / len(positives)
+        elif variant == "in":
+            top_p = max(sims[p] for p in positives)
+            log_pos = top_p + math.log(sum(math.exp(sims[p] - top_p) for p in positives) / len(positives))
+            loss_i = -(log_pos - log_denominator)
+        else:
+            raise ValueError(variant)
+        total += loss_i
+        count += 1
+    return total / count
+
+
+def ntxent_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
+    """NT-Xent: mean of l(i, j) over the 2N anchors, written from SimCLR eq. 1."""
+    N = z1.shape[0]
+    z = _unit_rows64(torch.cat([z1, z2]))  # (2N, D)
+    total = 0.0
+    for i in range(2 * N):
+        j = (i + N) % (2 * N)
+        sims = [float(z[i] @ z[k]) / temperature for k in range(2 * N)]
+        top = max(sims[k] for k in range(2 * N) if k != i)
+        denominator = sum(math.exp(sims[k] - top) for k in range(2 * N) if k != i)
+        total += -(sims[j] - top - math.log(denominator))
+    return total / (2 * N)
+
+
+def _pair_sims_loop(z1: torch.Tensor, z2: torch.Tensor):
+    """For each of the 2N views: (positive similarity, list of negative similarities)."""
+    N = z1.shape[0]
+    z = _unit_rows64(torch.cat([z1, z2]))  # (2N, D)
+    out = []
+    for i in range(2 * N):
+        j = (i + N) % (2 * N)
+        out.append((float(z[i] @ z[j]), [float(z[i] @ z[k]) for k in range(2 * N) if k not in (i, j)]))
+    return out
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def ntlogistic_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
+    """NT-Logistic: mean over anchors of the mean over negatives of the triplet cost."""
+    per_anchor = []
+    for pos, negs in _pair_sims_loop(z1, z2):
+        costs = [-_log_sigmoid(pos / temperature) - _log_sigmoid(-neg / temperature) for neg in negs]
+        per_anchor.append(sum(costs) / len(costs))
+    return sum(per_anchor) / len(per_anchor)
+
+
+def triplet_loop(z1: torch.Tensor, z2: torch.Tensor, margin: float, semi_hard: bool = False) -> float:
+    """Margin triplet: mean over anchors of the mean hinge over the chosen negatives."""
+    per_anchor = []
+    for pos, negs in _pair_sims_loop(z1, z2):
+        chosen = negs
+        if semi_hard:
+            chosen = [n for n in negs if pos - margin < n < pos]
+            if not chosen:
+                hard = [n for n in negs if n >= pos]
+                chosen = [min(hard)] if hard else []
+        costs = [max(n - pos + margin, 0.0) for n in chosen]
+        per_anchor.append(sum(costs) / len(costs) if costs else 0.0)
+    return sum(per_anchor) / len(per_anchor)
+
+
+def npair_loop(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """N-pair (Sohn 2016): mean over anchors of log(1 + sum_k exp(s_k - s+))."""
+    per_anchor = [math.log1p(sum(math.exp(n - pos) for n in negs)) for pos, negs in _pair_sims_loop(z1, z2)]
+    return sum(per_anchor) / len(per_anchor)
+
+
+# ----------------------------------------------------------------------------- plain autograd (full matrix)
+
+
+def supcon_plain(
+    features: torch.Tensor, labels: torch.Tensor | None, temperature: float, variant: str = "out"
+) -> torch.Tensor:
+    """SupCon with the whole (M, M) similarity matrix and masks, differentiable.
+
+    Shape:
+        features (N, V, D), labels (N,) or None -> ().
+    """
+    N, V, D = features.shape
+    z = F.normalize(features.reshape(N * V, D), dim=1)  # (M, D)
+    M = N * V
+    logits = z @ z.t() / temperature  # (M, M)
+    if labels is None:
+        groups = torch.arange(N, device=z.device)
+    else:
+        groups = torch.where(labels >= 0, labels, -1 - torch.arange(N, device=z.device))  # -1: own group
+    groups = groups.repeat_interleave(V)  # (M,)
+    self_mask = torch.eye(M, dtype=torch.bool, device=z.device)  # (M, M)
+    positive = (groups[:, None] == groups[None, :]) & ~self_mask  # (M, M)
+    log_prob = torch.log_softmax(logits.masked_fill(self_mask, -math.inf), dim=1)  # (M, M)
+    num_pos = positive.sum(dim=1)  # (M,)
+    valid = num_pos > 0
+    if variant == "out":
+        per_anchor = -log_prob.masked_fill(~positive, 0).sum(dim=1) / num_pos.clamp_min(1)
+    else:
+        # Rows without positive are dropped below; give them a dummy finite mask so no NaN gradient leaks.
+        lse_mask = torch.where(valid[:, None], positive, ~self_mask)  # (M, M)
+        log_pos = torch.logsumexp(log_prob.masked_fill(~lse_mask, -math.inf), dim=1)  # (M,)
+        per_anchor = -(log_pos - num_pos.clamp_min(1).to(log_prob.dtype).log())
+    return per_anchor[valid].mean()
+
+
+def ntxent_plain(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent as matmul + cross_entropy over the (2N, 2N) logits, self masked out.
+
+    Shape:
+        z1 (N, D), z2 (N, D) -> ().
+    """
+    N = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2N, D)
+    logits = z @ z.t() / temperature  # (2N, 2N)
+    logits = logits.masked_fill(torch.eye(2 * N, dtype=torch.bool, device=z.device), -math.inf)
+    target = (torch.arange(2 * N, device=z.device) + N) % (2 * N)  # (2N,)
+    return F.cross_entropy(logits, target)
