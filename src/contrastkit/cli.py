@@ -24,6 +24,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _key_value(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip().replace("-", "_"), yaml.safe_load(value)
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One flag per PretrainConfig field; defaults are suppressed so that YAML values are not overridden."""
     for f in dataclasses.fields(PretrainConfig):
@@ -33,6 +42,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, dict):
+            kwargs.update(action="append", type=_key_value, metavar="KEY=VALUE")
         else:
             kwargs["type"] = meta.pop("type", type(default))
             kwargs.update(meta)
@@ -108,7 +119,10 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     if getattr(args, "config", None):
         values.update(load_yaml(args.config))
     names = {f.name for f in dataclasses.fields(PretrainConfig)}
-    values.update({k: v for k, v in vars(args).items() if k in names})
+    given = {k: v for k, v in vars(args).items() if k in names}
+    if "augment" in given:
+        given["augment"] = {**values.get("augment", {}), **dict(given["augment"])}
+    values.update(given)
     return PretrainConfig.from_dict(values)
 
 
@@ -126,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .train import pretrain
 
             summary = pretrain(config_from_args(args))
-            _print_json(summary)
+            if summary.get("rank", 0) == 0:  # under torchrun, one summary line
+                _print_json(summary)
         elif args.command == "eval":
             from .runner import evaluate_checkpoint
 

@@ -58,6 +58,8 @@ class PretrainConfig:
     crop_scale: tuple = _opt((0.08, 1.0), "random resized crop scale range (SimCLR App. A: 0.08-1)", nargs=2, type=float)
     color_strength: float = _opt(-1.0, "colour distortion strength s (-1: the preset's; SimCLR: 1.0 ImageNet, 0.5 CIFAR)")
     blur: str = _opt("auto", "Gaussian blur: on, off or auto (the preset's)", choices=("on", "off", "auto"))
+    augment: dict = _opt({}, "other augmentation settings as KEY=VALUE (repeatable), e.g. rotate=0.5 cutout=0.5 "
+                             "color=false (names of contrastkit.augment.AugmentConfig)")
     n_views: int = _opt(2, "views per image V (2 in the papers; SupCon accepts any V >= 2)")
 
     # model

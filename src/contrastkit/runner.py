@@ -187,7 +187,7 @@ def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, d
     paths = (splits.train_paths if split == "train" else splits.test_paths) or \
         [f"{data_name}/{split}/{i}" for i in range(len(labels))]
     written = export_embeddings(feats, labels, paths, out, what="z" if projection else "h")
-    return {"written": [str(p) for p in written], "count": int(len(labels)), "dim": int(feats.shape[1])}
+    return {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
 
 
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",

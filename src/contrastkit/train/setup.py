@@ -60,6 +60,13 @@ def validate_config(cfg: PretrainConfig) -> None:
         bad(f"--knn-k must be >= 1, --knn-every >= 0 and --log-every >= 1")
     if cfg.time_budget_s < 0 or cfg.max_steps < 0:
         bad("--time-budget-s and --max-steps must be >= 0")
+    if cfg.augment:
+        from ..augment import preset_config
+
+        try:
+            preset_config("cifar", **cfg.augment)
+        except (TypeError, ValueError) as exc:
+            bad(f"--augment {cfg.augment}: {exc}")
 
 
 def check_output_dir(out: str | os.PathLike, min_free_bytes: int = 200 * 2**20) -> Path:
@@ -116,6 +123,7 @@ def resolve_preset(cfg: PretrainConfig, splits: DataSplits) -> AugmentSpec:
         overrides["color_strength"] = cfg.color_strength
     if cfg.blur != "auto":
         overrides["blur"] = cfg.blur == "on"
+    overrides.update(cfg.augment or {})
     return AugmentSpec(preset, overrides, size)
 
 

@@ -35,6 +35,11 @@ class NonFiniteError(RuntimeError):
     """The loss or a gradient became NaN/inf."""
 
 
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs of autocast are upcast to float32 for the loss; float64 stays."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -236,6 +241,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     skipped_steps = 0
     train_time = 0.0
     images_seen = 0
+    steady_time, steady_images, steps_this_run = 0.0, 0, 0  # throughput after the first 5 steps of this process
     stop_reason = "completed"
     first_bad = torch.tensor(-1, device=device)
     bar = None
@@ -319,7 +325,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             loss_sum += loss.detach()
             loss_count += 1
             images_seen += views.shape[0] * world
-            train_time += time.perf_counter() - t0
+            step_time = time.perf_counter() - t0
+            train_time += step_time
+            steps_this_run += 1
+            if steps_this_run > 5:
+                steady_time += step_time
+                steady_images += views.shape[0] * world
             if global_step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
                 if int(first_bad) >= 0:
                     _raise_nonfinite(loss, gnorm, int(first_bad), epoch, ckpt_path, log, bar)
@@ -370,11 +381,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "out": str(out), "checkpoint": str(ckpt_path), "method": cfg.method, "data": cfg.data,
         "epochs": cfg.epochs, "global_step": global_step, "stop_reason": stop_reason,
         "train_time_s": round(train_time, 2), "images_per_s": round(images_seen / max(train_time, 1e-9), 1),
+        "images_per_s_steady": round(steady_images / steady_time, 1) if steady_time else None,
         "final_loss": history[-1]["loss"] if history else None,
         "knn_top1": next((r["knn_top1"] for r in reversed(history) if "knn_top1" in r), None),
         "skipped_nonfinite_steps": skipped_steps,
         "skipped_bad_files": len(getattr(splits.train, "bad_files", [])),
         "world_size": world,
+        "rank": rank,
     }
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -395,7 +408,7 @@ def _train_step(model, objective, views, labels, cfg, device, channels_last) -> 
         x = x.contiguous(memory_format=torch.channels_last)
     with _autocast(device, cfg.precision):
         _, out = model(x)  # (V*N, D)
-    out = out.float().view(v, n, -1).transpose(0, 1)  # (N, V, D)
+    out = _upcast(out).view(v, n, -1).transpose(0, 1)  # (N, V, D)
     loss = objective(out, labels)
     loss.backward()
     return loss.detach()

@@ -1,0 +1,120 @@
+"""Shared pieces of the end-to-end benchmarks: the lightly-based peer pipeline and contrastkit's.
+
+The peer recipe (issue 10): CIFAR-stem ResNet-18 of base width 16 (16-32-64-128), channels_last, head
+Linear(128, 512)-BN-ReLU-Linear(512, 128); lightly ``SimCLRTransform(input_size=32, cj_strength=0.5,
+gaussian_blur=0.0)`` per image in 2 DataLoader workers; lightly ``NTXentLoss(temperature=0.5)``; SGD lr
+0.06 x B/256, momentum 0.9, weight decay 5e-4, cosine over all steps; batch 256.
+
+kNN protocol: k=200, cosine similarity, votes weighted by exp(sim / 0.1), on h (128-d), memory = train/,
+queries = test/, images normalised with the CIFAR-10 mean/std.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from contrastkit import build_model
+from contrastkit.augment import CIFAR10_MEAN_STD
+from contrastkit.data import EvalDataset, decode_to_array, load_dataset
+
+CIFAR = os.environ.get("CONTRASTKIT_CIFAR10", os.path.expanduser("~/.cache/contrastkit/cifar10"))
+
+
+def require_cifar() -> str:
+    if not Path(CIFAR, "train").is_dir():
+        raise SystemExit(f"CIFAR-10 JPEGs not found at {CIFAR}: unpack ../shared/data/cifar10-jpg.tar.gz into "
+                         f"~/.cache/contrastkit (or set CONTRASTKIT_CIFAR10)")
+    return CIFAR
+
+
+def peer_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model("resnet18", cifar_stem=True, width=0.25, proj_hidden_dim=512, proj_dim=128)
+    return model.to(memory_format=torch.channels_last)
+
+
+def peer_loader(batch_size: int = 256, workers: int = 2):
+    from lightly.transforms import SimCLRTransform
+    from torchvision.datasets import ImageFolder
+
+    transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0)
+    ds = ImageFolder(os.path.join(require_cifar(), "train"), transform=transform)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True,
+                                       num_workers=workers, persistent_workers=workers > 0)
+
+
+def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int = 2, max_steps: int = 0,
+               warmup_steps_excluded: int = 0, log=print):
+    """The lightly-based recipe for ``epochs`` epochs (cosine over all their steps), stopping at ``budget_s``.
+
+    Returns (model, stats) with images/s measured after ``warmup_steps_excluded`` steps.
+    """
+    from lightly.loss import NTXentLoss
+
+    model = peer_model()
+    loader = peer_loader(batch_size, workers)
+    criterion = NTXentLoss(temperature=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.06 * batch_size / 256, momentum=0.9, weight_decay=5e-4)
+    total = epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    step, train_time, t_measured, imgs_measured = 0, 0.0, 0.0, 0
+    done = False
+    t_wall = time.perf_counter()
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        for (x0, x1), _ in loader:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            x1 = x1.contiguous(memory_format=torch.channels_last)
+            _, z0 = model(x0)
+            _, z1 = model(x1)
+            loss = criterion(z0, z1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            now = time.perf_counter()
+            dt = now - t0
+            t0 = now
+            train_time += dt
+            if step > warmup_steps_excluded:
+                t_measured += dt
+                imgs_measured += x0.shape[0]
+            if step % 20 == 0:
+                log(f"peer step {step}/{total} loss {loss.item():.3f} {imgs_measured / max(t_measured, 1e-9):.0f} img/s")
+            if (budget_s and train_time >= budget_s) or (max_steps and step >= max_steps):
+                done = True
+                break
+        if done:
+            break
+    stats = {"steps": step, "epochs_done": step / len(loader), "train_time_s": round(train_time, 1),
+             "images_per_s": round(imgs_measured / max(t_measured, 1e-9), 1),
+             "wall_s": round(time.perf_counter() - t_wall, 1)}
+    return model, stats
+
+
+_EVAL_CACHE: dict = {}
+
+
+def knn_cifar(encoder: nn.Module, k: int = 200, temperature: float = 0.1) -> float:
+    """The issue-10 kNN protocol on the shared CIFAR-10 JPEGs."""
+    from contrastkit.evaluate import extract_features, knn_accuracy
+
+    if not _EVAL_CACHE:
+        splits = load_dataset(require_cifar())
+        mean, std = CIFAR10_MEAN_STD
+        for name, source in (("train", splits.train), ("test", splits.test)):
+            images, labels = decode_to_array(source, 32, num_workers=2, cache_key=os.path.abspath(CIFAR) + "/" + name)
+            _EVAL_CACHE[name] = EvalDataset(images, labels, mean=mean, std=std)
+    ftr, ltr = extract_features(encoder, _EVAL_CACHE["train"], batch_size=1024)
+    fte, lte = extract_features(encoder, _EVAL_CACHE["test"], batch_size=1024)
+    return float(knn_accuracy(ftr, ltr, fte, lte, k=k, temperature=temperature)["top1"])
+
+
+def epochs_for_budget(images_per_s: float, budget_s: float, n_train: int = 50_000) -> int:
+    return max(1, int(math.floor(images_per_s * budget_s / n_train)))

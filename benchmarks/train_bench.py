@@ -1,0 +1,82 @@
+"""End-to-end pretraining throughput (data to optimiser step): contrastkit vs a lightly-based pipeline.
+
+Same encoder (CIFAR-stem ResNet-18, base width 16), head, batch, optimiser (SGD 0.06, momentum 0.9, wd 5e-4) and
+loader workers, on the shared CIFAR-10 JPEGs. Each pipeline runs in its own process, one after the other; images/s
+is measured after the first --warmup steps. Prints a table and, last, one JSON line with the ratios.
+
+    .venv/bin/python benchmarks/train_bench.py --steps 40 --warmup 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def run_one(which: str, steps: int, warmup: int, batch: int, workers: int, compile_: bool) -> dict:
+    import torch
+
+    from _pipelines import require_cifar, train_peer
+
+    if which == "lightly":
+        _, stats = train_peer(0, epochs=1, batch_size=batch, workers=workers, max_steps=warmup + steps,
+                              warmup_steps_excluded=warmup, log=lambda *_: None)
+        return {"images_per_s": stats["images_per_s"], "steps": stats["steps"]}
+    from contrastkit.config import PretrainConfig
+    from contrastkit.train import pretrain
+
+    augment_on = "device" if which.startswith("contrastkit-device") else "workers"
+    with tempfile.TemporaryDirectory() as out:
+        cfg = PretrainConfig(method="simclr", data=require_cifar(), encoder="resnet18", width=0.25, cifar_stem="on",
+                             proj_hidden_dim=512, batch_size=batch, epochs=1, lr=0.06, temperature=0.5,
+                             num_workers=workers if augment_on == "workers" else 0, augment_on=augment_on,
+                             channels_last="on", knn_every=0, max_steps=warmup + steps, progress=False, out=out,
+                             log_every=1000, compile=compile_)
+        summary = pretrain(cfg)
+    return {"images_per_s": summary["images_per_s_steady"], "steps": summary["global_step"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40, help="measured steps per pipeline")
+    parser.add_argument("--warmup", type=int, default=5, help="steps excluded from the measurement")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pipelines", default="lightly,contrastkit-workers,contrastkit-device")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile contrastkit's model")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.steps, args.warmup, args.batch_size, args.workers, args.compile)))
+        return
+    results = {}
+    for which in args.pipelines.split(","):
+        cmd = [sys.executable, __file__, "--one", which, "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+        if args.compile:
+            cmd.append("--compile")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            results[which] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+            continue
+        results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{which:24s} {results[which]['images_per_s']:8.1f} images/s ({results[which]['steps']} steps)",
+              flush=True)
+    base = results.get("lightly", {}).get("images_per_s")
+    ratios = {k: round(v["images_per_s"] / base, 2) for k, v in results.items()
+              if base and "images_per_s" in v and k != "lightly"}
+    print("\n| pipeline | images/s | ratio to lightly |\n| --- | --- | --- |")
+    for k, v in results.items():
+        print(f"| {k} | {v.get('images_per_s', v.get('error'))} | {ratios.get(k, '1.00' if k == 'lightly' else '-')} |")
+    print(json.dumps({"batch_size": args.batch_size, "workers": args.workers, "results": results,
+                      "ratio_to_lightly": ratios}))
+
+
+if __name__ == "__main__":
+    main()
