@@ -24,6 +24,11 @@ figures and the ratios.
 
     python benchmarks/augment_bench.py            # CIFAR-10 JPEGs, 4096 images
     python benchmarks/augment_bench.py --random   # random 32x32 images
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/augment_bench.py  # on a machine shared with other jobs
+
+On a machine where other processes compete for the cores, OpenMP's default
+spin-waiting makes every multi-threaded torch op wait for a descheduled thread;
+``OMP_WAIT_POLICY=PASSIVE`` avoids that (it only matters for the 2-thread row).
 """
 from __future__ import annotations
 
@@ -175,13 +180,17 @@ def main(argv: list[str] | None = None) -> dict:
         ("per image, SimCLRTransform, DataLoader", f"{args.workers} workers", "ck_loader"),
         (f"BatchAugment (batch {args.batch_size})", f"{args.threads} threads", "batch_full"),
     ]
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"two-view SimCLR-CIFAR augmentation, {source}, {args.n_images} images; torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs; best / median of {args.repeats} (images/s)")
+          f"{os.cpu_count()} CPUs, load average {load}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+          f"best / median of {args.repeats} (images/s)")
     print(f"{'pipeline':48s} {'threads':>10s} {'best':>10s} {'median':>10s}")
     for name, threads, key in rows:
         print(f"{name:48s} {threads:>10s} {best[key]:10.0f} {med[key]:10.0f}")
     out = {
         "source": source,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "batch_size": args.batch_size,
         "images_per_s": {k: round(v, 1) for k, v in best.items()},
         "per_core_ratio": round(best["batch_1"] / per_image_1, 2),

@@ -273,7 +273,7 @@ def sample_crop_boxes(
     generator: torch.Generator | None = None,
     tries: int = 10,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Samples ``n`` random-resized-crop boxes exactly like torchvision's ``RandomResizedCrop.get_params``, vectorised.
+    """Samples ``n`` random-resized-crop boxes by torchvision's ``RandomResizedCrop.get_params`` rule, vectorised.
 
     Each box makes up to ``tries`` attempts: area fraction uniform in ``scale``,
     aspect ratio ``w / h`` log-uniform in ``ratio``, sides rounded to integers; the
@@ -377,19 +377,34 @@ def crop_theta(
     return theta.float()
 
 
+_GRID_BASE: dict[tuple, torch.Tensor] = {}
+
+
+def _grid_base(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Pixel-centre coordinates ``(u, v, 1)`` of a ``size x size`` output (align_corners=False), cached."""
+    key = (size, dtype, str(device))
+    base = _GRID_BASE.get(key)
+    if base is None:
+        lin = (torch.arange(size, dtype=torch.float64) * 2.0 + 1.0) / size - 1.0  # (S,)
+        base = torch.ones(size, size, 3, dtype=torch.float64)  # (S, S, 3)
+        base[..., 0] = lin.view(1, size)
+        base[..., 1] = lin.view(size, 1)
+        base = base.view(size * size, 3).to(device=device, dtype=dtype)  # (S*S, 3)
+        if len(_GRID_BASE) > 16:
+            _GRID_BASE.clear()
+        _GRID_BASE[key] = base
+    return base
+
+
 def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, C, size, size), align_corners=False)`` as one batched matmul (faster on CPU).
+    """``F.affine_grid(theta, (B, C, size, size), align_corners=False)`` as one batched product (faster on CPU).
 
     Shape:
         theta (B, 2, 3) -> grid (B, size, size, 2).
     """
     B = theta.shape[0]
-    lin = torch.arange(size, dtype=theta.dtype, device=theta.device).mul_(2.0).add_(1.0).div_(size).sub_(1.0)  # (S,)
-    base = torch.ones(size, size, 3, dtype=theta.dtype, device=theta.device)  # (S, S, 3): pixel-centre (u, v, 1)
-    base[..., 0] = lin.view(1, size)
-    base[..., 1] = lin.view(size, 1)
-    base = base.view(1, size * size, 3)
-    return torch.einsum("pk,bck->bpc", base[0], theta).reshape(B, size, size, 2)  # (B, S, S, 2)
+    base = _grid_base(size, theta.dtype, theta.device)  # (S*S, 3)
+    return torch.einsum("pk,bck->bpc", base, theta).reshape(B, size, size, 2)  # (B, S, S, 2)
 
 
 def resized_crop(x: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
