@@ -324,7 +324,7 @@ class MultiViewTransform(nn.Module):
         if len(transforms) < 2:
             raise ValueError(f"a multi-view transform needs V >= 2 views, got {len(transforms)}")
         self.transforms = transforms
-        self._modules_list = nn.ModuleList(t for t in dict.fromkeys(transforms) if isinstance(t, nn.Module))
+        self._transform_modules = nn.ModuleList(t for t in dict.fromkeys(transforms) if isinstance(t, nn.Module))
 
     @property
     def n_views(self) -> int:
