@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/loss_bench.py                      # N = 1024 4096, every implementation
     python benchmarks/loss_bench.py --n 32768 --impl contrastkit_ntxent contrastkit_supcon
+    python benchmarks/loss_bench.py --threads 1 --rounds 3      # per core, interleaved rounds
 
 Prints a table, then, last, one JSON line: per N, time and extra memory of each
 implementation and the ratios of contrastkit to each peer.
@@ -91,11 +92,14 @@ def _build(impl: str, n: int, dim: int):
     raise ValueError(f"unknown implementation {impl!r}, expected one of {IMPLS}")
 
 
-def worker(impl: str, n: int, dim: int, repeats: int, mem_cap_gb: float) -> dict:
+def worker(impl: str, n: int, dim: int, repeats: int, mem_cap_gb: float, threads: int) -> dict:
     """Run in a fresh process: time and peak memory of forward+backward."""
     import resource
 
     import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     fn = _build(impl, n, dim)
     cap = _status_kb("VmSize") * 1024 + int(mem_cap_gb * 2**30)
@@ -132,6 +136,22 @@ def worker(impl: str, n: int, dim: int, repeats: int, mem_cap_gb: float) -> dict
     }
 
 
+def _run_worker(impl: str, n: int, args: argparse.Namespace) -> dict:
+    """Run one worker subprocess and parse its JSON line."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, str(n), "--dim", str(args.dim),
+           "--repeats", str(args.repeats), "--mem-cap-gb", str(args.mem_cap_gb), "--threads", str(args.threads)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "n": n, "status": "timeout"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    # Killed by a signal (the kernel's OOM killer) or failed otherwise.
+    return {"impl": impl, "n": n, "status": "OOM" if proc.returncode < 0 else "error",
+            "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1024, 4096], help="batch sizes N (2N views)")
@@ -140,36 +160,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes after one warm-up")
     parser.add_argument("--mem-cap-gb", type=float, default=12.0, help="address-space cap of each worker")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per worker")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in each worker (0: torch's default)")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over all (N, implementation) pairs")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.dim, args.repeats, args.mem_cap_gb)))
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.dim, args.repeats, args.mem_cap_gb,
+                                args.threads)))
         return
 
-    results: dict[int, dict[str, dict]] = {}
-    print(f"{'N':>6} {'implementation':<20} {'median s':>9} {'min s':>8} {'extra MB':>9}  status", flush=True)
-    for n in args.n:
-        results[n] = {}
-        for impl in args.impl:
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, str(n), "--dim", str(args.dim),
-                   "--repeats", str(args.repeats), "--mem-cap-gb", str(args.mem_cap_gb)]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                lines = proc.stdout.strip().splitlines()
-                res = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-                    "impl": impl, "n": n, "status": "OOM" if proc.returncode < 0 else "error",
-                    "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200],
-                }
-            except subprocess.TimeoutExpired:
-                res = {"impl": impl, "n": n, "status": "timeout"}
-            results[n][impl] = res
-            if res["status"] == "ok":
-                print(f"{n:>6} {impl:<20} {res['time_s']:>9.3f} {res['min_time_s']:>8.3f} {res['extra_mb']:>9.1f}  ok",
-                      flush=True)
-            else:
-                print(f"{n:>6} {impl:<20} {'-':>9} {'-':>8} {'-':>9}  {res['status']} {res.get('error', '')}",
-                      flush=True)
+    results: dict[int, dict[str, dict]] = {n: {} for n in args.n}
+    runs: dict[tuple[int, str], list[dict]] = {}
+    print(f"{'N':>6} {'implementation':<20} {'round':>5} {'median s':>9} {'min s':>8} {'extra MB':>9}  status",
+          flush=True)
+    # Rounds visit every (N, implementation) in turn, so that a change of load on a shared
+    # machine hits all implementations alike; each figure is then the median over rounds.
+    for rnd in range(args.rounds):
+        for n in args.n:
+            for impl in args.impl:
+                res = _run_worker(impl, n, args)
+                runs.setdefault((n, impl), []).append(res)
+                if res["status"] == "ok":
+                    print(f"{n:>6} {impl:<20} {rnd:>5} {res['time_s']:>9.3f} {res['min_time_s']:>8.3f} "
+                          f"{res['extra_mb']:>9.1f}  ok", flush=True)
+                else:
+                    print(f"{n:>6} {impl:<20} {rnd:>5} {'-':>9} {'-':>8} {'-':>9}  {res['status']} "
+                          f"{res.get('error', '')}", flush=True)
+    print(f"\nSummary (median over {args.rounds} round(s) of the per-round median of {args.repeats} passes):")
+    print(f"{'N':>6} {'implementation':<20} {'time s':>9} {'best s':>8} {'extra MB':>9}  status")
+    for (n, impl), rs in runs.items():
+        ok = [r for r in rs if r["status"] == "ok"]
+        if ok:
+            res = {"impl": impl, "n": n, "status": "ok", "time_s": statistics.median(r["time_s"] for r in ok),
+                   "min_time_s": min(r["min_time_s"] for r in ok), "extra_mb": max(r["extra_mb"] for r in ok)}
+            print(f"{n:>6} {impl:<20} {res['time_s']:>9.3f} {res['min_time_s']:>8.3f} {res['extra_mb']:>9.1f}  ok")
+        else:
+            res = rs[-1]
+            print(f"{n:>6} {impl:<20} {'-':>9} {'-':>8} {'-':>9}  {res['status']}")
+        results[n][impl] = res
 
     summary = {}
     for n, per_impl in results.items():
@@ -191,7 +220,9 @@ def main(argv: list[str] | None = None) -> None:
                     ratios[f"{ours}/{peer}"] = {"peer": b["status"]}
         entry["ratios"] = ratios
         summary[str(n)] = entry
-    print(json.dumps({"dim": args.dim, "repeats": args.repeats, "cpus": os.cpu_count(), "results": summary}))
+    print(json.dumps({"dim": args.dim, "repeats": args.repeats, "rounds": args.rounds, "cpus": os.cpu_count(),
+                      "threads": args.threads or "default",
+                      "loadavg_1min_at_end": os.getloadavg()[0], "results": summary}))
 
 
 if __name__ == "__main__":

@@ -105,12 +105,23 @@ def _log_sigmoid(x: float) -> float:
     return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
 
 
-def ntlogistic_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
-    """NT-Logistic: mean over anchors of the mean over negatives of the triplet cost."""
+def _semi_hard_loop(pos: float, negs: list, margin: float) -> list:
+    """FaceNet semi-hard choice: pos - margin < n < pos, else the easiest hard negative, else none."""
+    chosen = [n for n in negs if pos - margin < n < pos]
+    if not chosen:
+        hard = [n for n in negs if n >= pos]
+        chosen = [min(hard)] if hard else []
+    return chosen
+
+
+def ntlogistic_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float, semi_hard: bool = False) -> float:
+    """NT-Logistic: mean over anchors of the positive cost plus the mean cost of the (chosen) negatives."""
     per_anchor = []
     for pos, negs in _pair_sims_loop(z1, z2):
-        costs = [-_log_sigmoid(pos / temperature) - _log_sigmoid(-neg / temperature) for neg in negs]
-        per_anchor.append(sum(costs) / len(costs))
+        if semi_hard:
+            negs = _semi_hard_loop(pos, negs, math.inf)
+        neg_costs = [-_log_sigmoid(-neg / temperature) for neg in negs]
+        per_anchor.append(-_log_sigmoid(pos / temperature) + (sum(neg_costs) / len(neg_costs) if negs else 0.0))
     return sum(per_anchor) / len(per_anchor)
 
 
@@ -118,12 +129,7 @@ def triplet_loop(z1: torch.Tensor, z2: torch.Tensor, margin: float, semi_hard: b
     """Margin triplet: mean over anchors of the mean hinge over the chosen negatives."""
     per_anchor = []
     for pos, negs in _pair_sims_loop(z1, z2):
-        chosen = negs
-        if semi_hard:
-            chosen = [n for n in negs if pos - margin < n < pos]
-            if not chosen:
-                hard = [n for n in negs if n >= pos]
-                chosen = [min(hard)] if hard else []
+        chosen = _semi_hard_loop(pos, negs, margin) if semi_hard else negs
         costs = [max(n - pos + margin, 0.0) for n in chosen]
         per_anchor.append(sum(costs) / len(costs) if costs else 0.0)
     return sum(per_anchor) / len(per_anchor)

@@ -110,7 +110,8 @@ def ddp_results(tmp_path_factory):
 def test_ddp_matches_single_process(ddp_results, name):
     sizes, V, labels, make_loss = CASES[name]
     model = _model()
-    want_loss, want_grads = _loss_and_grads(model, make_loss(), _batch(sizes, V), None if labels is None else torch.tensor(labels))
+    full_labels = None if labels is None else torch.tensor(labels)
+    want_loss, want_grads = _loss_and_grads(model, make_loss(), _batch(sizes, V), full_labels)
     rank_losses = [r[name][0] for r in ddp_results]
     # Each rank returns its scaled local part; their mean is the one-process loss.
     assert sum(rank_losses) / WORLD == pytest.approx(want_loss, rel=1e-5)

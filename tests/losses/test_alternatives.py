@@ -17,9 +17,22 @@ def _pair(N, D, seed, dtype=torch.float64):
 
 @pytest.mark.parametrize("N", [2, 5, 9])
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
-def test_ntlogistic_matches_loop(N, tau):
+@pytest.mark.parametrize("semi_hard", [False, True])
+def test_ntlogistic_matches_loop(N, tau, semi_hard):
     z1, z2 = _pair(N, 4, seed=N)
-    assert NTLogisticLoss(tau)(z1, z2).item() == pytest.approx(ref.ntlogistic_loop(z1, z2, tau), rel=1e-12)
+    got = NTLogisticLoss(tau, semi_hard=semi_hard)(z1, z2).item()
+    assert got == pytest.approx(ref.ntlogistic_loop(z1, z2, tau, semi_hard), rel=1e-12)
+
+
+def test_ntlogistic_semi_hard_keeps_only_negatives_farther_than_the_positive():
+    e = torch.eye(3, dtype=torch.float64)
+    tau = 0.5
+    # Positive at cosine 1, negatives at 0: all farther, semi-hard = all.
+    torch.testing.assert_close(NTLogisticLoss(tau, semi_hard=True)(e, e), NTLogisticLoss(tau)(e, e))
+    # Identical embeddings: no negative farther; fallback to one hard negative at cosine 1.
+    z = torch.ones(3, 2, dtype=torch.float64)
+    want = 2 * math.log1p(math.exp(-1 / tau)) + 1 / tau
+    assert NTLogisticLoss(tau, semi_hard=True)(z, z).item() == pytest.approx(want, rel=1e-12)
 
 
 def test_ntlogistic_hand_placed_and_stable_for_tiny_tau():
@@ -75,7 +88,12 @@ def test_npair_matches_loop_and_equals_ntxent_at_tau_one(N):
     torch.testing.assert_close(got, NTXentLoss(1.0)(z1, z2))
 
 
-@pytest.mark.parametrize("loss", [NTLogisticLoss(), MarginTripletLoss(), MarginTripletLoss(semi_hard=True), NPairLoss()])
+@pytest.mark.parametrize(
+    "loss",
+    [NTLogisticLoss(), NTLogisticLoss(semi_hard=True), MarginTripletLoss(), MarginTripletLoss(semi_hard=True),
+     NPairLoss()],
+    ids=repr,
+)
 def test_permutation_invariance_and_finite_gradients(loss):
     z1, z2 = _pair(6, 4, seed=3, dtype=torch.float32)
     perm = torch.randperm(6, generator=torch.Generator().manual_seed(2))

@@ -9,7 +9,9 @@ import torch
 import contrastkit
 from contrastkit.losses import MarginTripletLoss, NPairLoss, NTLogisticLoss, NTXentLoss, SupConLoss
 
-PAIR_LOSSES = [NTXentLoss(0.1), NTLogisticLoss(), MarginTripletLoss(0.2), MarginTripletLoss(0.2, semi_hard=True), NPairLoss()]
+PAIR_LOSSES = [
+    NTXentLoss(0.1), NTLogisticLoss(), MarginTripletLoss(0.2), MarginTripletLoss(0.2, semi_hard=True), NPairLoss()
+]
 SUPCON = [SupConLoss(0.1, "out"), SupConLoss(0.1, "in")]
 LABELS = torch.tensor([0, 1, 0, -1, 2, 1, 2, 2])
 

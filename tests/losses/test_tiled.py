@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import reference_losses as ref
 from contrastkit.losses import NTXentLoss, SupConLoss
 from contrastkit.losses._contrastive import group_ids
+from contrastkit.losses import _tiled as tiled
 from contrastkit.losses._tiled import default_chunk_size, supcon_tiled
 
 
@@ -78,7 +79,8 @@ def test_custom_backward_gradcheck_float64(variant, labels_kind):
     groups = ids.repeat_interleave(V)
 
     def fn(rows):
-        return supcon_tiled(F.normalize(rows, dim=1), groups, temperature=0.3, variant=variant, num_groups=G, chunk_size=3)
+        z = F.normalize(rows, dim=1)
+        return supcon_tiled(z, groups, temperature=0.3, variant=variant, num_groups=G, chunk_size=3)
 
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-7)
 
@@ -113,9 +115,12 @@ def test_anchor_blocks_add_up_to_the_whole(variant):
 
 
 @pytest.mark.parametrize("variant", ["out", "in"])
-@pytest.mark.parametrize("tau", [0.01, 0.02, 0.05])
-def test_underflowing_rows_fall_back_to_exact_logsumexp(variant, tau):
+@pytest.mark.parametrize("tau", [0.01, 0.02, 0.03, 0.05])
+def test_underflowing_rows_fall_back_to_exact_logsumexp(variant, tau, monkeypatch):
     """Anchors whose nearest candidate is far (cosine << 1) underflow exp(L - 1/tau); results stay exact."""
+    redone = []
+    original = tiled._exact_rows
+    monkeypatch.setattr(tiled, "_exact_rows", lambda *a: redone.append(a[4].numel()) or original(*a))
     D = 4
     e = torch.eye(D, dtype=torch.float32)
     # Sample 0: views e0 and -e0 (positive at cosine -1); the others sit at cosine 0 or -0.6 from it.
@@ -130,13 +135,32 @@ def test_underflowing_rows_fall_back_to_exact_logsumexp(variant, tau):
     want_grad = torch.autograd.grad(ref.supcon_plain(feats.double(), None, tau, variant), feats)[0]
     assert torch.isfinite(got_grad).all()
     torch.testing.assert_close(got_grad, want_grad.float(), rtol=1e-3, atol=1e-4)
+    if variant == "in" and tau <= 0.02:
+        assert sum(redone) > 0  # the positive of sample 0 is far below its nearest negative: exact path
+
+
+@pytest.mark.parametrize("variant", ["out", "in"])
+def test_fixed_shift_underflow_is_redone_exactly(variant, monkeypatch):
+    """tau = 0.03 keeps the fixed shift 1/tau; an anchor whose nearest candidate is at cosine -0.94 underflows."""
+    redone = []
+    original = tiled._exact_rows
+    monkeypatch.setattr(tiled, "_exact_rows", lambda *a: redone.append(a[4].numel()) or original(*a))
+    angles = torch.tensor([[0.0, 180.0], [160.0, 200.0], [170.0, 190.0]]) * math.pi / 180
+    feats = torch.stack([angles.cos(), angles.sin()], dim=-1).requires_grad_(True)  # (3, 2, 2)
+    tau = 0.03
+    got = SupConLoss(tau, variant)(feats)
+    (got_grad,) = torch.autograd.grad(got, feats)
+    assert sum(redone) > 0
+    assert got.item() == pytest.approx(ref.supcon_loop(feats, None, tau, variant), rel=1e-5)
+    want_grad = torch.autograd.grad(ref.supcon_plain(feats.double(), None, tau, variant), feats)[0]
+    torch.testing.assert_close(got_grad, want_grad.float(), rtol=1e-3, atol=1e-4)
 
 
 def test_default_chunk_size_by_device_and_size():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert default_chunk_size(8192, cpu) * 8192 * 4 <= 16 * 2**20
     assert default_chunk_size(8192, cuda) > default_chunk_size(8192, cpu)
-    assert default_chunk_size(10**8, cpu) == 16  # never zero rows, however large M
+    assert default_chunk_size(10**8, cpu) == 128  # never too few rows, however large M
     assert default_chunk_size(4, cpu) >= 4
 
 

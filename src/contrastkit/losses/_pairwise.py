@@ -5,7 +5,7 @@ import torch
 
 from ._validation import normalize
 
-__all__ = ["view_similarities"]
+__all__ = ["view_similarities", "semi_hard_negatives"]
 
 
 def view_similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,3 +36,35 @@ def view_similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor,
     negative_mask[idx, partner] = False
     negatives = sim[negative_mask].view(2 * N, 2 * N - 2)  # (2N, 2N - 2)
     return positive, negatives
+
+
+@torch.no_grad()
+def semi_hard_negatives(positive: torch.Tensor, negatives: torch.Tensor, margin: float) -> torch.Tensor:
+    """Semi-hard negative mining (FaceNet, Schroff et al. 2015, Sec. 3.2), on similarities.
+
+    The semi-hard negatives of an anchor are farther from it than its positive
+    but within the margin: ``s+ - margin < s- < s+`` (``margin = inf`` keeps every
+    negative farther than the positive). An anchor with none falls back, as
+    FaceNet's reference implementation does, to the easiest of its hard
+    negatives (the smallest ``s- >= s+``); an anchor with no hard negative
+    either keeps none (all its negatives are beyond the margin).
+
+    Args:
+        positive: similarity of each anchor to its positive.
+        negatives: similarities of each anchor to its negatives.
+        margin: the margin m >= 0, or ``math.inf``.
+
+    Returns:
+        A boolean mask of the chosen negatives.
+
+    Shape:
+        positive (A,), negatives (A, K) -> (A, K).
+    """
+    pos = positive[:, None]  # (A, 1)
+    chosen = (negatives < pos) & (negatives > pos - margin)  # (A, K)
+    hard = negatives >= pos  # (A, K)
+    fallback = ~chosen.any(dim=1) & hard.any(dim=1)  # (A,)
+    easiest_hard = negatives.masked_fill(~hard, float("inf")).argmin(dim=1)  # (A,)
+    rows = fallback.nonzero().flatten()
+    chosen[rows, easiest_hard[rows]] = True
+    return chosen

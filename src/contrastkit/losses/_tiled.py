@@ -3,8 +3,7 @@
 One ``torch.autograd.Function`` computes the SupCon family (L_out, L_in) for any
 number of views, with or without labels: NT-Xent is the case V = 2 where every
 sample is its own group. The (VN, VN) similarity matrix is never held in memory:
-anchors are processed ``chunk`` rows at a time against all M = VN candidates,
-and the backward recomputes each tile instead of storing it.
+anchors are processed ``chunk`` rows at a time against all M = VN candidates.
 
 Notation (SEED.md): z_i are the L2-normalised rows, L_ij = z_i.z_j / tau the
 logits, A(i) every candidate but i, P(i) the candidates of i's group, i excluded.
@@ -18,52 +17,69 @@ and the derivative of l_i with respect to L_ij is ``p_ij - w_ij`` where
 ``p_ij = exp(L_ij - lse_i)`` (softmax over A(i)) and ``w_ij`` is 1/|P(i)| on
 positives for L_out, ``exp(L_ij - lse^P_i)`` on positives for L_in.
 
-How the work is split:
+One sweep, three matmuls. Per tile of anchors ``[i0, i1)`` the forward does one
+matmul for the logits ``(c, D) @ (D, M)``, an in-place ``exp_`` of the shifted
+logits ``e_ij = exp(L_ij - 1/tau)`` and the row sums. Once a tile's row sums are
+known its softmax is known (``p_ij = e_ij / sum_j e_ij``), so, when a gradient
+is needed, the same tile also gives the gradient's row side ``P @ Z`` and column
+side ``P^T @ Z_tile`` (the similarity is symmetric: z_j receives gradient both
+as an anchor and as a candidate). The forward thus accumulates d loss / d z in
+an (M, D) buffer, and the backward only scales it by the incoming gradient: no
+tile is stored and none is recomputed. That is three (c x M x D) matmuls and
+one ``exp`` per tile element in all, the arithmetic floor of the exact loss and
+gradient; a backward that recomputes the tile needs a fourth matmul (or, using
+the symmetry, two more ``exp`` passes). For L_out the row sums come out of the
+row-side matmul as an extra column, ``e @ (Z, 1)``. Without a gradient (eval,
+``torch.no_grad``) only the logits matmul runs.
 
-* Softmax part, per tile of anchors ``[i0, i1)``: one matmul for the logits
-  ``(c, D) @ (D, M)``, an in-place ``exp_`` and, in the backward, the row side
-  ``P @ Z`` and the column side ``P^T @ Z_chunk`` (the similarity is symmetric, so
-  z_j receives gradient both as an anchor and as a candidate). Three
-  (c x M x D) matmuls per tile are the arithmetic floor.
 * Positive part of L_out: linear in the logits, so it never needs the tile.
   ``sum_{p in P(i)} z_p = S_g(i) - z_i`` with ``S_g`` the sum of the rows of group
   g; forward and backward use these group sums, O(M D) work and memory.
 * Positive part of L_in: a label comparison inside the tile (``g_i == g_j`` on a
   (c, M) boolean tile, never (M, M)).
 
-Stability: the rows are unit vectors, so L_ij <= 1/tau and the forward computes
-``exp(L_ij - 1/tau)``, which cannot overflow. A row whose sum underflows (its
-nearest candidate has cosine below about 1 - 46 tau, only possible for
-tau < ~0.045) is recomputed with an exact per-row ``logsumexp``. The backward
-reuses the forward's per-row log-sum-exp, so ``exp(L_ij - lse_i) <= 1``.
+Stability: the rows are unit vectors, so L_ij <= 1/tau and ``exp(L_ij - 1/tau)``
+cannot overflow; that fixed shift costs nothing (an extra column of the logits
+matmul). A row whose sum still underflows (its nearest candidate has cosine
+below about 1 - 46 tau) is redone exactly with a per-row ``logsumexp``, loss and
+gradient. When 2/tau + log M exceeds the exponent range (tau below ~0.03 in
+float32), each row is shifted by its own max instead (two more passes per tile)
+and the shifted logits are clamped at ~exp(-79): such terms are below 1e-14 of
+the row sum, and subnormal numbers would slow the matmuls down. For L_in, an
+anchor whose positives all underflow is redone exactly as well.
+
+Second-order gradients are not supported (the backward is once-differentiable).
 
 Distributed use: the anchors are a contiguous block of rows
 ``[anchor_start, anchor_start + anchor_count)`` of the candidates, so a rank can
 hold all gathered candidates and compute only its own anchors.
 
-Memory: one or two (chunk, M) tiles plus O(M D) for the gradient and group
-sums.
+Memory: one (chunk, M) tile (two for L_in) plus O(M D) for the gradient and
+group sums.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["supcon_tiled", "default_chunk_size"]
 
-# A row whose shifted sum sum_a exp(L_ia - 1/tau) falls below this is recomputed
-# with an exact per-row max: below it, terms flushed to zero (< 1.2e-38 in
+# A row whose shifted sum sum_a exp(L_ia - shift_i) falls below this is redone
+# with an exact per-row logsumexp: below it, terms flushed to zero (< 1.2e-38 in
 # float32) could change the sum by more than M * 1e-18 in relative terms.
 _UNDERFLOW_THRESHOLD = 1e-20
 
-# Target bytes for one (chunk, M) tile.
+# Target bytes for one (chunk, M) tile, and the fewest rows per tile: each tile streams the
+# (M, D) candidates through three matmuls, so few rows would make them memory-bound.
 _CPU_TILE_BYTES = 16 * 2**20
 _CUDA_TILE_BYTES = 256 * 2**20
+_MIN_ROWS = 128
 
 
 def default_chunk_size(num_candidates: int, device: torch.device, element_size: int = 4) -> int:
-    """Rows of anchors per tile: a tile of ~16 MiB on CPU, ~256 MiB on CUDA.
+    """Rows of anchors per tile: a tile of ~16 MiB on CPU, ~256 MiB on CUDA, and at least 128 rows.
 
     Args:
         num_candidates: M, the number of candidate rows (columns of a tile).
@@ -71,11 +87,11 @@ def default_chunk_size(num_candidates: int, device: torch.device, element_size: 
         element_size: bytes per element of the computation dtype.
 
     Returns:
-        A chunk size of at least 16 rows (at least 1 when M is tiny).
+        The chunk size (the kernel caps it at the number of anchors).
     """
     budget = _CUDA_TILE_BYTES if device.type == "cuda" else _CPU_TILE_BYTES
     rows = budget // max(1, num_candidates * element_size)
-    return int(max(16, rows))
+    return int(max(_MIN_ROWS, rows))
 
 
 def _exp_floor(dtype: torch.dtype) -> float:
@@ -98,173 +114,163 @@ class _SupConTiled(torch.autograd.Function):
         anchor_count: int,
         scale: float,
         chunk: int,
+        with_grad: bool,
     ) -> torch.Tensor:
         M, D = z.shape
         a0, na = anchor_start, anchor_count
+        local = slice(a0, a0 + na)
         inv_tau = 1.0 / temperature
-        dtype = z.dtype
+        dtype, device = z.dtype, z.device
         floor = _exp_floor(dtype)
-        # Clamping costs a pass; it only matters when the range of shifted logits reaches subnormals.
-        needs_clamp = 2.0 * inv_tau + math.log(max(M, 2)) > -floor
+        # Small tau: the logits span more than exp can represent, so shift each row by its own max
+        # (two more passes per tile) and clamp the shifted logits above the subnormals. Otherwise
+        # the fixed shift 1/tau is exact and free (folded into the matmul).
+        row_max_shift = 2.0 * inv_tau + math.log(max(M, 2)) > -floor
 
-        za = z[a0 : a0 + na]  # (na, D)
-        zs = za * inv_tau  # (na, D): anchors pre-scaled, so a matmul gives logits
-        g_anchor = groups[a0 : a0 + na]  # (na,)
+        za = z[local]  # (na, D)
+        g_anchor = groups[local]  # (na,)
         counts = torch.bincount(groups, minlength=num_groups)  # (G,)
         num_pos = counts[g_anchor] - 1  # (na,) |P(i)|
-
         valid = num_pos > 0  # (na,) anchors without positive are left out
-        lse = torch.empty(na, dtype=dtype, device=z.device)
-        lse_pos = torch.empty(na, dtype=dtype, device=z.device) if variant == "in" else None
+        valid_f = valid.to(dtype)
+
+        lse = torch.empty(na, dtype=dtype, device=device)
+        lse_pos = torch.empty(na, dtype=dtype, device=device) if variant == "in" else None
+        # d(sum_i valid_i l_i)/dz in units of 1/tau, anchor (row) side and candidate (column) side.
+        grad_soft = torch.zeros(M, D, dtype=dtype, device=device) if with_grad else None  # (M, D)
         rows_max = min(chunk, na)
-        tile = torch.empty(rows_max, M, dtype=dtype, device=z.device)
-        tile2 = torch.empty(rows_max, M, dtype=dtype, device=z.device) if variant == "in" else None
-        zt = z.t()  # (D, M)
+        tile = torch.empty(rows_max, M, dtype=dtype, device=device)
+        tile2 = torch.empty(rows_max, M, dtype=dtype, device=device) if variant == "in" else None
+        # Anchors are pre-scaled by 1/tau, so a matmul gives logits. An extra column folds the shift
+        # into that matmul, (z_i / tau, -1/tau) . (z_j, 1), and gives the row sums of the row-side
+        # matmul for free, (e_i.) @ (Z, 1).
+        fixed_shift = 0.0 if row_max_shift else inv_tau
+        z_aug = torch.empty(M, D + 1, dtype=dtype, device=device)  # (M, D+1)
+        z_aug[:, :D] = z
+        z_aug[:, D] = 1.0
+        zs_aug = torch.empty(na, D + 1, dtype=dtype, device=device)  # (na, D+1)
+        torch.mul(za, inv_tau, out=zs_aug[:, :D])
+        zs_aug[:, D] = -fixed_shift
+        zs = zs_aug[:, :D]  # (na, D) z_i / tau
+        fused = with_grad and variant == "out"
         for i0 in range(0, na, chunk):
             i1 = min(i0 + chunk, na)
             t = tile[: i1 - i0]
-            torch.mm(zs[i0:i1], zt, out=t)  # (c, M) logits
-            t.sub_(inv_tau)
-            if needs_clamp:
-                t.clamp_min_(floor)
-            t.exp_()
-            t.diagonal(a0 + i0).zero_()  # self is not in A(i)
-            total = t.sum(dim=1)  # (c,)
-            lse[i0:i1] = total.log().add_(inv_tau)
+            torch.mm(zs_aug[i0:i1], z_aug.t(), out=t)  # (c, M) L_ij - 1/tau (L_ij if row_max_shift)
+            t.diagonal(a0 + i0).fill_(-math.inf)  # self is not in A(i)
+            if row_max_shift:
+                shift = t.amax(dim=1)  # (c,)
+                t.sub_(shift[:, None]).clamp_min_(floor)
+                t.diagonal(a0 + i0).fill_(-math.inf)
+            else:
+                shift = fixed_shift
+            t.exp_()  # (c, M) e_ij = exp(L_ij - shift_i) <= 1
+            if fused:
+                row_aug = torch.mm(t, z_aug)  # (c, D+1): sum_j e_ij z_j, then sum_j e_ij
+                total = row_aug[:, D]  # (c,)
+            else:
+                total = t.sum(dim=1)  # (c,)
             low = total < _UNDERFLOW_THRESHOLD
+            lse[i0:i1] = total.log().add_(shift)
             if variant == "in":
-                positive = torch.eq(g_anchor[i0:i1, None], groups[None, :])  # (c, M) bool
-                pos_total = torch.mul(t, positive, out=tile2[: i1 - i0]).sum(dim=1)  # (c,)
-                lse_pos[i0:i1] = pos_total.log().add_(inv_tau)
+                em = tile2[: i1 - i0]
+                torch.mul(t, torch.eq(g_anchor[i0:i1, None], groups[None, :]), out=em)  # (c, M) e_ij on positives
+                pos_total = em.sum(dim=1)  # (c,)
                 low |= (pos_total < _UNDERFLOW_THRESHOLD) & valid[i0:i1]
-            if bool(low.any()):
-                _exact_rows(z, zs, groups, g_anchor, a0, i0, low.nonzero().flatten(), lse, lse_pos)
+                lse_pos[i0:i1] = pos_total.log().add_(shift)
+            bad = low.nonzero().flatten()  # (k,) rows redone exactly
+            if bad.numel() > 0:
+                _exact_rows(z, zs, groups, a0, i0 + bad, valid_f, lse, lse_pos, grad_soft)
+                if variant == "in":
+                    t[bad] = 0
+                    em[bad] = 0
+            if not with_grad:
+                continue
+            # p_ij = e_ij * a_i with a_i = valid_i / total_i (0 for the rows redone above).
+            keep = valid[i0:i1] & ~low
+            a = torch.where(keep, 1.0 / total, torch.zeros_like(total))  # (c,)
+            if variant == "in":
+                # w_ij = e_ij / pos_total_i on positives, so p_ij - w_ij = a_i (e_ij - e_ij * total_i / pos_total_i).
+                ratio = torch.where(keep, total / pos_total, torch.zeros_like(total))  # (c,)
+                t.sub_(em.mul_(ratio[:, None]))  # (c, M) (p_ij - w_ij) / a_i
+                row = torch.mm(t, z)  # (c, D)
+            else:
+                row = row_aug[:, :D]  # (c, D)
+            grad_soft[a0 + i0 : a0 + i1].addcmul_(row, a[:, None])  # row side
+            grad_soft.addmm_(t.t(), za[i0:i1] * a[:, None])  # (M, D) column side: rows with a_i = 0 add nothing
 
         if lse_pos is not None:
-            lse_pos = torch.where(valid, lse_pos, lse)  # finite placeholder; their weight is 0
+            lse_pos = torch.where(valid, lse_pos, lse)  # finite placeholder; these anchors are left out
         npos_safe = num_pos.clamp_min(1).to(dtype)
+        group_sum = None
         if variant == "out":
-            group_sum = torch.zeros(num_groups, D, dtype=dtype, device=z.device).index_add_(0, groups, z)  # (G, D)
+            group_sum = torch.zeros(num_groups, D, dtype=dtype, device=device).index_add_(0, groups, z)  # (G, D)
             positive_sum = group_sum[g_anchor] - za  # (na, D): sum of z_p over P(i)
             pos_logit_mean = (zs * positive_sum).sum(dim=1) / npos_safe  # (na,)
             per_anchor = lse - pos_logit_mean
         else:
-            group_sum = None
             per_anchor = lse - lse_pos + npos_safe.log()
         per_anchor = torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
         loss = per_anchor.sum() * scale
 
-        ctx.save_for_backward(z, groups, lse, lse_pos if lse_pos is not None else lse, num_pos)
-        ctx.group_sum = group_sum
-        ctx.cfg = (num_groups, inv_tau, variant, a0, na, scale, chunk, needs_clamp, floor)
+        if with_grad:
+            ctx.save_for_backward(z, groups, num_pos, grad_soft)
+            ctx.group_sum = group_sum
+            ctx.cfg = (num_groups, inv_tau, variant, a0, na, scale)
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
-        z, groups, lse, lse_pos, num_pos = ctx.saved_tensors
-        num_groups, inv_tau, variant, a0, na, scale, chunk, needs_clamp, floor = ctx.cfg
-        group_sum = ctx.group_sum
-        M, D = z.shape
-        dtype = z.dtype
-
-        za = z[a0 : a0 + na]  # (na, D)
-        zs = za * inv_tau  # (na, D)
-        g_anchor = groups[a0 : a0 + na]  # (na,)
-        valid = num_pos > 0  # (na,)
-        mask_invalid = not bool(valid.all())
-        valid_f = valid.to(dtype)
-        # d loss / d (z_i . z_j) = factor * valid_i * (p_ij - w_ij), factor = grad * scale / tau.
-        factor = grad_output.to(dtype) * (scale * inv_tau)
-        # L_out: the softmax part is done in tiles and the positive part through group sums. As the
-        # logits are symmetric, the gradient of candidate k from anchor i's row, p_ik z_i, is
-        # exp(L_ki - lse_i) z_i: the same tile row k holds it, so for local rows one matmul
-        # (P + P'^T) @ Z does both sides. Only candidates outside the anchor block (other ranks'
-        # rows) need the column-side matmul P^T @ Z_anchor. L_in uses the general two-matmul path.
-        symmetric = variant == "out"
-        local = slice(a0, a0 + na)
-        has_remote = na < M
-
-        grad_z = torch.zeros_like(z)  # (M, D)
-        grad_zt = None if symmetric else torch.zeros(D, M, dtype=dtype, device=z.device)  # (D, M) column side
-        rows_max = min(chunk, na)
-        tile = torch.empty(rows_max, M, dtype=dtype, device=z.device)
-        tile2 = torch.empty(rows_max, na if symmetric else M, dtype=dtype, device=z.device)
-        zt = z.t()  # (D, M)
-        for i0 in range(0, na, chunk):
-            i1 = min(i0 + chunk, na)
-            t = tile[: i1 - i0]
-            t2 = tile2[: i1 - i0]
-            torch.mm(zs[i0:i1], zt, out=t)  # (c, M) logits
-            if symmetric:
-                torch.sub(t[:, local], lse[None, :], out=t2)  # (c, na) L_ki - lse_i, i over anchors
-                if needs_clamp:
-                    t2.clamp_min_(floor)
-                t2.diagonal(i0).fill_(-math.inf)
-                t2.exp_()  # (c, na) p_ik, the transposed softmax
-                if mask_invalid:
-                    t2.mul_(valid_f[None, :])
-            else:
-                torch.sub(t, lse_pos[i0:i1, None], out=t2)
-                if needs_clamp:
-                    t2.clamp_min_(floor)
-                # Mask before exp: off the positives L_ij - lse^P_i may be large enough to overflow.
-                t2.masked_fill_(torch.ne(g_anchor[i0:i1, None], groups[None, :]), -math.inf)
-                t2.diagonal(a0 + i0).fill_(-math.inf)
-                t2.exp_()  # (c, M) w_ij, zero off the positives
-            t.sub_(lse[i0:i1, None])
-            if needs_clamp:
-                t.clamp_min_(floor)
-            t.diagonal(a0 + i0).fill_(-math.inf)  # self is not in A(i)
-            t.exp_()  # (c, M) softmax p_ij <= 1
-            if not symmetric:
-                t.sub_(t2)  # (c, M) p_ij - w_ij
-            if mask_invalid:
-                t.mul_(valid_f[i0:i1, None])
-            if symmetric:
-                if has_remote:  # column side for candidates of other ranks: P^T @ Z_anchor
-                    if a0 > 0:
-                        grad_z[:a0].addmm_(t[:, :a0].t(), za[i0:i1])  # (a0, D)
-                    if a0 + na < M:
-                        grad_z[a0 + na :].addmm_(t[:, a0 + na :].t(), za[i0:i1])  # (M - a0 - na, D)
-                t[:, local].add_(t2)
-                grad_z[a0 + i0 : a0 + i1].addmm_(t, z)  # (c, D) both sides of the local rows
-            else:
-                grad_z[a0 + i0 : a0 + i1].addmm_(t, z)  # (c, D) row side
-                grad_zt.addmm_(za[i0:i1].t(), t)  # (D, M) column side
-        if grad_zt is not None:
-            grad_z.add_(grad_zt.t())
-        grad_z.mul_(factor)
-
+        z, groups, num_pos, grad_softmax = ctx.saved_tensors
+        num_groups, inv_tau, variant, a0, na, scale = ctx.cfg
+        dtype, D = z.dtype, z.shape[1]
+        factor = grad_output.to(dtype) * (scale * inv_tau)  # d loss / d (z_i . z_j) = factor * (p_ij - w_ij)
+        grad_z = grad_softmax * factor  # (M, D)
         if variant == "out":
-            # w_ij = 1/|P(i)| on positives, through the group sums.
-            coef = factor * valid_f / num_pos.clamp_min(1).to(dtype)  # (na,)
+            # -w_ij = -1/|P(i)| on positives, through the group sums.
+            local = slice(a0, a0 + na)
+            za = z[local]  # (na, D)
+            g_anchor = groups[local]  # (na,)
+            coef = factor * (num_pos > 0).to(dtype) / num_pos.clamp_min(1).to(dtype)  # (na,)
             cz = za * coef[:, None]  # (na, D)
-            grad_z[local] -= group_sum[g_anchor] * coef[:, None] - cz  # row side
+            grad_z[local] -= ctx.group_sum[g_anchor] * coef[:, None] - cz  # row side
             anchor_sum = torch.zeros(num_groups, D, dtype=dtype, device=z.device).index_add_(0, g_anchor, cz)  # (G, D)
             grad_z -= anchor_sum[groups]  # column side, includes j = i ...
             grad_z[local] += cz  # ... which is not a positive of itself
-        return grad_z, None, None, None, None, None, None, None, None
+        return grad_z, None, None, None, None, None, None, None, None, None
 
 
 def _exact_rows(
     z: torch.Tensor,
     zs: torch.Tensor,
     groups: torch.Tensor,
-    g_anchor: torch.Tensor,
     a0: int,
-    i0: int,
-    rows: torch.Tensor,
+    idx: torch.Tensor,
+    valid_f: torch.Tensor,
     lse: torch.Tensor,
     lse_pos: torch.Tensor | None,
+    grad_soft: torch.Tensor | None,
 ) -> None:
-    """Recompute lse (and lse_pos) of a few underflowing rows with a per-row max."""
-    idx = rows + i0  # anchor indices
+    """Redo the anchors ``idx`` (underflowing rows) with per-row log-sum-exp: lse, lse_pos and gradient."""
+    k = idx.numel()
     logits = zs[idx] @ z.t()  # (k, M)
-    logits[torch.arange(idx.numel(), device=z.device), idx + a0] = -math.inf
+    logits[torch.arange(k, device=z.device), idx + a0] = -math.inf
     lse[idx] = torch.logsumexp(logits, dim=1)
+    positive_logits = None
     if lse_pos is not None:
-        positive = g_anchor[idx, None] == groups[None, :]  # (k, M)
-        lse_pos[idx] = torch.logsumexp(logits.masked_fill(~positive, -math.inf), dim=1)
+        positive = groups[a0 + idx, None] == groups[None, :]  # (k, M)
+        positive_logits = logits.masked_fill(~positive, -math.inf)  # (k, M)
+        lp = torch.logsumexp(positive_logits, dim=1)  # (k,) -inf for an anchor without positive
+        lse_pos[idx] = torch.where(torch.isfinite(lp), lp, lse[idx])
+    if grad_soft is None:
+        return
+    g = torch.exp(logits - lse[idx, None])  # (k, M) p_ij
+    if positive_logits is not None:
+        g -= torch.exp(positive_logits - lse_pos[idx, None])  # (k, M) - w_ij
+    g *= valid_f[idx, None]
+    grad_soft[a0 + idx] += g @ z  # (k, D) row side
+    grad_soft.addmm_(g.t(), z[a0 + idx])  # (M, D) column side
 
 
 def supcon_tiled(
@@ -314,6 +320,8 @@ def supcon_tiled(
     chunk = chunk_size if chunk_size is not None else default_chunk_size(M, z.device, z.element_size())
     assert z.dim() == 2 and groups.shape == (M,) and 0 <= anchor_start and anchor_start + anchor_count <= M
     assert anchor_count >= 1 and chunk >= 1 and variant in ("out", "in")
+    with_grad = torch.is_grad_enabled() and z.requires_grad
     return _SupConTiled.apply(
-        z, groups, num_groups, float(temperature), variant, anchor_start, anchor_count, float(scale), int(chunk)
+        z, groups, num_groups, float(temperature), variant, anchor_start, anchor_count, float(scale), int(chunk),
+        with_grad,
     )

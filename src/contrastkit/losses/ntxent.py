@@ -39,7 +39,7 @@ class NTXentLoss(nn.Module):
 
     Args:
         temperature: tau > 0.
-        chunk_size: anchor rows per tile; None picks ~16 MiB tiles on CPU, ~256 MiB on CUDA.
+        chunk_size: anchor rows per tile; None picks ~16 MiB tiles (>= 128 rows) on CPU, ~256 MiB on CUDA.
         gather_distributed: gather candidates from all ranks when ``torch.distributed`` is initialised.
 
     Raises:
@@ -50,14 +50,19 @@ class NTXentLoss(nn.Module):
         z1 (N, D), z2 (N, D) -> scalar.
     """
 
-    def __init__(self, temperature: float = 0.5, chunk_size: int | None = None, gather_distributed: bool = True) -> None:
+    def __init__(
+        self, temperature: float = 0.5, chunk_size: int | None = None, gather_distributed: bool = True
+    ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = bool(gather_distributed)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, chunk_size={self.chunk_size}, gather_distributed={self.gather_distributed}"
+        return (
+            f"temperature={self.temperature}, chunk_size={self.chunk_size}, "
+            f"gather_distributed={self.gather_distributed}"
+        )
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean NT-Xent over the 2N anchors.

@@ -42,7 +42,7 @@ class SupConLoss(nn.Module):
     Args:
         temperature: tau > 0.
         variant: ``"out"`` (L_out) or ``"in"`` (L_in).
-        chunk_size: anchor rows per tile; None picks ~16 MiB tiles on CPU, ~256 MiB on CUDA.
+        chunk_size: anchor rows per tile; None picks ~16 MiB tiles (>= 128 rows) on CPU, ~256 MiB on CUDA.
         gather_distributed: gather candidates and labels from all ranks when distributed.
 
     Raises:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._pairwise import view_similarities
+from ._pairwise import semi_hard_negatives, view_similarities
 from ._validation import check_pair, check_positive_float
 
 __all__ = ["MarginTripletLoss"]
@@ -73,19 +73,14 @@ class MarginTripletLoss(nn.Module):
         """
         z1, z2 = check_pair(z1, z2)
         if z1.shape[0] < 2:
-            raise ValueError(f"MarginTripletLoss needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}")
+            raise ValueError(
+                f"MarginTripletLoss needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}"
+            )
         positive, negatives = view_similarities(z1, z2)  # (2N,), (2N, 2N-2)
         hinge = (negatives - positive[:, None] + self.margin).clamp_min(0)  # (2N, 2N-2)
         if not self.semi_hard:
             return hinge.mean()
-        with torch.no_grad():
-            pos = positive[:, None]  # (2N, 1)
-            chosen = (negatives < pos) & (negatives > pos - self.margin)  # (2N, 2N-2) semi-hard
-            hard = negatives >= pos  # (2N, 2N-2)
-            fallback = ~chosen.any(dim=1) & hard.any(dim=1)  # (2N,)
-            easiest_hard = negatives.masked_fill(~hard, float("inf")).argmin(dim=1)  # (2N,)
-            rows = fallback.nonzero().flatten()
-            chosen[rows, easiest_hard[rows]] = True
-            count = chosen.sum(dim=1).clamp_min(1)  # (2N,)
+        chosen = semi_hard_negatives(positive, negatives, self.margin)  # (2N, 2N-2)
+        count = chosen.sum(dim=1).clamp_min(1)  # (2N,)
         per_anchor = (hinge * chosen).sum(dim=1) / count  # (2N,)
         return per_anchor.mean()
