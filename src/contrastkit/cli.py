@@ -30,7 +30,10 @@ def _key_value(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip().replace("-", "_"), yaml.safe_load(value)
+    try:
+        return key.strip().replace("-", "_"), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"the value of {text!r} is not valid YAML ({exc.__class__.__name__})")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
-        values.update(load_yaml(args.config))
+        import yaml
+
+        try:
+            values.update(load_yaml(args.config))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {args.config} is not valid YAML: {exc}") from exc
     names = {f.name for f in dataclasses.fields(PretrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names}
     if "augment" in given:
@@ -128,6 +136,15 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 def _print_json(result: dict) -> None:
     print(json.dumps(result, default=float))
+
+
+def _error_text(exc: BaseException) -> str:
+    """The message of an error; one re-raised from a DataLoader worker keeps only the original's last line."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]  # "ValueError: cannot read image file ..."
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_experiment(args.name, data=args.data, budget=args.budget, out=args.out, device=args.device,
                            seed=args.seed)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, RuntimeError) as exc:
-        print(f"contrastkit {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, CheckpointError, RuntimeError) as exc:
+        print(f"contrastkit {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -27,6 +27,11 @@ __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "previe
 PROTOCOLS = ("knn", "linear", "finetune", "retrieval")
 
 
+def _check_workers(num_workers: int) -> None:
+    if num_workers < 0:
+        raise ValueError(f"--num-workers must be >= 0, got {num_workers}")
+
+
 def load_pretrained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
                     ) -> tuple[ContrastiveModel, dict[str, Any], PretrainConfig]:
     """Rebuild the model of a checkpoint and load its weights strictly.
@@ -127,6 +132,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)} or all")
     if not 0 < label_fraction <= 1:
         raise ValueError(f"--label-fraction must be in (0, 1], got {label_fraction}")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be >= 1 (or left out for the protocol's), got {epochs}")
+    _check_workers(num_workers)
     dev = resolve_device(device)
     model, meta, cfg = load_pretrained(checkpoint, dev)
     data_name = data or meta.get("data") or cfg.data
@@ -172,6 +180,7 @@ def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, d
     """Export h (or z) of every image of a split with its path and label (npy + csv + json)."""
     from .evaluate import export_embeddings, extract_features
 
+    _check_workers(num_workers)
     dev = resolve_device(device)
     model, meta, cfg = load_pretrained(checkpoint, dev)
     data_name = data or meta.get("data") or cfg.data
@@ -195,6 +204,8 @@ def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.c
     """Save a PNG grid: each row an image and ``n_views`` augmented views of it."""
     from .augment import PRESETS, SimCLRTransform, save_preview
 
+    if n_images < 1 or n_views < 1:
+        raise ValueError(f"--images and --views must be >= 1, got {n_images} and {n_views}")
     splits = load_dataset(data, root=data_root, seed=seed)
     if preset == "auto":
         preset = "cifar" if splits.image_size is not None and splits.image_size <= 64 else "imagenet"

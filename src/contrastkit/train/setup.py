@@ -1,6 +1,8 @@
 """Turning a :class:`PretrainConfig` into data, transforms and a model, with validation up front."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ def validate_config(cfg: PretrainConfig) -> None:
     def bad(msg: str) -> None:
         raise ValueError(msg)
 
+    _check_types(cfg)
     if cfg.method not in METHODS:
         bad(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.loss not in LOSSES:
@@ -57,9 +60,25 @@ def validate_config(cfg: PretrainConfig) -> None:
     if not (cfg.encoder in list_encoders() or cfg.encoder.startswith("timm:")):
         bad(f"unknown encoder {cfg.encoder!r}; known encoders: {', '.join(list_encoders())}")
     if cfg.knn_k < 1 or cfg.knn_every < 0 or cfg.log_every < 1:
-        bad(f"--knn-k must be >= 1, --knn-every >= 0 and --log-every >= 1")
-    if cfg.time_budget_s < 0 or cfg.max_steps < 0:
-        bad("--time-budget-s and --max-steps must be >= 0")
+        bad(f"--knn-k must be >= 1, --knn-every >= 0 and --log-every >= 1, got {cfg.knn_k}, {cfg.knn_every}, "
+            f"{cfg.log_every}")
+    if cfg.time_budget_s < 0 or cfg.max_steps < 0 or cfg.checkpoint_every_steps < 0:
+        bad(f"--time-budget-s, --max-steps and --checkpoint-every-steps must be >= 0, got {cfg.time_budget_s}, "
+            f"{cfg.max_steps}, {cfg.checkpoint_every_steps}")
+    if not 0 <= cfg.min_lr_ratio <= 1:
+        bad(f"--min-lr-ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+    if not cfg.knn_temperature > 0 or cfg.margin < 0:
+        bad(f"--knn-temperature must be > 0 and --margin >= 0, got {cfg.knn_temperature}, {cfg.margin}")
+    if not 0 < cfg.val_fraction < 1:
+        bad(f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
+    if cfg.proj_dim < 1 or cfg.proj_hidden_dim < 0:
+        bad(f"--proj-dim must be >= 1 and --proj-hidden-dim >= 0, got {cfg.proj_dim}, {cfg.proj_hidden_dim}")
+    if not 0 <= cfg.seed < 2**32:
+        bad(f"--seed must be in [0, 2**32), got {cfg.seed}")
+    from ..augment import PRESETS
+
+    if cfg.preset != "auto" and cfg.preset not in PRESETS:
+        bad(f"--preset must be auto or one of {', '.join(sorted(PRESETS))}, got {cfg.preset!r}")
     if cfg.augment:
         from ..augment import preset_config
 
@@ -67,6 +86,34 @@ def validate_config(cfg: PretrainConfig) -> None:
             preset_config("cifar", **cfg.augment)
         except (TypeError, ValueError) as exc:
             bad(f"--augment {cfg.augment}: {exc}")
+
+
+def _check_types(cfg: PretrainConfig) -> None:
+    """Every option has its field's type (a YAML file can hold anything), numbers are finite,
+    and options with a fixed set of values hold one of them."""
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, want = number and math.isfinite(value), "a finite number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (tuple, list)) and len(value) == len(default) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            want = f"{len(default)} finite numbers"
+        else:
+            ok, want = isinstance(value, dict), "a mapping of KEY=VALUE settings"
+        if not ok:
+            raise ValueError(f"{flag} must be {want}, got {value!r} ({type(value).__name__})")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ValueError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_output_dir(out: str | os.PathLike, min_free_bytes: int = 200 * 2**20) -> Path:
@@ -93,7 +140,10 @@ def resolve_device(name: str) -> torch.device:
             local = int(os.environ.get("LOCAL_RANK", 0))
             return torch.device("cuda", local)
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} asked for, but CUDA is not available")
     return device
