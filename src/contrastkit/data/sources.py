@@ -100,12 +100,18 @@ class ImageFiles(Dataset):
         skip_bad_files: when True, an unreadable file is replaced by the next
             readable one and its path is recorded in ``bad_files``; when False
             (default) it raises a ValueError naming the file.
+
+    Attributes:
+        bad_files_log: when set, a text file to which each skipped path is also
+            appended, one a line. DataLoader workers hold their own copy of
+            ``bad_files``, lost when they exit; the log collects all of them.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], skip_bad_files: bool = False) -> None:
         self.samples = list(samples)
         self.skip_bad_files = skip_bad_files
         self.bad_files: list[str] = []
+        self.bad_files_log: str | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -128,6 +134,9 @@ class ImageFiles(Dataset):
                     raise
                 if path not in self.bad_files:
                     self.bad_files.append(path)
+                    if self.bad_files_log:
+                        with open(self.bad_files_log, "a") as f:  # one short append: whole lines
+                            f.write(path + "\n")
         raise ValueError(f"no readable image among the {len(self.samples)} files of this data set")
 
 

@@ -39,14 +39,28 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically, keeping the previous file as ``*.prev.pt``."""
+    """Write ``state`` to ``path`` atomically, keeping the previous file as ``*.prev.pt``.
+
+    Raises:
+        CheckpointError: the file could not be written (disk full, quota, I/O error); ``path``
+            still holds the previous checkpoint and no temporary file is left behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as RuntimeError
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        kept = f"{path} still holds the previous checkpoint" if path.exists() else "no checkpoint was written"
+        raise CheckpointError(f"could not write checkpoint {path} ({type(exc).__name__}: {exc}); {kept}. "
+                              f"Free disk space and resume with --resume.") from exc
     if path.exists():
         prev = path.with_name(path.stem + ".prev" + path.suffix)
         try:

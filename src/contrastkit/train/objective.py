@@ -30,6 +30,11 @@ class Objective(nn.Module):
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         # outputs: (N, V, D)
+        if not bool(torch.isfinite(outputs).all()):
+            # The losses reject non-finite embeddings with a ValueError; in training they are a
+            # non-finite step for the trainer's guard (stop with the step, or skip): a NaN loss
+            # whose backward gives NaN gradients.
+            return outputs.sum() * float("nan")
         if self.method == "ce":
             n, v, c = outputs.shape
             return F.cross_entropy(outputs.reshape(n * v, c).float(), labels.repeat_interleave(v))

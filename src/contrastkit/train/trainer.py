@@ -153,6 +153,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         _check_compatible(resume_state["config"], cfg, ckpt_path)
 
     splits = load_splits(cfg)
+    bad_log = out / "bad_files.txt"
+    if cfg.skip_bad_files:  # DataLoader workers append what they skip here: their own lists die with them
+        if is_main and resume_state is None:
+            bad_log.write_text("")
+        for part in (splits.train, splits.test):
+            if hasattr(part, "bad_files_log"):
+                part.bad_files_log = str(bad_log)
     n_train = len(splits.train)
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
@@ -251,6 +258,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         bar = tqdm(total=total_steps, initial=global_step, desc=f"{cfg.method}", dynamic_ncols=True)
 
     def make_checkpoint(epoch: int, step_in_epoch: int) -> None:
+        if int(first_bad) >= 0:  # GPU: a non-finite step not yet reported must never reach a checkpoint
+            _raise_nonfinite(loss, gnorm, int(first_bad), epoch, ckpt_path, log, bar)
         if not is_main:
             return
         save_checkpoint({
@@ -263,6 +272,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             "config": cfg.to_dict(),
             "rng": rng_state(),
             "history": history,
+            "epoch_loss": {"sum": loss_sum.detach().cpu().clone(), "count": loss_count},  # mid-epoch resume
             "meta": {"encoder": cfg.encoder, "feature_dim": model.encoder.feature_dim, "image_size": spec.size,
                      "preset": spec.preset, "mean": list(mean), "std": list(std), "classes": splits.classes,
                      "data": cfg.data, "method": cfg.method},
@@ -271,6 +281,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     t_last_log, img_last_log = time.perf_counter(), 0
     loss_sum, loss_count = torch.zeros((), device=device), 0
+    if resume_state is not None and "epoch_loss" in resume_state:  # the resumed epoch's mean covers all its steps
+        loss_sum = resume_state["epoch_loss"]["sum"].to(device)
+        loss_count = int(resume_state["epoch_loss"]["count"])
     done = False
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -301,6 +314,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 views = views.to(device, non_blocking=True)
                 if views.ndim == 4:
                     views = views.unsqueeze(1)  # (B, 1, C, H, W)
+            if cfg.on_nonfinite == "skip":  # a skipped step must not leave NaN BatchNorm statistics behind
+                saved_buffers = [b.detach().clone() for b in model.buffers()]
             loss = _train_step(train_model, objective, views, labels, cfg, device, channels_last)
             gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
             finite = torch.isfinite(loss) & torch.isfinite(gnorm)
@@ -309,6 +324,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     if cfg.on_nonfinite == "stop":
                         _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
                     skipped_steps += 1
+                    if cfg.on_nonfinite == "skip":
+                        with torch.no_grad():
+                            for buf, saved in zip(model.buffers(), saved_buffers):
+                                buf.copy_(saved)
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
                     global_step += 1
@@ -385,13 +404,17 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "final_loss": history[-1]["loss"] if history else None,
         "knn_top1": next((r["knn_top1"] for r in reversed(history) if "knn_top1" in r), None),
         "skipped_nonfinite_steps": skipped_steps,
-        "skipped_bad_files": len(getattr(splits.train, "bad_files", [])),
+        "skipped_bad_files": _count_bad_files(bad_log) if cfg.skip_bad_files else 0,
         "world_size": world,
         "rank": rank,
     }
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _count_bad_files(log: Path) -> int:
+    return len({line for line in log.read_text().splitlines() if line}) if log.is_file() else 0
 
 
 def _train_step(model, objective, views, labels, cfg, device, channels_last) -> torch.Tensor:
