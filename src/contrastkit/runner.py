@@ -79,7 +79,7 @@ def _features(model, ds, projection: bool, device) -> tuple[torch.Tensor, torch.
 def run_protocol(protocol: str, model: ContrastiveModel, data: dict[str, Any], *, label_fraction: float = 0.1,
                  from_scratch: bool = False, epochs: int | None = None, projection: bool = False,
                  device: torch.device | str = "cpu", seed: int = 0, cfg: PretrainConfig | None = None,
-                 feats: dict | None = None) -> dict[str, Any]:
+                 feats: dict | None = None, knn_k: int = 200) -> dict[str, Any]:
     """One protocol on an in-memory model and evaluation data; ``feats`` caches frozen features."""
     from . import evaluate as ev
 
@@ -94,8 +94,8 @@ def run_protocol(protocol: str, model: ContrastiveModel, data: dict[str, Any], *
         else:
             (ftr, ltr), (fte, lte) = feats["train"], feats["test"]
         if protocol == "knn":
-            metrics = ev.knn_accuracy(ftr, ltr, fte, lte, k=200, temperature=0.1)
-            recipe = {"k": 200, "temperature": 0.1, "similarity": "cosine", "memory": "train split"}
+            metrics = ev.knn_accuracy(ftr, ltr, fte, lte, k=knn_k, temperature=0.1)
+            recipe = {"k": knn_k, "temperature": 0.1, "similarity": "cosine", "memory": "train split"}
         elif protocol == "linear":
             metrics = ev.linear_eval(ftr, ltr, fte, lte, epochs=epochs or 100, seed=seed, device=device)
             recipe = metrics.pop("recipe", {})

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..augment.convert import to_rgb as _to_rgb
+
 __all__ = ["DataSplits", "ImageFiles", "DigitsImages", "load_dataset", "list_datasets", "DATASETS",
            "IMAGE_EXTENSIONS", "open_rgb"]
 
@@ -60,9 +62,9 @@ class DataSplits:
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image file and convert it to 8-bit RGB.
 
-    Grayscale (L), palette (P), RGBA/LA (alpha dropped over black... composited on white),
-    CMYK and 16-bit / 32-bit integer images (I;16, I) are converted; 16-bit values
-    are scaled to 8 bits rather than clipped.
+    Conversion by :func:`contrastkit.augment.to_rgb`: grayscale (L), palette (P),
+    RGBA/LA (composited on white), CMYK and 16-bit images (I;16, scaled to 8 bits,
+    not clipped) become RGB.
 
     Raises:
         ValueError: naming the file when it cannot be read as an image.
@@ -73,23 +75,6 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
             return _to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img.copy()
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if img.mode == "I" and arr.max() <= 65535:
-            hi = 65535.0 if arr.max() > 255 else 255.0
-        arr8 = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 class ImageFiles(Dataset):
