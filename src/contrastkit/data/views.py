@@ -136,11 +136,17 @@ def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key:
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode every image once into a uint8 tensor (N, 3, size, size) and labels (N,).
 
-    With ``cache_key``, the arrays are stored under ``cache_dir`` and reused.
+    With ``cache_key``, the arrays are stored under ``cache_dir`` and reused; for a source
+    with ``paths`` (image files) the key includes each file's size and modification time, so
+    a folder whose files changed is decoded again.
     """
     cache_file = None
     if cache_key:
-        digest = hashlib.sha1(f"{cache_key}/{len(source)}/{size}".encode()).hexdigest()[:16]
+        h = hashlib.sha1(f"{cache_key}/{len(source)}/{size}".encode())
+        for path in getattr(source, "paths", None) or []:  # files replaced or edited: a new cache
+            st = os.stat(path)
+            h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+        digest = h.hexdigest()[:16]
         cache_file = Path(os.path.expanduser(cache_dir)) / f"{digest}.npz"
         if cache_file.is_file():
             try:
