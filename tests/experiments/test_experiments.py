@@ -223,3 +223,16 @@ def test_cli_experiment_list_and_bad_name(capsys):
     assert "supcon-vs-ce" in capsys.readouterr().out
     assert main(["experiment", "nope"]) == 2
     assert "unknown experiment 'nope'" in capsys.readouterr().err
+
+
+def test_fingerprint_tolerates_new_config_fields_at_their_default():
+    run = plan("supcon-variants", "smoke")[0]
+    fp = run.fingerprint()
+    older = json.loads(json.dumps(fp))
+    del older["config"]["margin"]  # as if stored before the field existed; the run uses the default
+    assert execute._same_fingerprint(older, fp)
+    changed = json.loads(json.dumps(fp))
+    changed["config"]["temperature"] = 0.7
+    assert not execute._same_fingerprint(changed, fp)
+    assert not execute._same_fingerprint({**fp, "linear_epochs": 1}, fp)
+    assert not execute._same_fingerprint(None, fp)

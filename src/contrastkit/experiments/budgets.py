@@ -10,10 +10,10 @@ thing (a loss, a temperature, a head) on top of :attr:`Budget.base`.
   that a command works, not for conclusions.
 * ``cpu``: sized for a shared 2-core machine. A 10,000-image class-balanced
   subset of CIFAR-10 (1,000 per class; 5,000 test images) from the shared JPEG
-  folder, a CIFAR-stem ResNet-18 of width 0.25, two to eight epochs at batch
-  128, one torch thread. Measured on 2 shared cores: a SimCLR step at batch
-  128 takes about 1 s, an epoch about 80 s; each experiment is sized to stay
-  under about 45 minutes.
+  folder, a CIFAR-stem ResNet-18 of width 0.25, one to eight epochs at batch
+  128, one torch thread. Measured on 2 cores shared with other jobs: a SimCLR
+  step at batch 128 takes 1.7 to 3 s, an epoch of the subset 2.3 to 4 minutes;
+  each experiment is sized for about 40 to 50 minutes.
 * ``gpu``: the papers' recipes as far as one GPU allows: full CIFAR-10,
   ResNet-18 at full width, 200 epochs (SimCLR's ablations use 100 epochs of
   ImageNet, Sec. 3-5; SupCon's CIFAR runs 1000), batch 512. Sized, not run here.
@@ -95,17 +95,18 @@ BUDGETS: dict[str, Budget] = {
         test_per_class=500,
         base=dict(_COMMON, width=0.25, size=32, epochs=3, batch_size=128, lr=0.5, num_workers=0,
                   crop_scale=(0.2, 1.0), log_every=10, progress=True),
-        # Estimated on 2 shared cores, one thread: ~80 s per SimCLR epoch of 10,000 images at batch 128
-        # (cross-entropy: about half), ~30 s to evaluate a run.
+        # Measured on 2 cores shared with other jobs (load 5 to 7), one thread: a SimCLR or SupCon step of
+        # 128 images takes 1.7 to 3 s (an epoch of 10,000 images 2.3 to 4 min), a cross-entropy step about
+        # 1.1 s, and evaluating a run about 40 s. Estimated totals at 1.8 s per step:
         per_experiment={
-            "augmentations": {"epochs": 2},  # 15 runs, ~45 min
-            "color-strength": {"epochs": 3},  # 5 SimCLR + 5 CE runs, ~35 min
-            "losses": {"epochs": 3},  # 8 runs, ~36 min
-            "projection-head": {"epochs": 5},  # 3 runs, ~21 min
-            "temperature": {"epochs": 3},  # 5 runs, ~22 min
-            "batch-size": {"epochs": 4},  # 4 runs, ~24 min
-            "supcon-variants": {"epochs": 8},  # 2 runs, ~22 min
-            "supcon-vs-ce": {"epochs": 5},  # 3 runs, ~20 min
+            "augmentations": {"epochs": 1},  # 15 runs, ~45 min
+            "color-strength": {"epochs": 2},  # 5 SimCLR + 5 CE runs, ~44 min
+            "losses": {"epochs": 2},  # 10 runs (8 without NT-Logistic semi-hard mining), ~50 min
+            "projection-head": {"epochs": 5},  # 3 runs, ~37 min
+            "temperature": {"epochs": 3},  # 5 runs, ~38 min
+            "batch-size": {"epochs": 4},  # 4 runs, ~40 min
+            "supcon-variants": {"epochs": 8},  # 2 runs, ~39 min
+            "supcon-vs-ce": {"epochs": 5},  # 3 runs: measured 40 min at load 5 to 7.5
         },
         linear_epochs=100,
         runs_progress=True,

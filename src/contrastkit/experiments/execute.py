@@ -160,6 +160,32 @@ def _same(a: Any, b: Any) -> bool:
     return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
 
 
+def _config_defaults() -> dict[str, Any]:
+    return PretrainConfig().to_dict()
+
+
+def _same_fingerprint(stored: Any, current: dict[str, Any]) -> bool:
+    """Whether a stored run fingerprint describes the current run.
+
+    Config fields present on one side only count as equal when they hold the
+    field's default, so a field added to PretrainConfig later (with a default
+    that keeps the old behaviour) does not make finished runs look unfinished.
+    """
+    if not isinstance(stored, dict) or set(stored) != set(current):
+        return False
+    if not _same({k: v for k, v in stored.items() if k != "config"},
+                 {k: v for k, v in current.items() if k != "config"}):
+        return False
+    defaults = _config_defaults()
+    old, new = stored.get("config") or {}, current["config"]
+    for key in set(old) | set(new):
+        if key not in defaults:  # a field that PretrainConfig no longer has
+            continue
+        if not _same(old.get(key, defaults[key]), new.get(key, defaults[key])):
+            return False
+    return True
+
+
 class _Evaluator:
     """Linear and kNN evaluation of frozen features; the evaluation data are decoded once and shared."""
 
@@ -208,7 +234,7 @@ def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
     result_path = run.out / RESULT_FILE
     fingerprint = run.fingerprint()
     stored = _read_json(result_path)
-    if stored is not None and _same(stored.get("fingerprint"), fingerprint):
+    if stored is not None and _same_fingerprint(stored.get("fingerprint"), fingerprint):
         stored["resumed"] = True
         return stored
 
@@ -216,8 +242,8 @@ def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
     record: dict[str, Any] = {"key": run.key, "labels": run.spec.labels, "augment": run.spec.augment,
                               "fingerprint": fingerprint, "status": "ok", "resumed": False}
     summary = _read_json(run.out / "summary.json")
-    trained = (summary is not None and (run.out / "last.pt").is_file() and _read_json(run.out / "fingerprint.json")
-               is not None and _same(_read_json(run.out / "fingerprint.json"), fingerprint)
+    trained = (summary is not None and (run.out / "last.pt").is_file()
+               and _same_fingerprint(_read_json(run.out / "fingerprint.json"), fingerprint)
                and summary.get("stop_reason") in ("completed", "max_steps"))
     if not trained:
         try:

@@ -104,7 +104,7 @@ def _bars(fig, spec: dict[str, Any], baseline: dict[str, Any] | None) -> None:
         lo, hi = 0.0, 100.0
         if finite:
             lo = max(0.0, min(finite + ([floor] if floor is not None else [])) - 10.0)
-            hi = min(105.0, max(finite) + 12.0)
+            hi = min(100.0, max(finite) + 12.0)
         ax.set_ylim(lo, hi)
         width = 0.8 / max(len(series), 1)
         for k, (name, values) in enumerate(series.items()):
