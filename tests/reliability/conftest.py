@@ -1,0 +1,1 @@
+from reliability._common import folder  # noqa: F401  (the fixture)
