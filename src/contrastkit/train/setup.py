@@ -107,8 +107,10 @@ def _check_types(cfg: PretrainConfig) -> None:
             ok = isinstance(value, (tuple, list)) and len(value) == len(default) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
             want = f"{len(default)} finite numbers"
-        else:
+        elif isinstance(default, dict):
             ok, want = isinstance(value, dict), "a mapping of KEY=VALUE settings"
+        else:  # a field of another kind: checked by the rules below, if any
+            ok, want = True, ""
         if not ok:
             raise ValueError(f"{flag} must be {want}, got {value!r} ({type(value).__name__})")
         choices = f.metadata.get("choices")
