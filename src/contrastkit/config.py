@@ -105,8 +105,10 @@ class PretrainConfig:
     on_nonfinite: str = _opt("stop", "a NaN/inf loss or gradient: stop (with step and checkpoint) or skip the step",
                              choices=("stop", "skip"))
     max_steps: int = _opt(0, "stop after this many optimiser steps in total (0: no limit; for tests and budgets)")
-    time_budget_s: float = _opt(0.0, "stop training after this many seconds (0: no limit); the schedule still spans "
-                                     "--epochs")
+    time_budget_s: float = _opt(0.0, "stop training after this many seconds of training (0: no limit)")
+    schedule: str = _opt("steps", "the warm-up + cosine schedule spans the steps of --epochs (steps), or the "
+                                  "--time-budget-s seconds (time: for fixed-time budgets; not bit-exact on resume)",
+                         choices=("steps", "time"))
     progress: bool = _opt(True, "show a tqdm progress bar")
 
     def to_dict(self) -> dict[str, Any]:

@@ -228,6 +228,31 @@ def _class_folder(folder: Path, classes: list[str] | None = None) -> tuple[list[
     return samples, classes
 
 
+def _native_size(paths: list[str], probe: int = 32) -> int | None:
+    """The common side of a folder's images, from the headers of up to ``probe`` files spread over the list.
+
+    Returns the side when every probed image is square with the same side, else the smallest side seen (a
+    folder of mixed sizes is treated as large images when that side is > 64); None when nothing can be read.
+    """
+    if not paths:
+        return None
+    step = max(1, len(paths) // probe)
+    sizes = set()
+    for p in paths[::step][:probe]:
+        try:
+            with Image.open(p) as img:  # reads the header only
+                sizes.add(img.size)
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue  # a bad file is reported when it is loaded
+    if not sizes:
+        return None
+    if len(sizes) == 1:
+        (w, h), = sizes
+        if w == h:
+            return w
+    return min(min(wh) for wh in sizes)
+
+
 def _folder(path: Path, seed: int, val_fraction: float, skip_bad_files: bool) -> DataSplits:
     if not path.is_dir():
         raise ValueError(
@@ -237,7 +262,7 @@ def _folder(path: Path, seed: int, val_fraction: float, skip_bad_files: bool) ->
         train_samples, classes = _class_folder(path / "train")
         test_samples, _ = _class_folder(path / "test", classes)
         train, test = ImageFiles(train_samples, skip_bad_files), ImageFiles(test_samples, skip_bad_files)
-        return DataSplits(str(path), train, test, classes, None, train.paths, test.paths)
+        return DataSplits(str(path), train, test, classes, _native_size(train.paths), train.paths, test.paths)
     subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
     loose = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if subdirs and not loose:
@@ -255,13 +280,13 @@ def _folder(path: Path, seed: int, val_fraction: float, skip_bad_files: bool) ->
             test_samples += [cls[i] for i in sorted(order[:n_test])]
             train_samples += [cls[i] for i in sorted(order[n_test:])]
         train, test = ImageFiles(train_samples, skip_bad_files), ImageFiles(test_samples, skip_bad_files)
-        return DataSplits(str(path), train, test, classes, None, train.paths, test.paths)
+        return DataSplits(str(path), train, test, classes, _native_size(train.paths), train.paths, test.paths)
     files = _list_images(path)
     if not files:
         raise ValueError(f"folder {path} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)}), "
                          f"nor class subfolders, nor train/ and test/")
     train = ImageFiles([(str(p), -1) for p in files], skip_bad_files)
-    return DataSplits(str(path), train, None, [], None, train.paths, None)
+    return DataSplits(str(path), train, None, [], _native_size(train.paths), train.paths, None)
 
 
 def load_dataset(name: str, root: str = "~/.cache/contrastkit/datasets", seed: int = 0,

@@ -79,6 +79,8 @@ def validate_config(cfg: PretrainConfig) -> None:
 
     if cfg.preset != "auto" and cfg.preset not in PRESETS:
         bad(f"--preset must be auto or one of {', '.join(sorted(PRESETS))}, got {cfg.preset!r}")
+    if cfg.schedule == "time" and not cfg.time_budget_s:
+        bad("--schedule time needs --time-budget-s > 0")
     if cfg.augment:
         from ..augment import preset_config
 

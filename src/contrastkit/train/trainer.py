@@ -197,8 +197,15 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     peak_lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     optimizer = build_optimizer(model, cfg.optimizer, peak_lr, cfg.momentum, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, cfg.min_lr_ratio))
+    clock = {"train_time": 0.0}  # read by the time-based schedule
+
+    def lr_factor(step: int) -> float:
+        if cfg.schedule == "time":  # progress measured in training seconds, on a 10,000-tick grid
+            ticks = int(10_000 * min(1.0, clock["train_time"] / cfg.time_budget_s))
+            return warmup_cosine(ticks, 10_000, int(10_000 * cfg.warmup_epochs / cfg.epochs), cfg.min_lr_ratio)
+        return warmup_cosine(step, total_steps, warmup_steps, cfg.min_lr_ratio)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
     start_epoch, start_step, global_step = 0, 0, 0
     history: list[dict] = []
@@ -346,6 +353,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             images_seen += views.shape[0] * world
             step_time = time.perf_counter() - t0
             train_time += step_time
+            clock["train_time"] = train_time
             steps_this_run += 1
             if steps_this_run > 5:
                 steady_time += step_time
