@@ -115,12 +115,15 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
 
 def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
                     ) -> torch.optim.Optimizer:
-    """SGD (momentum, fused/foreach where available) or LARS over :func:`param_groups`."""
+    """SGD (momentum; fused where available, else foreach) or LARS over :func:`param_groups`."""
     groups = param_groups(model, weight_decay)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude")
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
+        try:  # one fused kernel per step where the build has it (CPU and CUDA in recent PyTorch)
+            return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
     raise ValueError(f"optimizer must be sgd or lars, got {name!r}")
