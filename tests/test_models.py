@@ -21,7 +21,7 @@ def test_cifar_stem_keeps_resolution():
     assert std.backbone.conv1.kernel_size == (7, 7) and isinstance(std.backbone.maxpool, nn.MaxPool2d)
     assert cif.backbone.conv1.kernel_size == (3, 3) and cif.backbone.conv1.stride == (1, 1)
     assert isinstance(cif.backbone.maxpool, nn.Identity)
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
     feats = {}
     cif.backbone.layer4.register_forward_hook(lambda m, i, o: feats.update(cifar=o.shape))
     std.backbone.layer4.register_forward_hook(lambda m, i, o: feats.update(std=o.shape))
