@@ -2,7 +2,9 @@
 from .encoders import create_encoder, list_encoders
 from .heads import ProjectionHead
 from .model import ContrastiveModel, build_model
+from . import distributed, losses
+from .losses import NTXentLoss, SupConLoss
 
 __version__ = "0.1.0"
 
-__all__ = ["create_encoder", "list_encoders", "ProjectionHead", "ContrastiveModel", "build_model", "__version__"]
+__all__ = ["NTXentLoss", "SupConLoss", "losses", "distributed", "create_encoder", "list_encoders", "ProjectionHead", "ContrastiveModel", "build_model", "__version__"]

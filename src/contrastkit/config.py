@@ -39,7 +39,8 @@ class PretrainConfig:
     supcon_variant: str = _opt("out", "SupCon loss variant: out (L_out, better: SupCon Table 1) or in (L_in)",
                                choices=("out", "in"))
     temperature: float = _opt(0.5, "softmax temperature tau (0.5: SimCLR CIFAR-10, App. B.9; SupCon uses 0.1)")
-    margin: float = _opt(0.5, "margin m of the margin triplet loss (SimCLR Table 4 tunes it)")
+    margin: float = _opt(0.1, "margin m of the margin triplet loss on cosine similarities (FaceNet's 0.2 on squared "
+                              "distances; SimCLR Table 4 tunes it)")
     semi_hard: bool = _opt(False, "semi-hard negative mining for the margin / NT-Logistic losses (SimCLR Table 4)")
     labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
 
