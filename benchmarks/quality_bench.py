@@ -25,13 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: contrastkit recipes for a fixed CPU budget (chosen by the sweep recorded in benchmarks/README.md).
+from contrastkit.recipes import RECIPES as LIBRARY_RECIPES  # noqa: E402
+
+#: contrastkit recipes: the library's (what `contrastkit pretrain --recipe NAME` gives users), and the peer's
+#: hyper-parameters on contrastkit's engine (batched augmentation, tiled loss) for comparison.
 RECIPES = {
-    # The peer's hyper-parameters on contrastkit's engine (batched augmentation, tiled loss).
-    "peer-settings": dict(batch_size=256, lr=0.06, temperature=0.5, crop_scale=(0.08, 1.0), color_strength=0.5,
-                          warmup_epochs=0.0, weight_decay=5e-4, optimizer="sgd"),
-    "cifar-budget": dict(batch_size=256, lr=0.3, temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
-                         warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd"),
+    **LIBRARY_RECIPES,
+    "peer-settings": dict(LIBRARY_RECIPES["cifar-budget"], batch_size=256, lr=0.06, temperature=0.5,
+                          crop_scale=(0.08, 1.0), color_strength=0.5, warmup_epochs=0.0, weight_decay=5e-4),
 }
 
 
@@ -43,10 +44,12 @@ def run_ours(budget_s: float, recipe: dict, log=print) -> dict:
     from contrastkit.train import pretrain
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = PretrainConfig(method="simclr", data=require_cifar(), encoder="resnet18", width=0.25, cifar_stem="on",
-                             proj_hidden_dim=512, proj_dim=128, epochs=100, schedule="time", time_budget_s=budget_s,
-                             augment_on="device", num_workers=2, channels_last="on", knn_every=0, progress=False,
-                             log_every=50, out=out, **recipe)
+        options = dict(method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512,
+                       proj_dim=128, epochs=100, schedule="time", augment_on="device", num_workers=2,
+                       channels_last="on", knn_every=0)
+        options.update(recipe)
+        options.update(data=require_cifar(), time_budget_s=budget_s, progress=False, log_every=50, out=out)
+        cfg = PretrainConfig(**options)
         summary = pretrain(cfg)
         model, _, _ = load_pretrained(Path(out) / "last.pt")
     t0 = time.perf_counter()
@@ -54,7 +57,9 @@ def run_ours(budget_s: float, recipe: dict, log=print) -> dict:
     return {"knn_top1": knn, "train_time_s": summary["train_time_s"], "steps": summary["global_step"],
             "epochs_done": round(summary["global_step"] * cfg.batch_size / 50_000, 2),
             "images_per_s": summary["images_per_s"], "knn_time_s": round(time.perf_counter() - t0, 1),
-            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}}
+            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()
+                       if k in ("batch_size", "lr", "temperature", "crop_scale", "color_strength", "warmup_epochs",
+                                "weight_decay", "optimizer", "lr_scaling")}}
 
 
 def run_peer(budget_s: float, calibration_steps: int = 12, log=print) -> dict:

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pretrain an encoder (SimCLR, SupCon or cross-entropy)")
     p.add_argument("--config", help="YAML file of options; command-line flags override it")
+    p.add_argument("--recipe", help="a named set of options (contrastkit.recipes: cifar-budget); the YAML file and "
+                                    "flags override it")
     _add_config_options(p)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")
@@ -120,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     values: dict[str, Any] = {}
+    if getattr(args, "recipe", None):
+        from .recipes import get_recipe
+
+        values.update(get_recipe(args.recipe))
     if getattr(args, "config", None):
         import yaml
 

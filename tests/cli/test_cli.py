@@ -113,3 +113,15 @@ def test_preview_augment_writes_png(tmp_path, image_folder):
     assert main(["preview-augment", "--data", str(image_folder), "--out", str(out), "--images", "2",
                  "--views", "3"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipe_applies_and_flags_override(tmp_path):
+    from contrastkit.cli import config_from_args
+    from contrastkit.recipes import RECIPES
+
+    args = build_parser().parse_args(["pretrain", "--recipe", "cifar-budget", "--lr", "0.7"])
+    cfg = config_from_args(args)
+    assert cfg.temperature == RECIPES["cifar-budget"]["temperature"] and cfg.augment_on == "device"
+    assert cfg.lr == 0.7
+    with pytest.raises(ValueError, match="known recipes: cifar-budget"):
+        config_from_args(build_parser().parse_args(["pretrain", "--recipe", "nope"]))

@@ -1,0 +1,33 @@
+"""Named training recipes: sets of pretraining options chosen by a measured sweep.
+
+``contrastkit pretrain --recipe NAME`` applies a recipe before the YAML file and the flags (which override it).
+Each recipe says what it is for and where its numbers come from (benchmarks/README.md, "Accuracy per minute").
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RECIPES", "get_recipe"]
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # SimCLR on 32-px data (CIFAR) for a fixed CPU-sized budget: a CIFAR-stem ResNet-18 of base width 16,
+    # batched augmentation on the device, the schedule spanning the time budget. Chosen by the sweep in
+    # benchmarks/README.md ("Accuracy per minute"); use with --time-budget-s (seconds of training).
+    "cifar-budget": dict(
+        method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512, proj_dim=128,
+        preset="cifar", augment_on="device", channels_last="on", schedule="time", epochs=100,
+        batch_size=256, lr=0.3, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
+        warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0,
+    ),
+}
+
+
+def get_recipe(name: str) -> dict[str, Any]:
+    """The options of recipe ``name`` (a copy).
+
+    Raises:
+        ValueError: an unknown name; the message lists the known ones.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    return dict(RECIPES[name])
