@@ -77,7 +77,7 @@ def run_peer(budget_s: float, calibration_steps: int = 12, log=print) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-s", type=float, default=780.0, help="training seconds for each recipe (13 min)")
-    parser.add_argument("--which", default="peer,ours", help="peer, ours or both (comma-separated)")
+    parser.add_argument("--which", default="ours,peer", help="ours, peer or both, in this order (comma-separated)")
     parser.add_argument("--recipe", default="cifar-budget", choices=sorted(RECIPES), help="contrastkit recipe")
     parser.add_argument("--recipe-json", default=None, help="override recipe fields, e.g. '{\"lr\": 0.5}'")
     parser.add_argument("--one", help=argparse.SUPPRESS)

@@ -16,7 +16,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cifar-budget": dict(
         method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512, proj_dim=128,
         preset="cifar", augment_on="device", channels_last="on", schedule="time", epochs=100,
-        batch_size=256, lr=0.3, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
+        batch_size=64, lr=0.6, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
         warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0,
     ),
 }
