@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finetune a randomly initialised encoder instead (the supervised baseline on the subset)")
     e.add_argument("--epochs", type=int, default=None, help="epochs of the linear / finetune protocols "
                                                             "(default: the protocol's)")
+    e.add_argument("--linear-epochs", type=int, default=None, help="epochs of the linear protocol, overriding "
+                                                                   "--epochs (default: 100)")
+    e.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the finetune protocol, overriding "
+                                                                     "--epochs (default: 30)")
     e.add_argument("--projection", action="store_true", help="evaluate z = g(h) instead of h")
     e.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     e.add_argument("--seed", type=int, default=0, help="seed of subsets and classifiers (default: 0)")
@@ -172,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_checkpoint(args.checkpoint, args.protocol, data=args.data, data_root=args.data_root,
                                          label_fraction=args.label_fraction, from_scratch=args.from_scratch,
                                          epochs=args.epochs, projection=args.projection, device=args.device,
-                                         seed=args.seed, num_workers=args.num_workers)
+                                         seed=args.seed, num_workers=args.num_workers,
+                                         linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs)
             _print_json(result)
         elif args.command == "embed":
             from .runner import embed_checkpoint

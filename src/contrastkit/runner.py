@@ -126,14 +126,18 @@ def run_protocol(protocol: str, model: ContrastiveModel, data: dict[str, Any], *
 def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *, data: str | None = None,
                         data_root: str = "~/.cache/contrastkit/datasets", label_fraction: float = 0.1,
                         from_scratch: bool = False, epochs: int | None = None, projection: bool = False,
-                        device: str = "auto", seed: int = 0, num_workers: int = 2) -> dict[str, Any]:
+                        device: str = "auto", seed: int = 0, num_workers: int = 2,
+                        linear_epochs: int | None = None, finetune_epochs: int | None = None) -> dict[str, Any]:
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``)."""
     if protocol != "all" and protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)} or all")
     if not 0 < label_fraction <= 1:
         raise ValueError(f"--label-fraction must be in (0, 1], got {label_fraction}")
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"--epochs must be >= 1 (or left out for the protocol's), got {epochs}")
+    for flag, value in (("--epochs", epochs), ("--linear-epochs", linear_epochs),
+                        ("--finetune-epochs", finetune_epochs)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1 (or left out for the protocol's), got {value}")
+    per_protocol = {"linear": linear_epochs or epochs, "finetune": finetune_epochs or epochs}
     _check_workers(num_workers)
     dev = resolve_device(device)
     model, meta, cfg = load_pretrained(checkpoint, dev)
@@ -146,7 +150,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     results = {}
     for name in protocols:
         res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
-                           epochs=epochs, projection=projection, device=dev, seed=seed, cfg=cfg, feats=feats)
+                           epochs=per_protocol.get(name, epochs), projection=projection, device=dev, seed=seed,
+                           cfg=cfg, feats=feats)
         res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != cfg.data,
                    pretrained_on=cfg.data, method=cfg.method, what="z" if projection else "h")
         tag = name

@@ -125,3 +125,17 @@ def test_recipe_applies_and_flags_override(tmp_path):
     assert cfg.lr == 0.7
     with pytest.raises(ValueError, match="known recipes: cifar-budget"):
         config_from_args(build_parser().parse_args(["pretrain", "--recipe", "nope"]))
+
+
+def test_eval_all_with_per_protocol_epochs(tmp_path, image_folder, capsys):
+    out = _pretrain(tmp_path, image_folder, "simclr")
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--protocol", "all", "--device", "cpu",
+                 "--num-workers", "0", "--linear-epochs", "2", "--finetune-epochs", "1", "--label-fraction",
+                 "0.5"]) == 0
+    combined = json.loads((out / "eval_all.json").read_text())
+    assert set(combined["results"]) == {"knn", "linear", "finetune", "retrieval"}
+    assert combined["results"]["linear"]["recipe"]["epochs"] == 2
+    assert combined["results"]["finetune"]["recipe"]["epochs"] == 1
+    assert (out / "eval_all.md").read_text().startswith("|")
+    indices = json.loads((out / "eval_finetune_0.5_indices.json").read_text())
+    assert len(indices) == 18  # half of each class's 12 training images
