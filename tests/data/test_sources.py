@@ -111,3 +111,38 @@ def test_decode_to_array_shapes_and_cache(tmp_path):
     assert x.shape == (9, 3, 16, 16) and x.dtype == torch.uint8 and y.tolist() == d.train.targets
     x2, _ = decode_to_array(d.train, 16, cache_key=str(root), cache_dir=str(tmp_path / "cache"))
     assert torch.equal(x, x2) and len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_decode_to_array_concurrent_writers_share_one_cache(tmp_path, monkeypatch):
+    """Parallel experiments decode the same data at once; each writer must not rename the other's temporary file."""
+    import threading
+
+    from contrastkit.data import views
+
+    root = make_image_folder(tmp_path / "d", per_class=3, size=20)
+    d = load_dataset(str(root))
+    barrier = threading.Barrier(3)
+    real_savez = np.savez
+
+    def savez_in_step(*args, **kwargs):  # all writers reach the write before any renames
+        real_savez(*args, **kwargs)
+        barrier.wait(timeout=30)
+
+    monkeypatch.setattr(views.np, "savez", savez_in_step)
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(decode_to_array(d.train, 16, cache_key=str(root), cache_dir=str(tmp_path / "cache")))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(torch.equal(r[0], results[0][0]) for r in results)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [next((tmp_path / "cache").iterdir()).name]
+    assert not any(".tmp" in p.name for p in (tmp_path / "cache").iterdir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -167,7 +168,12 @@ def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key:
     labels_t = torch.cat(labels).long() if labels else torch.empty(0, dtype=torch.long)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images_t.numpy(), labels=labels_t.numpy())
-        os.replace(tmp, cache_file)
+        # a name of its own per process: two processes decoding the same source at once (parallel experiments)
+        # each write their own file, and the last rename wins with identical contents
+        tmp = cache_file.with_name(f"{cache_file.stem}.tmp{os.getpid()}-{threading.get_ident()}.npz")
+        try:
+            np.savez(tmp, images=images_t.numpy(), labels=labels_t.numpy())
+            os.replace(tmp, cache_file)
+        finally:
+            tmp.unlink(missing_ok=True)
     return images_t, labels_t
