@@ -49,9 +49,11 @@ def peer_loader(batch_size: int = 256, workers: int = 2):
 
 
 def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int = 2, max_steps: int = 0,
-               warmup_steps_excluded: int = 0, log=print):
+               warmup_steps_excluded: int = 0, log=print, bf16: bool = False):
     """The lightly-based recipe for ``epochs`` epochs (cosine over all their steps), stopping at ``budget_s``.
 
+    ``bf16`` wraps the peer's forward in ``torch.autocast("cpu", torch.bfloat16)`` (not something lightly does by
+    itself: the benchmark's like-for-like row when contrastkit runs with ``--precision bf16``).
     Returns (model, stats) with images/s measured after ``warmup_steps_excluded`` steps.
     """
     from lightly.loss import NTXentLoss
@@ -70,9 +72,10 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
         for (x0, x1), _ in loader:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             x1 = x1.contiguous(memory_format=torch.channels_last)
-            _, z0 = model(x0)
-            _, z1 = model(x1)
-            loss = criterion(z0, z1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                _, z0 = model(x0)
+                _, z1 = model(x1)
+            loss = criterion(z0.float(), z1.float())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -5,6 +5,12 @@ loader workers, on the shared CIFAR-10 JPEGs. Each pipeline runs in its own proc
 is measured after the first --warmup steps. Prints a table and, last, one JSON line with the ratios.
 
     .venv/bin/python benchmarks/train_bench.py --steps 40 --warmup 5
+    .venv/bin/python benchmarks/train_bench.py --pipelines lightly,lightly+bf16,contrastkit-device,\
+        contrastkit-device+compile,contrastkit-device+bf16,contrastkit-device+bf16+compile
+
+A ``+bf16`` row runs the forward under ``torch.autocast(bfloat16)`` (contrastkit: ``--precision bf16``; the lightly
+row gets the same autocast around its forward, which lightly itself does not do), ``+compile`` is contrastkit's
+``--compile``. Each ratio is against the plain fp32 ``lightly`` row when it ran.
 """
 from __future__ import annotations
 
@@ -18,25 +24,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def run_one(which: str, steps: int, warmup: int, batch: int, workers: int, compile_: bool) -> dict:
-    import torch
+PIPELINES = ("lightly", "contrastkit-workers", "contrastkit-device")
+OPTIONS = ("bf16", "compile")
 
+
+def parse_pipeline(spec: str) -> tuple[str, set[str]]:
+    """``contrastkit-device+bf16+compile`` -> ("contrastkit-device", {"bf16", "compile"})."""
+    name, *opts = spec.split("+")
+    if name not in PIPELINES or not set(opts) <= set(OPTIONS) or ("compile" in opts and name == "lightly"):
+        raise SystemExit(f"unknown pipeline {spec!r}: expected one of {', '.join(PIPELINES)}, optionally followed by "
+                         f"+bf16 and (contrastkit only) +compile")
+    return name, set(opts)
+
+
+def run_one(which: str, steps: int, warmup: int, batch: int, workers: int, compile_: bool) -> dict:
     from _pipelines import require_cifar, train_peer
 
+    which, opts = parse_pipeline(which)
+    compile_ = compile_ or "compile" in opts
     if which == "lightly":
         _, stats = train_peer(0, epochs=1, batch_size=batch, workers=workers, max_steps=warmup + steps,
-                              warmup_steps_excluded=warmup, log=lambda *_: None)
+                              warmup_steps_excluded=warmup, log=lambda *_: None, bf16="bf16" in opts)
         return {"images_per_s": stats["images_per_s"], "steps": stats["steps"]}
     from contrastkit.config import PretrainConfig
     from contrastkit.train import pretrain
 
-    augment_on = "device" if which.startswith("contrastkit-device") else "workers"
+    augment_on = "device" if which == "contrastkit-device" else "workers"
     with tempfile.TemporaryDirectory() as out:
         cfg = PretrainConfig(method="simclr", data=require_cifar(), encoder="resnet18", width=0.25, cifar_stem="on",
                              proj_hidden_dim=512, batch_size=batch, epochs=1, lr=0.06, temperature=0.5,
                              num_workers=workers if augment_on == "workers" else 0, augment_on=augment_on,
                              channels_last="on", knn_every=0, max_steps=warmup + steps, progress=False, out=out,
-                             log_every=1000, compile=compile_)
+                             log_every=1000, compile=compile_,
+                             precision="bf16" if "bf16" in opts else "fp32")
         summary = pretrain(cfg)
     return {"images_per_s": summary["images_per_s_steady"], "steps": summary["global_step"]}
 
@@ -47,8 +67,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps excluded from the measurement")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pipelines", default="lightly,contrastkit-workers,contrastkit-device")
-    parser.add_argument("--compile", action="store_true", help="also torch.compile contrastkit's model")
+    parser.add_argument("--pipelines", default="lightly,contrastkit-workers,contrastkit-device",
+                        help="comma-separated; each one of " + ", ".join(PIPELINES) + ", optionally with +bf16 "
+                             "(autocast to bfloat16; fast on CPUs with AMX) and, for contrastkit, +compile")
+    parser.add_argument("--compile", action="store_true", help="torch.compile contrastkit's model in every row")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -56,6 +78,7 @@ def main() -> None:
         return
     results = {}
     for which in args.pipelines.split(","):
+        parse_pipeline(which)
         cmd = [sys.executable, __file__, "--one", which, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
         if args.compile:
@@ -66,7 +89,7 @@ def main() -> None:
             results[which] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
             continue
         results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{which:24s} {results[which]['images_per_s']:8.1f} images/s ({results[which]['steps']} steps)",
+        print(f"{which:34s} {results[which]['images_per_s']:8.1f} images/s ({results[which]['steps']} steps)",
               flush=True)
     base = results.get("lightly", {}).get("images_per_s")
     ratios = {k: round(v["images_per_s"] / base, 2) for k, v in results.items()

@@ -90,9 +90,11 @@ class PretrainConfig:
     # run
     seed: int = _opt(0, "random seed (data order, augmentation, initialisation)")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16",
+    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16; bf16 also "
+                          "speeds up CPUs with AMX (benchmarks/README.md)",
                           choices=("auto", "fp32", "bf16", "fp16"))
-    channels_last: str = _opt("auto", "channels_last memory format: on, off, auto (on for GPUs)",
+    channels_last: str = _opt("auto", "channels_last memory format: on, off, auto (on for GPUs and CPUs, "
+                              "where oneDNN convolutions are faster in it)",
                               choices=("on", "off", "auto"))
     compile: bool = _opt(False, "torch.compile the model (measured in benchmarks/)")
     sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under torchrun (global BN, SimCLR Sec. 2.2; GPU only)")

@@ -34,6 +34,24 @@ def test_pretrain_each_method_writes_outputs(tmp_path, image_folder, method, cap
     assert np.isfinite(epoch_rows[0]["loss"])
 
 
+def test_cpu_step_settings_are_reported_and_bf16_is_applied(tmp_path, image_folder):
+    """auto resolves to fp32 and channels_last on a CPU; --precision bf16 really trains under bf16 autocast."""
+    common = ["--method", "simclr", "--data", str(image_folder), "--epochs", "1", *TINY, "--knn-every", "0",
+              "--augment-on", "device"]
+    runs = {}
+    for precision in ("auto", "bf16"):
+        out = tmp_path / precision
+        assert main(["pretrain", *common, "--precision", precision, "--out", str(out)]) == 0
+        runs[precision] = (json.loads((out / "summary.json").read_text()), load_checkpoint(out / "last.pt"))
+    auto, bf16 = runs["auto"][0], runs["bf16"][0]
+    assert (auto["precision"], auto["channels_last"], auto["compiled"]) == ("fp32", True, False)
+    assert bf16["precision"] == "bf16" and np.isfinite(bf16["final_loss"])
+    assert bf16["final_loss"] != auto["final_loss"]  # same seed and data: only the arithmetic differs
+    weights = [k for k, v in runs["auto"][1]["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(runs["auto"][1]["model"][k], runs["bf16"][1]["model"][k]) for k in weights)
+    assert all(runs["bf16"][1]["model"][k].dtype == torch.float32 for k in weights)  # master weights stay fp32
+
+
 @pytest.mark.parametrize("augment_on", ["workers", "device"])
 def test_resume_mid_epoch_is_bit_exact(tmp_path, image_folder, augment_on):
     """Stopped mid-epoch 2 (step 4 of 6) and resumed == the uninterrupted run, bit for bit."""

@@ -99,9 +99,15 @@ class _MetricsLog:
             self.tb.close()
 
 
-def _autocast(device: torch.device, precision: str):
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """What ``--precision auto`` means on ``device``: bf16 autocast on GPUs, fp32 elsewhere."""
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _autocast(device: torch.device, precision: str):
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -181,7 +187,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     model = build_run_model(cfg, splits.num_classes, spec.size).to(device)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type in ("cuda", "cpu"))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.sync_bn:
@@ -415,6 +421,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "skipped_bad_files": _count_bad_files(bad_log) if cfg.skip_bad_files else 0,
         "world_size": world,
         "rank": rank,
+        "precision": resolve_precision(device, cfg.precision),
+        "channels_last": channels_last,
+        "compiled": bool(cfg.compile),
     }
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
