@@ -32,10 +32,12 @@ def _unit_rows64(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, x / norm.clamp_min(1e-300), torch.zeros_like(x))
 
 
-def _views_and_groups(features: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, list]:
-    """Flatten (N, V, D) to a list of rows and give each row a hashable group key."""
+def _views_and_groups(features: torch.Tensor, labels: torch.Tensor | None,
+                      normalize: bool = True) -> tuple[torch.Tensor, list]:
+    """Flatten (N, V, D) to a list of rows (unit rows unless ``normalize`` is False) with hashable group keys."""
     N, V, D = features.shape
-    rows = _unit_rows64(features.reshape(N * V, D))  # (N*V, D), row n*V + v
+    flat = features.reshape(N * V, D)
+    rows = _unit_rows64(flat) if normalize else flat.detach().to(torch.float64)  # (N*V, D), row n*V + v
     keys = []
     for n in range(N):
         if labels is None or int(labels[n]) < 0:
@@ -49,9 +51,10 @@ def _views_and_groups(features: torch.Tensor, labels: torch.Tensor | None) -> tu
 # ----------------------------------------------------------------------------- slow loops (float64)
 
 
-def supcon_loop(features: torch.Tensor, labels: torch.Tensor | None, temperature: float, variant: str = "out") -> float:
-    """SupCon L_out / L_in by loops over anchors, positives and candidates."""
-    rows, keys = _views_and_groups(features, labels)
+def supcon_loop(features: torch.Tensor, labels: torch.Tensor | None, temperature: float, variant: str = "out",
+                normalize: bool = True) -> float:
+    """SupCon L_out / L_in by loops over anchors, positives and candidates (raw dot products if not ``normalize``)."""
+    rows, keys = _views_and_groups(features, labels, normalize)
     M = rows.shape[0]
     total, count = 0.0, 0
     for i in range(M):

@@ -41,6 +41,8 @@ class PretrainConfig:
     temperature: float = _opt(0.5, "softmax temperature tau (0.5: SimCLR CIFAR-10, App. B.9; SupCon uses 0.1)")
     margin: float = _opt(0.1, "margin m of the margin triplet loss on cosine similarities (FaceNet's 0.2 on squared "
                               "distances; SimCLR Table 4 tunes it)")
+    l2_normalize: bool = _opt(True, "L2-normalise z in NT-Xent / SupCon (cosine similarity); --no-l2-normalize uses "
+                                    "raw dot products, the ablation of SimCLR Table 5")
     semi_hard: bool = _opt(False, "semi-hard negative mining for the margin / NT-Logistic losses (SimCLR Table 4)")
     labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
 

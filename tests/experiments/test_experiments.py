@@ -67,7 +67,8 @@ def test_grids_of_the_other_experiments():
     assert sorted({c.margin for c in cfgs["losses"] if c.loss == "margin"}) == [0.1, 0.5]
     assert [c.head for c in cfgs["projection-head"]] == ["none", "linear", "mlp"]
     assert [r.spec.evaluate_z for r in plan("projection-head", "cpu")] == [False, True, True]
-    assert [c.temperature for c in cfgs["temperature"]] == [0.05, 0.1, 0.2, 0.5, 1.0]
+    assert [(c.temperature, c.l2_normalize) for c in cfgs["temperature"]] == [
+        (0.05, True), (0.1, True), (0.2, True), (0.5, True), (1.0, True), (1.0, False), (10.0, False), (100.0, False)]
     batch = cfgs["batch-size"]
     assert [c.batch_size for c in batch] == [64, 128, 256, 512] and {c.epochs for c in batch} == {4}
     assert all(c.lr_scaling == "sqrt" for c in batch)
@@ -156,6 +157,19 @@ def test_summaries_judge_the_ordering():
             _record("simclr", {"method": "simclr"}, 60.0)]
     assert sce.summarise(recs, sce.paper).verdict.startswith("Partly agrees")
     assert sce.summarise(recs[:1], sce.paper).verdict.startswith("Not enough")
+
+    temp = get_experiment("temperature")
+    recs = [_record(f"tau{t:g}", {"tau": t}, acc) for t, acc in ((0.05, 40.0), (0.2, 45.0), (1.0, 41.0))]
+    s = temp.summarise(recs, temp.paper)
+    assert s.verdict.startswith("Agrees") and "half has no finished runs" in s.verdict
+    recs += [_record("nol2-tau10", {"tau": 10.0, "l2": False}, 38.0)]
+    s = temp.summarise(recs, temp.paper)
+    assert "l2 normalisation: agrees" in s.verdict and "gap of +7.0 points" in s.verdict
+    assert [(r["l2 norm"], r["tau"]) for r in s.rows][-2:] == [("no", 10.0), ("no", 100.0)]
+    assert s.rows[-2]["paper (%)"] == 57.2 and s.rows[-2]["linear top-1 (%)"] == 38.0
+    assert s.figure["labels"][-2:] == ["10, no l2", "100, no l2"]
+    recs[-1] = _record("nol2-tau10", {"tau": 10.0, "l2": False}, 46.0)
+    assert "l2 normalisation: does not agree" in temp.summarise(recs, temp.paper).verdict
 
     aug = get_experiment("augmentations")
     recs = [_record("aug-" + "+".join(ops), {"ops": "+".join(ops)}, 40.0 + 5 * len(ops))

@@ -21,6 +21,8 @@ PAPER: dict[str, dict] = {
         "source": "SimCLR Table 5 (ImageNet, ResNet-50, batch 4096, 100 epochs, l2-normalised, top-1 %)",
         "in_seed": False,  # SEED.md lists only tau = 0.1: 64.4
         "values": {0.05: 59.7, 0.1: 64.4, 0.5: 60.7, 1.0: 58.0},
+        # the same table's rows without l2 normalisation (raw dot products), by tau
+        "values_no_l2": {10.0: 57.2, 100.0: 57.0},
     },
     "color-strength": {
         "source": "SimCLR Table 1 (ImageNet, ResNet-50; SimCLR linear eval / supervised top-1 %)",

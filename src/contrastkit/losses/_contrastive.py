@@ -13,7 +13,7 @@ import torch
 
 from .. import distributed
 from ._tiled import supcon_tiled
-from ._validation import normalize
+from ._validation import compute_dtype, normalize
 
 __all__ = ["contrastive_loss", "group_ids"]
 
@@ -58,6 +58,7 @@ def contrastive_loss(
     chunk_size: int | None,
     gather_distributed: bool,
     who: str,
+    normalize_features: bool = True,
 ) -> torch.Tensor:
     """Mean SupCon loss (L_out or L_in) over this rank's anchors, see the loss classes.
 
@@ -69,6 +70,8 @@ def contrastive_loss(
         chunk_size: anchor rows per tile, or None.
         gather_distributed: gather candidates from every rank when distributed.
         who: the calling class, for error messages.
+        normalize_features: L2-normalise the embeddings (cosine similarity, the papers' loss); False uses
+            the dot product of the raw embeddings (SimCLR Table 5's "no l2 norm" rows).
 
     Returns:
         The loss: float32 for float16/bfloat16 features (as ``torch.autocast``
@@ -81,7 +84,10 @@ def contrastive_loss(
         features (N, V, D), labels (N,) -> ().
     """
     N, V, D = features.shape
-    z = normalize(features)  # (N, V, D) in float32/float64
+    if normalize_features:
+        z = normalize(features)  # (N, V, D) in float32/float64
+    else:
+        z = features.to(compute_dtype(features.dtype))  # (N, V, D)
     world_size = distributed.get_world_size() if gather_distributed else 1
     start = 0
     if world_size > 1:
@@ -125,5 +131,6 @@ def contrastive_loss(
         anchor_count=N * V,
         scale=scale,
         chunk_size=chunk_size,
+        unit_norm=normalize_features,
     )
     return loss

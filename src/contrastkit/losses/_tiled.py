@@ -115,6 +115,7 @@ class _SupConTiled(torch.autograd.Function):
         scale: float,
         chunk: int,
         with_grad: bool,
+        unit_norm: bool,
     ) -> torch.Tensor:
         M, D = z.shape
         a0, na = anchor_start, anchor_count
@@ -124,8 +125,9 @@ class _SupConTiled(torch.autograd.Function):
         floor = _exp_floor(dtype)
         # Small tau: the logits span more than exp can represent, so shift each row by its own max
         # (two more passes per tile) and clamp the shifted logits above the subnormals. Otherwise
-        # the fixed shift 1/tau is exact and free (folded into the matmul).
-        row_max_shift = 2.0 * inv_tau + math.log(max(M, 2)) > -floor
+        # the fixed shift 1/tau is exact and free (folded into the matmul). Rows that are not unit vectors
+        # have no such bound on their logits: always shift by the row max.
+        row_max_shift = not unit_norm or 2.0 * inv_tau + math.log(max(M, 2)) > -floor
 
         za = z[local]  # (na, D)
         g_anchor = groups[local]  # (na,)
@@ -238,7 +240,7 @@ class _SupConTiled(torch.autograd.Function):
             anchor_sum = torch.zeros(num_groups, D, dtype=dtype, device=z.device).index_add_(0, g_anchor, cz)  # (G, D)
             grad_z -= anchor_sum[groups]  # column side, includes j = i ...
             grad_z[local] += cz  # ... which is not a positive of itself
-        return grad_z, None, None, None, None, None, None, None, None, None
+        return grad_z, None, None, None, None, None, None, None, None, None, None
 
 
 def _exact_rows(
@@ -284,13 +286,14 @@ def supcon_tiled(
     anchor_count: int | None = None,
     scale: float | None = None,
     chunk_size: int | None = None,
+    unit_norm: bool = True,
 ) -> torch.Tensor:
     """SupCon loss of anchors ``[anchor_start, anchor_start + anchor_count)`` against all rows.
 
     Internal entry point of the losses: inputs are assumed validated.
 
     Args:
-        z: L2-normalised candidate rows, float32 or float64.
+        z: candidate rows, float32 or float64; L2-normalised unless ``unit_norm`` is False.
         groups: group id of each row, in ``[0, num_groups)``; rows of one group
             are each other's positives (labels, or the sample id for NT-Xent).
         temperature: tau > 0.
@@ -301,6 +304,8 @@ def supcon_tiled(
         scale: the sum of l_i over anchors with a positive is multiplied by this;
             1 / (number of such anchors) when None (the mean).
         chunk_size: anchor rows per tile; :func:`default_chunk_size` when None.
+        unit_norm: the rows are unit vectors, so every logit is at most 1/tau and a fixed shift is exact;
+            False shifts each row by its own max instead.
 
     Returns:
         A scalar tensor of z's dtype. Anchors without any positive contribute 0.
@@ -323,5 +328,5 @@ def supcon_tiled(
     with_grad = torch.is_grad_enabled() and z.requires_grad
     return _SupConTiled.apply(
         z, groups, num_groups, float(temperature), variant, anchor_start, anchor_count, float(scale), int(chunk),
-        with_grad,
+        with_grad, bool(unit_norm),
     )

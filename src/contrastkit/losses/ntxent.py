@@ -41,6 +41,9 @@ class NTXentLoss(nn.Module):
         temperature: tau > 0.
         chunk_size: anchor rows per tile; None picks ~16 MiB tiles (>= 128 rows) on CPU, ~256 MiB on CUDA.
         gather_distributed: gather candidates from all ranks when ``torch.distributed`` is initialised.
+        normalize: L2-normalise z before the dot product (cosine similarity, as the paper). False uses
+            the raw dot product z_i.z_k / tau, the "no l2 norm" rows of SimCLR Table 5 (which pair it with
+            large tau such as 10 or 100); kept for that ablation, not recommended.
 
     Raises:
         TypeError: temperature not a real number, chunk_size not an int.
@@ -51,9 +54,16 @@ class NTXentLoss(nn.Module):
     """
 
     def __init__(
-        self, temperature: float = 0.5, chunk_size: int | None = None, gather_distributed: bool = True
+        self,
+        temperature: float = 0.5,
+        chunk_size: int | None = None,
+        gather_distributed: bool = True,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {type(normalize).__name__} {normalize!r}")
+        self.normalize = normalize
         self.temperature = check_temperature(temperature)
         self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = bool(gather_distributed)
@@ -61,7 +71,7 @@ class NTXentLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, chunk_size={self.chunk_size}, "
-            f"gather_distributed={self.gather_distributed}"
+            f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
         )
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -92,4 +102,5 @@ class NTXentLoss(nn.Module):
             chunk_size=self.chunk_size,
             gather_distributed=self.gather_distributed,
             who="NTXentLoss",
+            normalize_features=self.normalize,
         )

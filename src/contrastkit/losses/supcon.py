@@ -44,6 +44,8 @@ class SupConLoss(nn.Module):
         variant: ``"out"`` (L_out) or ``"in"`` (L_in).
         chunk_size: anchor rows per tile; None picks ~16 MiB tiles (>= 128 rows) on CPU, ~256 MiB on CUDA.
         gather_distributed: gather candidates and labels from all ranks when distributed.
+        normalize: L2-normalise the features (the paper's loss); False uses raw dot products (see
+            :class:`NTXentLoss`).
 
     Raises:
         TypeError: temperature not a real number, variant not a str, chunk_size not an int.
@@ -59,8 +61,12 @@ class SupConLoss(nn.Module):
         variant: str = "out",
         chunk_size: int | None = None,
         gather_distributed: bool = True,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {type(normalize).__name__} {normalize!r}")
+        self.normalize = normalize
         self.temperature = check_temperature(temperature)
         if not isinstance(variant, str):
             raise TypeError(f"variant must be one of {_VARIANTS}, got {type(variant).__name__} {variant!r}")
@@ -73,7 +79,7 @@ class SupConLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, variant={self.variant!r}, chunk_size={self.chunk_size}, "
-            f"gather_distributed={self.gather_distributed}"
+            f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
         )
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,4 +117,5 @@ class SupConLoss(nn.Module):
             chunk_size=self.chunk_size,
             gather_distributed=self.gather_distributed,
             who="SupConLoss",
+            normalize_features=self.normalize,
         )

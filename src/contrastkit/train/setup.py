@@ -30,6 +30,9 @@ def validate_config(cfg: PretrainConfig) -> None:
         bad(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.loss not in LOSSES:
         bad(f"--loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
+    if not cfg.l2_normalize and (cfg.method == "ce" or (cfg.method == "simclr" and cfg.loss != "ntxent")):
+        bad(f"--no-l2-normalize applies to NT-Xent and SupCon; got --method {cfg.method} --loss {cfg.loss}, which "
+            f"has no temperature-scaled dot product to leave unnormalised")
     if not isinstance(cfg.epochs, int) or cfg.epochs <= 0:
         bad(f"--epochs must be a positive integer, got {cfg.epochs!r}")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size <= 0:
