@@ -1,6 +1,9 @@
 """Presets and argument validation shared by SimCLRTransform and BatchAugment."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 
 from contrastkit.augment import (
@@ -110,3 +113,17 @@ def test_batch_augment_specific_validation():
         BatchAugment()
     with pytest.raises(TypeError, match="needs size"):
         SimCLRTransform()
+
+
+@pytest.mark.parametrize("cls", [SimCLRTransform, BatchAugment])
+def test_constructors_spell_out_the_config_fields(cls):
+    """The constructors take AugmentConfig's fields, in order and with its defaults (size=None), then build it."""
+    fields = dataclasses.fields(AugmentConfig)
+    params = list(inspect.signature(cls).parameters.values())[: len(fields)]
+    assert [p.name for p in params] == [f.name for f in fields]
+    assert [p.default for p in params] == [None] + [f.default for f in fields[1:]]
+    assert cls(16, False, (0.5, 1.0), normalize="cifar10").config == AugmentConfig(
+        16, crop=False, crop_scale=(0.5, 1.0), normalize="cifar10"
+    )
+    ready = AugmentConfig(8, blur=False)
+    assert cls(config=ready).config is ready

@@ -22,7 +22,7 @@ from .config import (
     CUTOUT_FRACTION,
     SOLARIZE_THRESHOLD,
     AugmentConfig,
-    _config_from,
+    _config_from_args,
     preset_config,
 )
 
@@ -135,17 +135,7 @@ class BatchAugment(nn.Module):
         config: AugmentConfig | None = None,
     ) -> None:
         super().__init__()
-        if config is None:
-            if size is None:
-                raise TypeError("BatchAugment needs size (or config=)")
-            config = AugmentConfig(
-                size=size, crop=crop, crop_scale=crop_scale, flip=flip, color=color,
-                color_strength=color_strength, color_p=color_p, grayscale=grayscale,
-                grayscale_p=grayscale_p, blur=blur, blur_p=blur_p, rotate=rotate,
-                cutout=cutout, solarize=solarize, normalize=normalize,
-            )  # fmt: skip
-        else:
-            config = _config_from(config, {})
+        config = _config_from_args("BatchAugment", config, locals())
         if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
             raise ValueError(f"n_views must be an int >= 1, got {n_views!r}")
         self.config = config

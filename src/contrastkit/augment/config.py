@@ -304,3 +304,33 @@ def _config_from(config: AugmentConfig | Mapping[str, Any] | None, kwargs: Mappi
             return AugmentConfig(**config)
         raise TypeError(f"config must be an AugmentConfig or a mapping, got {type(config).__name__}")
     return AugmentConfig(**kwargs)
+
+
+def _config_from_args(
+    who: str, config: AugmentConfig | Mapping[str, Any] | None, args: Mapping[str, Any]
+) -> AugmentConfig:
+    """The config of a constructor that takes :class:`AugmentConfig`'s fields as arguments, or a ready ``config``.
+
+    Shared by :class:`~contrastkit.augment.SimCLRTransform` and
+    :class:`~contrastkit.augment.BatchAugment`, whose signatures repeat the fields
+    (with ``size=None``).
+
+    Args:
+        who: the calling class, for the message.
+        config: a ready config (or a mapping of its arguments); when given, the
+            field arguments are not read.
+        args: the constructor's arguments (its ``locals()``), holding every field.
+
+    Raises:
+        TypeError: neither ``size`` nor ``config`` given, or a bad ``config``.
+        ValueError: a value out of range (see :class:`AugmentConfig`).
+    """
+    if config is not None:
+        return _config_from(config, {})
+    names = [f.name for f in dataclasses.fields(AugmentConfig)]
+    missing = [name for name in names if name not in args]
+    if missing:  # the constructor's signature lost a field: a bug, not a user error
+        raise RuntimeError(f"{who} does not pass the AugmentConfig field(s) {missing}")
+    if args["size"] is None:
+        raise TypeError(f"{who} needs size (or config=)")
+    return AugmentConfig(**{name: args[name] for name in names})

@@ -26,7 +26,7 @@ from .config import (
     CROP_RATIO,
     CUTOUT_FRACTION,
     AugmentConfig,
-    _config_from,
+    _config_from_args,
     preset_config,
     resolve_normalize,
 )
@@ -198,17 +198,7 @@ class SimCLRTransform(ImageTransform):
         *,
         config: AugmentConfig | None = None,
     ) -> None:
-        if config is None:
-            if size is None:
-                raise TypeError("SimCLRTransform needs size (or config=)")
-            config = AugmentConfig(
-                size=size, crop=crop, crop_scale=crop_scale, flip=flip, color=color,
-                color_strength=color_strength, color_p=color_p, grayscale=grayscale,
-                grayscale_p=grayscale_p, blur=blur, blur_p=blur_p, rotate=rotate,
-                cutout=cutout, solarize=solarize, normalize=normalize,
-            )  # fmt: skip
-        else:
-            config = _config_from(config, {})
+        config = _config_from_args("SimCLRTransform", config, locals())
         super().__init__(v2.Compose(self._build(config)), config.normalize)
         self.config = config
 

@@ -6,15 +6,18 @@ and what is expected.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+# One number check (a finite real > 0, or >= 0) for the losses and the evaluation protocols.
+from ..losses._validation import check_positive_float
+
 __all__ = [
     "as_features",
     "as_labels",
+    "as_train_test",
     "check_positive_int",
     "check_positive_float",
     "infer_num_classes",
@@ -95,6 +98,32 @@ def as_labels(name: str, y: Any, n: int | None = None, *, n_name: str = "feature
     return t
 
 
+def as_train_test(
+    train_feats: Any, train_labels: Any, test_feats: Any, test_labels: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a train / test split of features and labels, as :func:`as_features` and :func:`as_labels` do.
+
+    Returns:
+        ``(train_feats, train_labels, test_feats, test_labels)``: float32 features, int64 labels.
+
+    Raises:
+        TypeError, ValueError: as :func:`as_features` and :func:`as_labels`; ValueError
+            also when the train and test features differ in dimension F.
+
+    Shape:
+        train_feats (N, F), train_labels (N,), test_feats (M, F), test_labels (M,).
+    """
+    x_train = as_features("train_feats", train_feats)
+    x_test = as_features("test_feats", test_feats)
+    y_train = as_labels("train_labels", train_labels, x_train.shape[0], n_name="train_feats")
+    y_test = as_labels("test_labels", test_labels, x_test.shape[0], n_name="test_feats")
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(
+            f"train_feats has F={x_train.shape[1]} but test_feats has F={x_test.shape[1]}; expected the same dimension"
+        )
+    return x_train, y_train, x_test, y_test
+
+
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """Return ``value`` if it is an int >= ``minimum``; raise otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -102,17 +131,6 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
-
-
-def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float if it is finite and > 0 (>= 0 with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        expected = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {expected}, got {value}")
-    return v
 
 
 def infer_num_classes(num_classes: int | None, *label_sets: torch.Tensor, names: Sequence[str]) -> int:

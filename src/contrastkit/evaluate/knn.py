@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (
-    as_features,
-    as_labels,
+    as_train_test,
     check_positive_float,
     check_positive_int,
     infer_num_classes,
@@ -119,14 +118,7 @@ def knn_accuracy(
     Shape:
         train_feats (M, F), train_labels (M,), test_feats (Q, F), test_labels (Q,).
     """
-    memory = as_features("train_feats", train_feats)
-    queries = as_features("test_feats", test_feats)
-    memory_labels = as_labels("train_labels", train_labels, memory.shape[0], n_name="train_feats")
-    query_labels = as_labels("test_labels", test_labels, queries.shape[0], n_name="test_feats")
-    if memory.shape[1] != queries.shape[1]:
-        raise ValueError(
-            f"train_feats has F={memory.shape[1]} but test_feats has F={queries.shape[1]}; expected the same dimension"
-        )
+    memory, memory_labels, queries, query_labels = as_train_test(train_feats, train_labels, test_feats, test_labels)
     k = check_positive_int("k", k)
     temperature = check_positive_float("temperature", temperature)
     chunk_size = check_positive_int("chunk_size", chunk_size)

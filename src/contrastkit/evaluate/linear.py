@@ -48,8 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import (
-    as_features,
-    as_labels,
+    as_train_test,
     check_positive_float,
     check_positive_int,
     infer_num_classes,
@@ -227,14 +226,7 @@ def linear_eval(
     Shape:
         train_feats (N, F), train_labels (N,), test_feats (M, F), test_labels (M,).
     """
-    x_train = as_features("train_feats", train_feats)
-    x_test = as_features("test_feats", test_feats)
-    y_train = as_labels("train_labels", train_labels, x_train.shape[0], n_name="train_feats")
-    y_test = as_labels("test_labels", test_labels, x_test.shape[0], n_name="test_feats")
-    if x_train.shape[1] != x_test.shape[1]:
-        raise ValueError(
-            f"train_feats has F={x_train.shape[1]} but test_feats has F={x_test.shape[1]}; expected the same dimension"
-        )
+    x_train, y_train, x_test, y_test = as_train_test(train_feats, train_labels, test_feats, test_labels)
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -13,6 +13,7 @@ __all__ = [
     "check_chunk_size",
     "check_embeddings",
     "check_pair",
+    "check_pair_with_negatives",
     "check_labels",
     "compute_dtype",
     "normalize",
@@ -106,6 +107,22 @@ def check_pair(z1: object, z2: object) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"z1 and z2 must have the same dtype, got {z1.dtype} and {z2.dtype}")
     if z1.device != z2.device:
         raise ValueError(f"z1 and z2 must be on the same device, got {z1.device} and {z2.device}")
+    return z1, z2
+
+
+def check_pair_with_negatives(who: str, z1: object, z2: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`check_pair`, plus N >= 2 so that every anchor has a negative (one of its 2(N-1) other views).
+
+    Args:
+        who: the calling loss, for the message.
+        z1, z2: the two views received.
+
+    Raises:
+        TypeError, ValueError: as :func:`check_pair`; ValueError also for N < 2.
+    """
+    z1, z2 = check_pair(z1, z2)
+    if z1.shape[0] < 2:
+        raise ValueError(f"{who} needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}")
     return z1, z2
 
 

@@ -31,18 +31,7 @@ class NPairLoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean N-pair loss over the 2N anchors.
 
-        Args:
-            z1: projections of the first view.
-            z2: projections of the second view.
-
-        Returns:
-            The scalar loss (float32 for float16/bfloat16 input).
-
-        Raises:
-            TypeError, ValueError: as :class:`NTXentLoss`, including N < 2.
-
-        Shape:
-            z1 (N, D), z2 (N, D) -> ().
+        Inputs, dtypes and errors (N < 2 included) as :class:`NTXentLoss`.
         """
         z1, z2 = check_pair(z1, z2)
         features = torch.stack([z1, z2], dim=1)  # (N, 2, D)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._pairwise import semi_hard_negatives, view_similarities
-from ._validation import check_pair, check_temperature
+from ._validation import check_pair_with_negatives, check_temperature
 
 __all__ = ["NTLogisticLoss"]
 
@@ -58,24 +58,9 @@ class NTLogisticLoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean NT-Logistic loss over the 2N anchors.
 
-        Args:
-            z1: projections of the first view.
-            z2: projections of the second view.
-
-        Returns:
-            The scalar loss (float32 for float16/bfloat16 input).
-
-        Raises:
-            TypeError, ValueError: as :class:`NTXentLoss`, including N < 2.
-
-        Shape:
-            z1 (N, D), z2 (N, D) -> ().
+        Inputs, dtypes and errors (N < 2 included) as :class:`NTXentLoss`.
         """
-        z1, z2 = check_pair(z1, z2)
-        if z1.shape[0] < 2:
-            raise ValueError(
-                f"NTLogisticLoss needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}"
-            )
+        z1, z2 = check_pair_with_negatives("NTLogisticLoss", z1, z2)
         positive, negatives = view_similarities(z1, z2)  # (2N,), (2N, 2N-2)
         pos_term = F.softplus(-positive / self.temperature)  # (2N,)
         neg_cost = F.softplus(negatives / self.temperature)  # (2N, 2N-2)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._pairwise import semi_hard_negatives, view_similarities
-from ._validation import check_pair, check_positive_float
+from ._validation import check_pair_with_negatives, check_positive_float
 
 __all__ = ["MarginTripletLoss"]
 
@@ -58,24 +58,9 @@ class MarginTripletLoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean margin triplet loss over the 2N anchors.
 
-        Args:
-            z1: projections of the first view.
-            z2: projections of the second view.
-
-        Returns:
-            The scalar loss (float32 for float16/bfloat16 input).
-
-        Raises:
-            TypeError, ValueError: as :class:`NTXentLoss`, including N < 2.
-
-        Shape:
-            z1 (N, D), z2 (N, D) -> ().
+        Inputs, dtypes and errors (N < 2 included) as :class:`NTXentLoss`.
         """
-        z1, z2 = check_pair(z1, z2)
-        if z1.shape[0] < 2:
-            raise ValueError(
-                f"MarginTripletLoss needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}"
-            )
+        z1, z2 = check_pair_with_negatives("MarginTripletLoss", z1, z2)
         positive, negatives = view_similarities(z1, z2)  # (2N,), (2N, 2N-2)
         hinge = (negatives - positive[:, None] + self.margin).clamp_min(0)  # (2N, 2N-2)
         if not self.semi_hard:
