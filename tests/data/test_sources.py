@@ -99,6 +99,11 @@ def test_view_dataset_seeded_per_sample_and_epoch():
     torch.rand(10)  # global RNG use does not matter
     v2, _, _ = ds[5]
     assert v1.shape == (2, 3, 32, 32) and torch.equal(v1, v2)
+    state = torch.get_rng_state()
+    ds[7]
+    assert torch.equal(torch.get_rng_state(), state)  # in the main process the global RNG is left as it was
+    torch.manual_seed(seed_for(1, 0, 5))  # the views are those of the documented seeding, torch.manual_seed(s)
+    assert torch.equal(torch.stack(t(d.train[5][0])), v1)
     ds.set_epoch(1)
     assert not torch.equal(ds[5][0], v1)
     assert seed_for(1, 0, 5) != seed_for(1, 0, 6)

@@ -21,7 +21,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:g}"
+        return "nan" if math.isnan(value) else f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
     return str(value).replace("|", "\\|")
 
 
