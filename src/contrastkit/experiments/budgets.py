@@ -95,17 +95,17 @@ BUDGETS: dict[str, Budget] = {
         test_per_class=500,
         base=dict(_COMMON, width=0.25, size=32, epochs=3, batch_size=128, lr=0.5, num_workers=0,
                   crop_scale=(0.2, 1.0), log_every=10, progress=True),
-        # Measured on 2 cores shared with other jobs (load 5 to 7), one thread: a SimCLR or SupCon step of
-        # 128 images takes 1.7 to 3 s (an epoch of 10,000 images 2.3 to 4 min), a cross-entropy step about
-        # 1.1 s, and evaluating a run about 40 s. Estimated totals at 1.8 s per step:
+        # Measured on 2 cores shared with other jobs (load 3 to 7), one thread: a SimCLR or SupCon step of
+        # 128 images takes 1.0 to 3 s (less with channels_last), a cross-entropy step about 0.5 to 1.1 s, and
+        # evaluating a run about 30 to 40 s. Wall times of the session-2 runs (docs/claims.md):
         per_experiment={
-            "augmentations": {"epochs": 1},  # 15 runs, ~45 min
-            "color-strength": {"epochs": 2},  # 5 SimCLR + 5 CE runs, ~44 min
-            "losses": {"epochs": 2},  # 10 runs (8 without NT-Logistic semi-hard mining), ~50 min
-            "projection-head": {"epochs": 5},  # 3 runs, ~37 min
-            "temperature": {"epochs": 3},  # 5 runs, ~38 min
-            "batch-size": {"epochs": 4},  # 4 runs, ~40 min
-            "supcon-variants": {"epochs": 8},  # 2 runs, ~39 min
+            "augmentations": {"epochs": 1},  # 15 runs, measured 35 min
+            "color-strength": {"epochs": 2},  # 5 SimCLR + 5 CE runs, measured 41 min
+            "losses": {"epochs": 2},  # 10 runs, measured 50 min
+            "projection-head": {"epochs": 5},  # 3 runs, measured 27 min (channels_last)
+            "temperature": {"epochs": 3},  # 5 + 3 no-l2 runs, measured 38 + 10 min
+            "batch-size": {"epochs": 4},  # 4 runs, measured 36 min
+            "supcon-variants": {"epochs": 8},  # 2 runs, measured 27 min (channels_last)
             "supcon-vs-ce": {"epochs": 5},  # 3 runs: measured 40 min at load 5 to 7.5
         },
         linear_epochs=100,
