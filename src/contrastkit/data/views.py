@@ -54,8 +54,8 @@ class ViewDataset(Dataset):
         img, label = self.source[index]
         s = seed_for(self.seed, self.epoch, index)
         # The transforms draw from the default CPU generator only; seeding just it costs ~1 us, where
-        # torch.manual_seed (which also seeds every accelerator backend) costs ~250 us, a fifth of a 32-px
-        # two-view augmentation. The draws are the same as after torch.manual_seed(s).
+        # torch.manual_seed (which also seeds every accelerator backend) costs ~240 us, a fifth of a 32-px
+        # two-view augmentation (benchmarks/seed_bench.py). The draws are the same as after torch.manual_seed(s).
         if get_worker_info() is not None:  # a worker's RNG is its own
             torch.default_generator.manual_seed(s)
             out = self.transform(img)
