@@ -12,6 +12,7 @@ __all__ = [
     "check_positive_float",
     "check_chunk_size",
     "check_embeddings",
+    "check_flag",
     "check_pair",
     "check_pair_with_negatives",
     "check_labels",
@@ -108,6 +109,13 @@ def check_pair(z1: object, z2: object) -> tuple[torch.Tensor, torch.Tensor]:
     if z1.device != z2.device:
         raise ValueError(f"z1 and z2 must be on the same device, got {z1.device} and {z2.device}")
     return z1, z2
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Return ``value`` if it is exactly True or False (not 0, 1 or a string); raise TypeError otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
 
 
 def check_pair_with_negatives(who: str, z1: object, z2: object) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._contrastive import contrastive_loss
-from ._validation import check_chunk_size, check_pair, check_temperature
+from ._validation import check_chunk_size, check_flag, check_pair, check_temperature
 
 __all__ = ["NTXentLoss"]
 
@@ -61,9 +61,7 @@ class NTXentLoss(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be True or False, got {type(normalize).__name__} {normalize!r}")
-        self.normalize = normalize
+        self.normalize = check_flag("normalize", normalize)
         self.temperature = check_temperature(temperature)
         self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = bool(gather_distributed)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._contrastive import contrastive_loss
-from ._validation import check_chunk_size, check_embeddings, check_labels, check_temperature
+from ._validation import check_chunk_size, check_embeddings, check_flag, check_labels, check_temperature
 
 __all__ = ["SupConLoss"]
 
@@ -64,9 +64,7 @@ class SupConLoss(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be True or False, got {type(normalize).__name__} {normalize!r}")
-        self.normalize = normalize
+        self.normalize = check_flag("normalize", normalize)
         self.temperature = check_temperature(temperature)
         if not isinstance(variant, str):
             raise TypeError(f"variant must be one of {_VARIANTS}, got {type(variant).__name__} {variant!r}")

@@ -56,9 +56,6 @@ def build_objective(cfg: PretrainConfig) -> Objective:
         if cfg.n_views == 2:
             return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize), True)
         return Objective("simclr", losses.SupConLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize), False)
-    if not cfg.l2_normalize:
-        raise ValueError(f"--no-l2-normalize applies to the ntxent loss and SupCon; --loss {cfg.loss} always "
-                         f"compares normalised embeddings")
     if cfg.n_views != 2:
         raise ValueError(f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
     if cfg.loss == "ntlogistic":
