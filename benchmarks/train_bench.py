@@ -25,15 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 PIPELINES = ("lightly", "contrastkit-workers", "contrastkit-device")
-OPTIONS = ("bf16", "compile")
+OPTIONS = ("bf16", "compile", "malloc", "nomalloc")
+_ONLY = {"compile": "contrastkit", "nomalloc": "contrastkit", "malloc": "lightly"}
 
 
 def parse_pipeline(spec: str) -> tuple[str, set[str]]:
     """``contrastkit-device+bf16+compile`` -> ("contrastkit-device", {"bf16", "compile"})."""
     name, *opts = spec.split("+")
-    if name not in PIPELINES or not set(opts) <= set(OPTIONS) or ("compile" in opts and name == "lightly"):
+    if name not in PIPELINES or not set(opts) <= set(OPTIONS) or any(
+            not name.startswith(_ONLY[o]) for o in opts if o in _ONLY):
         raise SystemExit(f"unknown pipeline {spec!r}: expected one of {', '.join(PIPELINES)}, optionally followed by "
-                         f"+bf16 and (contrastkit only) +compile")
+                         f"+bf16, (contrastkit only) +compile or +nomalloc, (lightly only) +malloc")
     return name, set(opts)
 
 
@@ -43,6 +45,10 @@ def run_one(which: str, steps: int, warmup: int, batch: int, workers: int, compi
     which, opts = parse_pipeline(which)
     compile_ = compile_ or "compile" in opts
     if which == "lightly":
+        if "malloc" in opts:
+            from contrastkit.allocator import tune_malloc
+
+            tune_malloc()
         _, stats = train_peer(0, epochs=1, batch_size=batch, workers=workers, max_steps=warmup + steps,
                               warmup_steps_excluded=warmup, log=lambda *_: None, bf16="bf16" in opts)
         return {"images_per_s": stats["images_per_s"], "steps": stats["steps"]}
@@ -56,7 +62,8 @@ def run_one(which: str, steps: int, warmup: int, batch: int, workers: int, compi
                              num_workers=workers if augment_on == "workers" else 0, augment_on=augment_on,
                              channels_last="on", knn_every=0, max_steps=warmup + steps, progress=False, out=out,
                              log_every=1000, compile=compile_,
-                             precision="bf16" if "bf16" in opts else "fp32")
+                             precision="bf16" if "bf16" in opts else "fp32",
+                             malloc="off" if "nomalloc" in opts else "auto")
         summary = pretrain(cfg)
     return {"images_per_s": summary["images_per_s_steady"], "steps": summary["global_step"]}
 

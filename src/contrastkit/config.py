@@ -99,6 +99,10 @@ class PretrainConfig:
                               "where oneDNN convolutions are faster in it)",
                               choices=("on", "off", "auto"))
     compile: bool = _opt(False, "torch.compile the model (measured in benchmarks/)")
+    malloc: str = _opt("auto", "auto: on CPU runs, keep freed memory in the process between steps (glibc mmap/trim "
+                       "thresholds; skipped when jemalloc/tcmalloc is preloaded or MALLOC_* is set), so a step does "
+                       "not page-fault its activations back in; off: leave the allocator alone",
+                       choices=("auto", "off"))
     sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under torchrun (global BN, SimCLR Sec. 2.2; GPU only)")
     out: str = _opt("runs/pretrain", "output folder: config.yaml, last.pt, metrics.jsonl, TensorBoard events")
     resume: bool = _opt(False, "continue from OUT/last.pt")

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import TINY
+from contrastkit import allocator
 from contrastkit.cli import build_parser, main
 from contrastkit.train.checkpoint import load_checkpoint
 
@@ -45,6 +47,8 @@ def test_cpu_step_settings_are_reported_and_bf16_is_applied(tmp_path, image_fold
         runs[precision] = (json.loads((out / "summary.json").read_text()), load_checkpoint(out / "last.pt"))
     auto, bf16 = runs["auto"][0], runs["bf16"][0]
     assert (auto["precision"], auto["channels_last"], auto["compiled"]) == ("fp32", True, False)
+    if sys.platform.startswith("linux") and allocator._user_choice() is None:  # --malloc auto on a CPU run
+        assert auto["malloc"].startswith("tuned"), auto["malloc"]
     assert bf16["precision"] == "bf16" and np.isfinite(bf16["final_loss"])
     assert bf16["final_loss"] != auto["final_loss"]  # same seed and data: only the arithmetic differs
     weights = [k for k, v in runs["auto"][1]["model"].items() if v.is_floating_point()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import distributed
-from ._tiled import supcon_tiled
+from ._tiled import group_counts, supcon_tiled
 from ._validation import compute_dtype, normalize
 
 __all__ = ["contrastive_loss", "group_ids"]
@@ -107,17 +107,20 @@ def contrastive_loss(
         raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
 
     ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
-    counts = torch.bincount(ids, minlength=num_groups)  # (G,)
-    # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
-    with_positive = counts[ids] * V > 1  # (N_all,)
-    num_valid = int(with_positive.sum()) * V
+    if labels is None:  # every sample its own group: every anchor has its V - 1 other views as positives
+        num_valid = n_all * V if V > 1 else 0  # known on the host: no device read
+    else:
+        counts = group_counts(ids, num_groups)  # (G,)
+        # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
+        with_positive = counts[ids] * V > 1  # (N_all,)
+        num_valid = int(with_positive.sum()) * V
     if num_valid == 0:
         raise ValueError(
             f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
             f"{n_all} samples); use V >= 2 views or batches with repeated labels"
         )
     rows = z.reshape(n_all * V, D)  # (M, D), row n*V + v
-    row_groups = ids.repeat_interleave(V)  # (M,)
+    row_groups = ids[:, None].expand(n_all, V).reshape(n_all * V)  # (M,) id of sample n on rows n*V .. n*V+V-1
     # DDP averages gradients over the K ranks; scaling the local sum by K / (valid anchors of all
     # ranks) makes that average the gradient of the one-process mean over all K*B samples.
     scale = world_size / num_valid

@@ -64,7 +64,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["supcon_tiled", "default_chunk_size"]
+__all__ = ["supcon_tiled", "default_chunk_size", "group_counts"]
 
 # A row whose shifted sum sum_a exp(L_ia - shift_i) falls below this is redone
 # with an exact per-row logsumexp: below it, terms flushed to zero (< 1.2e-38 in
@@ -92,6 +92,17 @@ def default_chunk_size(num_candidates: int, device: torch.device, element_size: 
     budget = _CUDA_TILE_BYTES if device.type == "cuda" else _CPU_TILE_BYTES
     rows = budget // max(1, num_candidates * element_size)
     return int(max(_MIN_ROWS, rows))
+
+
+def group_counts(groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Rows per group, as ``torch.bincount(groups, minlength=num_groups)`` but without reading ``groups.max()``
+    back to the host (bincount does, to size its output: a synchronisation on GPUs).
+
+    Shape:
+        groups (M,) int64 in [0, G) -> (G,) int64.
+    """
+    return torch.zeros(num_groups, dtype=torch.long, device=groups.device).index_add_(
+        0, groups, torch.ones_like(groups))
 
 
 def _exp_floor(dtype: torch.dtype) -> float:
@@ -128,10 +139,17 @@ class _SupConTiled(torch.autograd.Function):
         # the fixed shift 1/tau is exact and free (folded into the matmul). Rows that are not unit vectors
         # have no such bound on their logits: always shift by the row max.
         row_max_shift = not unit_norm or 2.0 * inv_tau + math.log(max(M, 2)) > -floor
+        # Can a row's shifted sum fall below _UNDERFLOW_THRESHOLD? Not under the row-max shift for L_out: the
+        # row's largest term is exp(0) = 1. Not under the fixed shift when its smallest possible term,
+        # exp(-2/tau) (unit rows: L_ij >= -1/tau), stays above it, i.e. tau >= 0.0435; for L_in the positives'
+        # sum obeys the same bound. Only otherwise does each tile look for such rows, which reads the device
+        # (a host synchronisation on GPUs).
+        check_underflow = (variant == "in" and row_max_shift) or (
+            not row_max_shift and -2.0 * 1.001 * inv_tau < math.log(_UNDERFLOW_THRESHOLD))
 
         za = z[local]  # (na, D)
         g_anchor = groups[local]  # (na,)
-        counts = torch.bincount(groups, minlength=num_groups)  # (G,)
+        counts = group_counts(groups, num_groups)  # (G,)
         num_pos = counts[g_anchor] - 1  # (na,) |P(i)|
         valid = num_pos > 0  # (na,) anchors without positive are left out
         valid_f = valid.to(dtype)
@@ -172,24 +190,27 @@ class _SupConTiled(torch.autograd.Function):
                 total = row_aug[:, D]  # (c,)
             else:
                 total = t.sum(dim=1)  # (c,)
-            low = total < _UNDERFLOW_THRESHOLD
             lse[i0:i1] = total.log().add_(shift)
             if variant == "in":
                 em = tile2[: i1 - i0]
                 torch.mul(t, torch.eq(g_anchor[i0:i1, None], groups[None, :]), out=em)  # (c, M) e_ij on positives
                 pos_total = em.sum(dim=1)  # (c,)
-                low |= (pos_total < _UNDERFLOW_THRESHOLD) & valid[i0:i1]
                 lse_pos[i0:i1] = pos_total.log().add_(shift)
-            bad = low.nonzero().flatten()  # (k,) rows redone exactly
-            if bad.numel() > 0:
-                _exact_rows(z, zs, groups, a0, i0 + bad, valid_f, lse, lse_pos, grad_soft)
+            keep = valid[i0:i1]  # (c,)
+            if check_underflow:
+                low = total < _UNDERFLOW_THRESHOLD
                 if variant == "in":
-                    t[bad] = 0
-                    em[bad] = 0
+                    low |= (pos_total < _UNDERFLOW_THRESHOLD) & keep
+                bad = low.nonzero().flatten()  # (k,) rows redone exactly
+                if bad.numel() > 0:
+                    _exact_rows(z, zs, groups, a0, i0 + bad, valid_f, lse, lse_pos, grad_soft)
+                    if variant == "in":
+                        t[bad] = 0
+                        em[bad] = 0
+                keep = keep & ~low
             if not with_grad:
                 continue
             # p_ij = e_ij * a_i with a_i = valid_i / total_i (0 for the rows redone above).
-            keep = valid[i0:i1] & ~low
             a = torch.where(keep, 1.0 / total, torch.zeros_like(total))  # (c,)
             if variant == "in":
                 # w_ij = e_ij / pos_total_i on positives, so p_ij - w_ij = a_i (e_ij - e_ij * total_i / pos_total_i).

@@ -46,6 +46,8 @@ class SupConLoss(nn.Module):
         gather_distributed: gather candidates and labels from all ranks when distributed.
         normalize: L2-normalise the features (the paper's loss); False uses raw dot products (see
             :class:`NTXentLoss`).
+        check_finite: as :class:`NTXentLoss`. Labels still cost host synchronisations (their classes are
+            compacted and counted), and so does ``variant="in"`` (its positives' sums are checked for underflow).
 
     Raises:
         TypeError: temperature not a real number, variant not a str, chunk_size not an int.
@@ -62,9 +64,11 @@ class SupConLoss(nn.Module):
         chunk_size: int | None = None,
         gather_distributed: bool = True,
         normalize: bool = True,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.normalize = check_flag("normalize", normalize)
+        self.check_finite = check_flag("check_finite", check_finite)
         self.temperature = check_temperature(temperature)
         if not isinstance(variant, str):
             raise TypeError(f"variant must be one of {_VARIANTS}, got {type(variant).__name__} {variant!r}")
@@ -78,6 +82,7 @@ class SupConLoss(nn.Module):
         return (
             f"temperature={self.temperature}, variant={self.variant!r}, chunk_size={self.chunk_size}, "
             f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
+            + ("" if self.check_finite else ", check_finite=False")
         )
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,7 +103,7 @@ class SupConLoss(nn.Module):
         Shape:
             features (N, V, D), labels (N,) -> ().
         """
-        features = check_embeddings("features", features, "NVD")
+        features = check_embeddings("features", features, "NVD", self.check_finite)
         N, V, _ = features.shape
         if labels is not None:
             labels = check_labels(labels, N, features.device)

@@ -30,17 +30,19 @@ class Objective(nn.Module):
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         # outputs: (N, V, D)
-        if not bool(torch.isfinite(outputs).all()):
-            # The losses reject non-finite embeddings with a ValueError; in training they are a
-            # non-finite step for the trainer's guard (stop with the step, or skip): a NaN loss
-            # whose backward gives NaN gradients.
-            return outputs.sum() * float("nan")
+        # Non-finite embeddings are a non-finite step for the trainer's guard (stop with the step, or skip), not
+        # the losses' ValueError: the loss sees zeros in their place and the result is NaN. Decided on the device,
+        # without reading the flag back (no host synchronisation per step on GPUs).
+        finite = torch.isfinite(outputs).all()  # () bool
+        outputs = torch.where(finite, outputs, torch.zeros((), dtype=outputs.dtype, device=outputs.device))
         if self.method == "ce":
             n, v, c = outputs.shape
-            return F.cross_entropy(outputs.reshape(n * v, c).float(), labels.repeat_interleave(v))
-        if self.pairwise:
-            return self.loss(outputs[:, 0], outputs[:, 1])
-        return self.loss(outputs, labels if self.method == "supcon" else None)
+            loss = F.cross_entropy(outputs.reshape(n * v, c).float(), labels[:, None].expand(n, v).reshape(n * v))
+        elif self.pairwise:
+            loss = self.loss(outputs[:, 0], outputs[:, 1])
+        else:
+            loss = self.loss(outputs, labels if self.method == "supcon" else None)
+        return torch.where(finite, loss, torch.full((), float("nan"), dtype=loss.dtype, device=loss.device))
 
 
 def build_objective(cfg: PretrainConfig) -> Objective:
@@ -51,11 +53,14 @@ def build_objective(cfg: PretrainConfig) -> Objective:
         return Objective("ce", None, False)
     if cfg.method == "supcon":
         return Objective("supcon", losses.SupConLoss(temperature=cfg.temperature, variant=cfg.supcon_variant,
-                                                     normalize=cfg.l2_normalize), False)
+                                                     normalize=cfg.l2_normalize, check_finite=False), False)
+    # check_finite=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read)
     if cfg.loss == "ntxent":
         if cfg.n_views == 2:
-            return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize), True)
-        return Objective("simclr", losses.SupConLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize), False)
+            return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize,
+                                                         check_finite=False), True)
+        return Objective("simclr", losses.SupConLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize,
+                                                     check_finite=False), False)
     if cfg.n_views != 2:
         raise ValueError(f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
     if cfg.loss == "ntlogistic":

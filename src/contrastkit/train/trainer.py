@@ -7,6 +7,7 @@ one process per device); only rank 0 writes files and shows progress.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import distributed as ckdist
+from ..allocator import malloc_state, tune_malloc
 from ..config import PretrainConfig
 from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed_for
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -109,7 +111,7 @@ def resolve_precision(device: torch.device, precision: str) -> str:
 def _autocast(device: torch.device, precision: str):
     precision = resolve_precision(device, precision)
     if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
+        return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 
@@ -185,6 +187,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     mean, std = PRESETS[spec.preset].get("normalize") or ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     n_views = cfg.n_views if cfg.method != "ce" else 1
 
+    if cfg.malloc == "auto" and device.type == "cpu":
+        tune_malloc()
     torch.manual_seed(cfg.seed)
     model = build_run_model(cfg, splits.num_classes, spec.size).to(device)
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type in ("cuda", "cpu"))
@@ -320,7 +324,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             labels = train_labels[idx].to(device, non_blocking=True)
             if views is None:
                 raw = arrays.images[idx].to(device, non_blocking=True)
-                gen = torch.Generator(device=device).manual_seed(seed_for(cfg.seed, epoch, global_step))
+                # BatchAugment draws its parameters on the CPU: a CPU generator needs no seed read from the device
+                gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, global_step))
                 with torch.no_grad():
                     views = torch.stack(batch_augment(raw, generator=gen), dim=1)  # (B, V, C, H, W)
             else:
@@ -424,6 +429,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "precision": resolve_precision(device, cfg.precision),
         "channels_last": channels_last,
         "compiled": bool(cfg.compile),
+        "malloc": malloc_state(),
     }
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
