@@ -32,47 +32,54 @@ def require_cifar() -> str:
     return CIFAR
 
 
-def peer_model() -> nn.Module:
+def peer_model(width: float = 0.25) -> nn.Module:
     torch.manual_seed(0)
-    model = build_model("resnet18", cifar_stem=True, width=0.25, proj_hidden_dim=512, proj_dim=128)
+    model = build_model("resnet18", cifar_stem=True, width=width, proj_hidden_dim=512, proj_dim=128)
     return model.to(memory_format=torch.channels_last)
 
 
-def peer_loader(batch_size: int = 256, workers: int = 2):
+def peer_loader(batch_size: int = 256, workers: int = 2, pin_memory: bool = False):
     from lightly.transforms import SimCLRTransform
     from torchvision.datasets import ImageFolder
 
     transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0)
     ds = ImageFolder(os.path.join(require_cifar(), "train"), transform=transform)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True,
-                                       num_workers=workers, persistent_workers=workers > 0)
+                                       num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory)
 
 
 def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int = 2, max_steps: int = 0,
-               warmup_steps_excluded: int = 0, log=print, bf16: bool = False):
+               warmup_steps_excluded: int = 0, log=print, bf16: bool = False, device: str = "cpu",
+               width: float = 0.25):
     """The lightly-based recipe for ``epochs`` epochs (cosine over all their steps), stopping at ``budget_s``.
 
-    ``bf16`` wraps the peer's forward in ``torch.autocast("cpu", torch.bfloat16)`` (not something lightly does by
-    itself: the benchmark's like-for-like row when contrastkit runs with ``--precision bf16``).
+    ``bf16`` wraps the peer's forward in ``torch.autocast(device, torch.bfloat16)`` (not something lightly does by
+    itself: the benchmark's like-for-like row when contrastkit runs with ``--precision bf16``). On a GPU the
+    batches come from pinned memory with non-blocking copies; images/s then counts queued steps (no
+    synchronisation per step, as contrastkit's trainer), and ``epoch_times_s`` (each finished epoch, wall time
+    from its first batch to its last step done on the device) is the exact figure.
     Returns (model, stats) with images/s measured after ``warmup_steps_excluded`` steps.
     """
     from lightly.loss import NTXentLoss
 
-    model = peer_model()
-    loader = peer_loader(batch_size, workers)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    model = peer_model(width).to(dev)
+    loader = peer_loader(batch_size, workers, pin_memory=cuda)
     criterion = NTXentLoss(temperature=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06 * batch_size / 256, momentum=0.9, weight_decay=5e-4)
     total = epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     step, train_time, t_measured, imgs_measured = 0, 0.0, 0.0, 0
     done = False
+    epoch_times = []
     t_wall = time.perf_counter()
     for epoch in range(epochs):
-        t0 = time.perf_counter()
+        t0 = t_epoch = time.perf_counter()
         for (x0, x1), _ in loader:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-            x1 = x1.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x0 = x0.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x1 = x1.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 _, z0 = model(x0)
                 _, z1 = model(x1)
             loss = criterion(z0.float(), z1.float())
@@ -95,7 +102,11 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
                 break
         if done:
             break
+        if cuda:
+            torch.cuda.synchronize(dev)
+        epoch_times.append(round(time.perf_counter() - t_epoch, 2))
     stats = {"steps": step, "epochs_done": step / len(loader), "train_time_s": round(train_time, 1),
+             "epoch_times_s": epoch_times,
              "images_per_s": round(imgs_measured / max(t_measured, 1e-9), 1),
              "wall_s": round(time.perf_counter() - t_wall, 1)}
     return model, stats

@@ -68,7 +68,8 @@ def step_time(variant: str, threads: int, steps: int, profile: bool = False, mal
         step()
     seconds = (time.perf_counter() - t0) / steps
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps
-    return {"s_per_step": seconds, "minflt_per_step": faults}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {"s_per_step": seconds, "minflt_per_step": faults, "peak_rss_mb": peak_mb}
 
 
 def main() -> None:
@@ -112,17 +113,18 @@ def main() -> None:
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 runs.setdefault(name, []).append(res)
                 print(f"round {r + 1} {name:25s} {res['s_per_step']:.3f} s/step "
-                      f"{res['minflt_per_step']:10.0f} minor faults/step", flush=True)
-    results = {name: {"s_per_step": statistics.median(x["s_per_step"] for x in rs),
-                      "minflt_per_step": statistics.median(x["minflt_per_step"] for x in rs)}
+                      f"{res['minflt_per_step']:10.0f} minor faults/step {res['peak_rss_mb']:7.0f} MB peak RSS",
+                      flush=True)
+    results = {name: {k: statistics.median(x[k] for x in rs) for k in ("s_per_step", "minflt_per_step", "peak_rss_mb")}
                for name, rs in runs.items()}
     base = results.get("fp32-nchw", {}).get("s_per_step")
-    print("\n| variant | s/step (median) | minor faults/step | speed-up vs fp32-nchw | speed-up from malloc |\n"
-          "| --- | ---: | ---: | ---: | ---: |")
+    print("\n| variant | s/step (median) | minor faults/step | peak RSS MB | speed-up vs fp32-nchw | "
+          "speed-up from malloc |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, res in results.items():
         t = res["s_per_step"]
         plain = results.get(name.removesuffix("+malloc"), {}).get("s_per_step") if name.endswith("+malloc") else None
-        print(f"| {name} | {t:.3f} | {res['minflt_per_step']:.0f} | {f'{base / t:.2f}' if base else '-'} | "
+        print(f"| {name} | {t:.3f} | {res['minflt_per_step']:.0f} | {res['peak_rss_mb']:.0f} | "
+              f"{f'{base / t:.2f}' if base else '-'} | "
               f"{f'{plain / t:.2f}' if plain else '-'} |")
     print(json.dumps({"threads": args.threads, "rounds": args.rounds, "results": results}))
 

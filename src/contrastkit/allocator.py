@@ -4,9 +4,10 @@ A training step on a CPU allocates and frees the same activation tensors every s
 (the train_bench model at batch 256 x 2 views: 33.5 MB for one 16-channel 32x32 feature map). glibc's malloc serves
 a block above its mmap threshold (128 KiB, rising dynamically to at most 32 MiB) with a fresh ``mmap`` and unmaps
 it on ``free``; below it, freed memory at the top of the heap above the trim threshold goes back to the kernel too.
-Either way the next step page-faults its whole working set in again, zero-filled by the kernel: about 1.6 million
-minor faults and a fifth of the step time of that model on the 2-core development machine
-(``benchmarks/step_bench.py --malloc both``, benchmarks/README.md).
+Either way the next step page-faults much of its working set in again, zero-filled by the kernel: 0.1 to 0.2
+million minor faults per fp32 step of that model on the 2-core development machine, and 1.15x of its step time
+(``benchmarks/step_bench.py --malloc both``); end to end, with the augmentation's and the loss's buffers as well,
+contrastkit's CPU pipeline ran 1.26x to 1.32x faster with it (``benchmarks/train_bench.py``, benchmarks/README.md).
 
 :func:`tune_malloc` raises both thresholds (``mallopt``), so freed blocks stay in the heap and the next step reuses
 them, as PyTorch's caching allocator does on GPUs and as jemalloc/tcmalloc (``LD_PRELOAD``) do in Intel's CPU

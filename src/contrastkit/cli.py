@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     e.add_argument("--seed", type=int, default=0, help="seed of subsets and classifiers (default: 0)")
     e.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
+    e.add_argument("--malloc", choices=("auto", "off"), default="auto",
+                   help="auto: on CPU, keep freed memory between batches (as pretrain --malloc; default); off")
 
     m = sub.add_parser("embed", help="export h (or z) for every image, with its path and label")
     m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain")
@@ -177,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          label_fraction=args.label_fraction, from_scratch=args.from_scratch,
                                          epochs=args.epochs, projection=args.projection, device=args.device,
                                          seed=args.seed, num_workers=args.num_workers,
-                                         linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs)
+                                         linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
+                                         malloc=args.malloc)
             _print_json(result)
         elif args.command == "embed":
             from .runner import embed_checkpoint

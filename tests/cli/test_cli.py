@@ -161,3 +161,12 @@ def test_eval_all_with_per_protocol_epochs(tmp_path, image_folder, capsys):
     assert (out / "eval_all.md").read_text().startswith("|")
     indices = json.loads((out / "eval_finetune_0.5_indices.json").read_text())
     assert len(indices) == 18  # half of each class's 12 training images
+
+
+def test_eval_malloc_option_is_checked(tmp_path):
+    from contrastkit.runner import evaluate_checkpoint
+
+    with pytest.raises(ValueError, match="malloc must be auto or off, got 'always'"):
+        evaluate_checkpoint(tmp_path / "last.pt", "knn", malloc="always")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "--checkpoint", "x.pt", "--malloc", "always"])

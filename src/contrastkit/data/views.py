@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-__all__ = ["seed_for", "ViewDataset", "ArrayDataset", "EvalDataset", "decode_to_array"]
+__all__ = ["seed_for", "ViewDataset", "ArrayDataset", "EvalDataset", "decode_to_array", "stage_images"]
 
 _MASK = (1 << 63) - 1
 
@@ -84,6 +84,28 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.images[index], int(self.labels[index]), index
+
+
+def stage_images(images: torch.Tensor, device: torch.device, max_fraction: float = 0.25,
+                 max_pinned_bytes: int = 4 << 30) -> torch.Tensor:
+    """Where the training loop should keep decoded images so that each step's batch reaches ``device`` cheaply.
+
+    On a GPU: the whole uint8 array on the GPU when it takes at most ``max_fraction`` of the free memory (CIFAR-10
+    at 32 px is 154 MB), so a step gathers its batch there instead of copying it from the host; else in pinned
+    host memory when at most ``max_pinned_bytes`` (asynchronous copies); else as it is. Elsewhere: unchanged.
+
+    Shape:
+        images (N, C, S, S) uint8 -> the same, on the device or host.
+    """
+    if device.type != "cuda":
+        return images
+    nbytes = images.numel() * images.element_size()
+    free, _ = torch.cuda.mem_get_info(device)
+    if nbytes <= max_fraction * free:
+        return images.to(device)
+    if nbytes <= max_pinned_bytes:
+        return images.pin_memory()
+    return images
 
 
 class EvalDataset(Dataset):

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import distributed as ckdist
 from ..allocator import malloc_state, tune_malloc
 from ..config import PretrainConfig
-from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed_for
+from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed_for, stage_images
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .objective import build_objective
 from .optim import build_optimizer, scaled_lr, warmup_cosine
@@ -247,6 +247,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                                     cache_key=None if cfg.data == "digits" else
                                     os.path.abspath(os.path.expanduser(cfg.data)) + "/train-native")
         arrays = ArrayDataset(images, train_labels)
+        staged = stage_images(images, device)  # on a GPU: the whole array there when it fits
         batch_augment = build_batch_augment(spec, n_views).to(device)
         train_ds = arrays
     else:
@@ -323,7 +324,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             labels = train_labels[idx].to(device, non_blocking=True)
             if views is None:
-                raw = arrays.images[idx].to(device, non_blocking=True)
+                raw = staged[idx.to(staged.device, non_blocking=True)].to(device, non_blocking=True)
                 # BatchAugment draws its parameters on the CPU: a CPU generator needs no seed read from the device
                 gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, global_step))
                 with torch.no_grad():
