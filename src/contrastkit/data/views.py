@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-__all__ = ["seed_for", "ViewDataset", "ArrayDataset", "EvalDataset", "decode_to_array", "stage_images"]
+__all__ = ["seed_for", "ViewDataset", "ArrayDataset", "EvalDataset", "decode_to_array", "stage_images",
+           "batch_to_device"]
 
 _MASK = (1 << 63) - 1
 
@@ -86,26 +87,35 @@ class ArrayDataset(Dataset):
         return self.images[index], int(self.labels[index]), index
 
 
-def stage_images(images: torch.Tensor, device: torch.device, max_fraction: float = 0.25,
-                 max_pinned_bytes: int = 4 << 30) -> torch.Tensor:
+def stage_images(images: torch.Tensor, device: torch.device, max_fraction: float = 0.25) -> torch.Tensor:
     """Where the training loop should keep decoded images so that each step's batch reaches ``device`` cheaply.
 
     On a GPU: the whole uint8 array on the GPU when it takes at most ``max_fraction`` of the free memory (CIFAR-10
-    at 32 px is 154 MB), so a step gathers its batch there instead of copying it from the host; else in pinned
-    host memory when at most ``max_pinned_bytes`` (asynchronous copies); else as it is. Elsewhere: unchanged.
+    at 32 px is 154 MB), so a step gathers its batch there instead of copying it from the host. Otherwise, and on
+    other devices, the array as it is (:func:`batch_to_device` then pins each gathered batch).
 
     Shape:
-        images (N, C, S, S) uint8 -> the same, on the device or host.
+        images (N, C, S, S) uint8 -> the same, on the device or the host.
     """
     if device.type != "cuda":
         return images
     nbytes = images.numel() * images.element_size()
     free, _ = torch.cuda.mem_get_info(device)
-    if nbytes <= max_fraction * free:
-        return images.to(device)
-    if nbytes <= max_pinned_bytes:
-        return images.pin_memory()
-    return images
+    return images.to(device) if nbytes <= max_fraction * free else images
+
+
+def batch_to_device(staged: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The images ``staged[idx]`` on ``device``: gathered where ``staged`` lives (see :func:`stage_images`); a
+    batch gathered on the host for a GPU goes through pinned memory (PyTorch caches the pinned blocks), so the copy
+    is asynchronous.
+
+    Shape:
+        staged (N, C, S, S), idx (B,) int64 on the host -> (B, C, S, S) on ``device``.
+    """
+    batch = staged[idx.to(staged.device, non_blocking=True)]
+    if batch.device.type == "cpu" and device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
 
 
 class EvalDataset(Dataset):

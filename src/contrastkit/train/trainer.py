@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import distributed as ckdist
 from ..allocator import malloc_state, tune_malloc
 from ..config import PretrainConfig
-from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed_for, stage_images
+from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed_for, stage_images, batch_to_device
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .objective import build_objective
 from .optim import build_optimizer, scaled_lr, warmup_cosine
@@ -324,7 +324,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             labels = train_labels[idx].to(device, non_blocking=True)
             if views is None:
-                raw = staged[idx.to(staged.device, non_blocking=True)].to(device, non_blocking=True)
+                raw = batch_to_device(staged, idx, device)
                 # BatchAugment draws its parameters on the CPU: a CPU generator needs no seed read from the device
                 gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, global_step))
                 with torch.no_grad():
