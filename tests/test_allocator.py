@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,7 @@ _PROBE = textwrap.dedent("""
 
 
 def _probe(mode: str) -> dict:
-    env = {k: v for k, v in __import__("os").environ.items()
+    env = {k: v for k, v in os.environ.items()
            if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
     proc = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, env=env, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -50,6 +51,14 @@ def test_a_users_own_allocator_choice_is_left_alone(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     assert allocator.tune_malloc() is False
     assert allocator.malloc_state().startswith("not-tuned") and var in allocator.malloc_state()
+
+
+def test_unrelated_glibc_tunables_do_not_count_as_a_choice(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")
+    for var in ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                "MALLOC_ARENA_MAX"):
+        monkeypatch.delenv(var, raising=False)
+    assert allocator._user_choice() is None
 
 
 @pytest.mark.parametrize("bad", [0, 1000, 1 << 31, 2.5e8, True, "1G"])

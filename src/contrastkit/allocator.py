@@ -42,9 +42,11 @@ def _user_choice() -> str | None:
     for name in ("jemalloc", "tcmalloc", "mimalloc"):
         if name in preload:
             return f"{name} is preloaded (LD_PRELOAD)"
-    for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+    for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX"):
         if var in os.environ:
             return f"{var} is set"
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return "GLIBC_TUNABLES sets glibc.malloc tunables"
     return None
 
 
@@ -52,8 +54,8 @@ def tune_malloc(threshold: int = _DEFAULT_THRESHOLD) -> bool:
     """Raise glibc's mmap and trim thresholds to ``threshold`` bytes for the rest of this process.
 
     Does nothing (and returns False) off Linux/glibc, or when the user already chose: an allocator preloaded with
-    ``LD_PRELOAD`` (jemalloc, tcmalloc, mimalloc) or glibc's ``MALLOC_*_`` / ``GLIBC_TUNABLES`` variables. Calling it
-    again is harmless. :func:`malloc_state` says what happened.
+    ``LD_PRELOAD`` (jemalloc, tcmalloc, mimalloc), glibc's ``MALLOC_*`` variables, or ``glibc.malloc`` tunables in
+    ``GLIBC_TUNABLES``. Calling it again is harmless. :func:`malloc_state` says what happened.
 
     Args:
         threshold: bytes; blocks up to this size come from (and return to) the heap rather than ``mmap``, and up to
