@@ -71,7 +71,7 @@ def run_one(which: str, steps: int, warmup: int, batch: int, workers: int, compi
     with tempfile.TemporaryDirectory() as out:
         cfg = PretrainConfig(method="simclr", data=require_cifar(), encoder="resnet18", width=width, cifar_stem="on",
                              proj_hidden_dim=512, batch_size=batch, epochs=max(epochs, 1), lr=0.06, temperature=0.5,
-                             num_workers=workers if augment_on == "workers" else 0, augment_on=augment_on,
+                             num_workers=workers, augment_on=augment_on,  # device path: workers decode only
                              channels_last="on", knn_every=0, max_steps=max_steps, progress=False, out=out,
                              log_every=1000, compile=compile_, device=device,
                              precision="bf16" if "bf16" in opts else "fp32",
@@ -119,14 +119,14 @@ def main() -> None:
             continue
         results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
         ips = results[which]["images_per_s"]
-        if ips is None:  # contrastkit's summary counts images/s after its first 5 steps
+        if ips is None and not args.epochs:  # contrastkit's summary counts images/s after its first 5 steps
             results[which] = {"error": f"too few steps for a steady images/s: {results[which]}"}
             continue
-        print(f"{which:34s} {ips:8.1f} images/s ({results[which]['steps']} steps) "
+        print(f"{which:34s} {ips or float('nan'):8.1f} images/s ({results[which]['steps']} steps) "
               f"epoch times {results[which]['epoch_times_s']}", flush=True)
     base = results.get("lightly", {}).get("images_per_s")
     ratios = {k: round(v["images_per_s"] / base, 2) for k, v in results.items()
-              if base and "images_per_s" in v and k != "lightly"}
+              if base and v.get("images_per_s") and k != "lightly"}
     base_epoch = (results.get("lightly", {}).get("epoch_times_s") or [None])[-1]
     epoch_ratios = {k: round(base_epoch / v["epoch_times_s"][-1], 2) for k, v in results.items()
                     if base_epoch and v.get("epoch_times_s") and k != "lightly"}
