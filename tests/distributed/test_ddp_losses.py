@@ -33,6 +33,10 @@ CASES = {
     "supcon_unlabelled_out": ([4, 4], 2, [0, -1, 1, 0, -1, 1, 2, -1], lambda: SupConLoss(0.3)),
     # V = 1: anchors without positive are left out; rank 0 has 3 valid anchors, rank 1 only 2.
     "supcon_one_view": ([4, 4], 1, [0, 1, 2, 0, 1, 5, -1, 2], lambda: SupConLoss(0.2)),
+    # check_values=False: labels grouped on the device, the anchors with a positive counted there (the trainer's path)
+    "supcon_one_view_sync_free": ([4, 4], 1, [0, 1, 2, 0, 1, 5, -1, 2], lambda: SupConLoss(0.2, check_values=False)),
+    "supcon_in_sync_free": ([3, 5], 3, [0, -1, 1, 0, -1, 1, 2, -1],
+                            lambda: SupConLoss(0.1, "in", chunk_size=5, check_values=False)),
 }
 
 

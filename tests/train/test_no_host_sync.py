@@ -38,9 +38,10 @@ def test_batch_augment_with_a_cpu_generator_reads_nothing_from_the_device():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
-@pytest.mark.parametrize("extra", [{}, {"n_views": 3}, {"temperature": 0.05}, {"l2_normalize": False}])
-def test_a_simclr_training_step_reads_nothing_from_the_device(optimizer, extra):
-    cfg = PretrainConfig(method="simclr", precision="fp32", optimizer=optimizer, **extra)
+@pytest.mark.parametrize("extra", [{}, {"n_views": 3}, {"temperature": 0.05}, {"l2_normalize": False},
+                                   {"method": "supcon"}, {"method": "supcon", "supcon_variant": "in"}])
+def test_a_training_step_reads_nothing_from_the_device(optimizer, extra):
+    cfg = PretrainConfig(**{"method": "simclr", "precision": "fp32", "optimizer": optimizer, **extra})
     model = build_model("resnet18", cifar_stem=True, width=0.25).to(META)
     objective = build_objective(cfg)
     if optimizer == "sgd":  # fused SGD has no meta kernel; the foreach path is what runs where fused is missing
@@ -48,7 +49,8 @@ def test_a_simclr_training_step_reads_nothing_from_the_device(optimizer, extra):
     else:
         opt = build_optimizer(model, "lars", 0.1, 0.9, 1e-6)
     views = torch.empty(16, cfg.n_views, 3, 32, 32, device=META)
-    loss = _train_step(model, objective, views, None, cfg, META, channels_last=True)
+    labels = torch.empty(16, dtype=torch.long, device=META) if cfg.method == "supcon" else None
+    loss = _train_step(model, objective, views, labels, cfg, META, channels_last=True)
     params = list(model.parameters())
     gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
     finite = torch.isfinite(loss) & torch.isfinite(gnorm)
@@ -80,33 +82,44 @@ def test_ntxent_without_the_finite_check_is_sync_free_and_exact_in_the_worst_cas
     """tau >= 0.0435: no row's sum can underflow, so the tiles skip that check; the worst case (every candidate
     antipodal to the anchor, the smallest terms possible) still equals the float64 reference."""
     z = torch.empty(6, 4, device=META, requires_grad=True)
-    NTXentLoss(tau, check_finite=False)(z[:3], z[3:]).backward()  # runs on meta: no device read
+    NTXentLoss(tau, check_values=False)(z[:3], z[3:]).backward()  # runs on meta: no device read
     e0 = torch.tensor([1.0, 0.0, 0.0])
     z1 = torch.stack([e0, -e0, -e0])
     z2 = torch.stack([-e0, -e0, -e0])
-    got = NTXentLoss(tau, check_finite=False)(z1, z2)
+    got = NTXentLoss(tau, check_values=False)(z1, z2)
     assert math.isfinite(got.item())
     assert got.item() == pytest.approx(ref.ntxent_loop(z1, z2, tau), rel=1e-5)
 
 
-def test_below_the_bound_or_with_labels_the_loss_still_checks():
-    """tau < 0.0435 (a row may underflow) and labelled SupCon (classes compacted, counted) do read the device."""
+def test_below_the_bound_or_checked_the_loss_reads_the_device():
+    """tau < 0.0435 (a row may underflow) and check_values=True (labels' range, positives) read the device."""
     z = torch.empty(6, 4, device=META)
+    labels = torch.zeros(3, dtype=torch.long, device=META)
     with pytest.raises((RuntimeError, NotImplementedError)):
-        NTXentLoss(0.04, check_finite=False)(z[:3], z[3:])
+        NTXentLoss(0.04, check_values=False)(z[:3], z[3:])
     with pytest.raises((RuntimeError, NotImplementedError)):
-        SupConLoss(0.1, check_finite=False)(z.view(3, 2, 4), torch.zeros(3, dtype=torch.long, device=META))
-    views_only = SupConLoss(0.1, check_finite=False)(z.view(3, 2, 4))  # labels None: sync-free
-    assert views_only.device == META
+        SupConLoss(0.1)(z.view(3, 2, 4), labels)
 
 
-def test_check_finite_false_keeps_the_other_checks_and_gives_nan_for_nan_inputs():
-    loss = NTXentLoss(check_finite=False)
-    assert "check_finite=False" in repr(loss)
+@pytest.mark.parametrize("variant", ["out", "in"])
+@pytest.mark.parametrize("V", [1, 2])
+def test_labelled_supcon_unchecked_reads_nothing_from_the_device(variant, V):
+    z = torch.empty(6, V, 4, device=META, requires_grad=True)
+    labels = torch.empty(6, dtype=torch.long, device=META)
+    loss = SupConLoss(0.1, variant, check_values=False)(z, labels)
+    loss.backward()
+    assert loss.device == META and z.grad.shape == z.shape
+    if V > 1:
+        assert SupConLoss(0.1, check_values=False)(z.detach()).device == META  # labels None too
+
+
+def test_check_values_false_keeps_the_other_checks_and_gives_nan_for_nan_inputs():
+    loss = NTXentLoss(check_values=False)
+    assert "check_values=False" in repr(loss)
     with pytest.raises(ValueError, match="same shape"):
         loss(torch.randn(4, 3), torch.randn(5, 3))
-    with pytest.raises(TypeError, match="check_finite must be True or False"):
-        NTXentLoss(check_finite=1)
+    with pytest.raises(TypeError, match="check_values must be True or False"):
+        NTXentLoss(check_values=1)
     z = torch.randn(4, 3)
     z[1, 0] = float("inf")
     assert torch.isnan(loss(z, torch.randn(4, 3)))

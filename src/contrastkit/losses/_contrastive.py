@@ -15,7 +15,7 @@ from .. import distributed
 from ._tiled import group_counts, supcon_tiled
 from ._validation import compute_dtype, normalize
 
-__all__ = ["contrastive_loss", "group_ids"]
+__all__ = ["contrastive_loss", "group_ids", "group_ids_on_device"]
 
 
 def group_ids(labels: torch.Tensor | None, num_samples: int, device: torch.device) -> tuple[torch.Tensor, int]:
@@ -49,6 +49,25 @@ def group_ids(labels: torch.Tensor | None, num_samples: int, device: torch.devic
     return ids, num_classes + num_unlabelled
 
 
+def group_ids_on_device(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """:func:`group_ids` without reading anything back from the device: ids in ``[0, N)``, G = N.
+
+    Samples with equal labels >= 0 share an id; every negative label (-1, unlabelled) gets an id of its own. The ids
+    are not compact (G = N is an upper bound known on the host), which the kernel allows: an id nobody uses is an
+    empty group. Sorting rather than ``torch.unique``, whose output size must be read back.
+
+    Shape:
+        labels (N,) int64 -> ids (N,).
+    """
+    n = labels.shape[0]
+    sorted_labels, order = torch.sort(labels)  # (N,)
+    starts = torch.ones(n, dtype=torch.bool, device=labels.device)  # (N,) a new group starts here
+    starts[1:] = (sorted_labels[1:] != sorted_labels[:-1]) | (sorted_labels[1:] < 0)
+    ids = torch.empty_like(labels)
+    ids[order] = torch.cumsum(starts, dim=0) - 1
+    return ids, n
+
+
 def contrastive_loss(
     features: torch.Tensor,
     labels: torch.Tensor | None,
@@ -59,6 +78,7 @@ def contrastive_loss(
     gather_distributed: bool,
     who: str,
     normalize_features: bool = True,
+    sync_free: bool = False,
 ) -> torch.Tensor:
     """Mean SupCon loss (L_out or L_in) over this rank's anchors, see the loss classes.
 
@@ -72,6 +92,9 @@ def contrastive_loss(
         who: the calling class, for error messages.
         normalize_features: L2-normalise the embeddings (cosine similarity, the papers' loss); False uses
             the dot product of the raw embeddings (SimCLR Table 5's "no l2 norm" rows).
+        sync_free: with labels, group them without reading the device (:func:`group_ids_on_device`) and keep the
+            number of anchors with a positive on the device; if there is none, the loss is NaN instead of a
+            ValueError.
 
     Returns:
         The loss: float32 for float16/bfloat16 features (as ``torch.autocast``
@@ -106,15 +129,20 @@ def contrastive_loss(
     if n_all * V < 2:
         raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
 
-    ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
+    if labels is not None and sync_free:
+        ids, num_groups = group_ids_on_device(labels)  # (N_all,)
+    else:
+        ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
     if labels is None:  # every sample its own group: every anchor has its V - 1 other views as positives
         num_valid = n_all * V if V > 1 else 0  # known on the host: no device read
     else:
         counts = group_counts(ids, num_groups)  # (G,)
         # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
         with_positive = counts[ids] * V > 1  # (N_all,)
-        num_valid = int(with_positive.sum()) * V
-    if num_valid == 0:
+        num_valid = with_positive.sum().to(z.dtype) * V  # () on the device
+        if not sync_free:
+            num_valid = int(num_valid)
+    if isinstance(num_valid, int) and num_valid == 0:
         raise ValueError(
             f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
             f"{n_all} samples); use V >= 2 views or batches with repeated labels"
@@ -123,7 +151,7 @@ def contrastive_loss(
     row_groups = ids[:, None].expand(n_all, V).reshape(n_all * V)  # (M,) id of sample n on rows n*V .. n*V+V-1
     # DDP averages gradients over the K ranks; scaling the local sum by K / (valid anchors of all
     # ranks) makes that average the gradient of the one-process mean over all K*B samples.
-    scale = world_size / num_valid
+    scale = world_size / num_valid  # a 0-dim tensor when sync_free with labels (inf, so a NaN loss, if 0)
     loss = supcon_tiled(
         rows,
         row_groups,

@@ -123,7 +123,7 @@ class _SupConTiled(torch.autograd.Function):
         variant: str,
         anchor_start: int,
         anchor_count: int,
-        scale: float,
+        scale: float | torch.Tensor,
         chunk: int,
         with_grad: bool,
         unit_norm: bool,
@@ -305,7 +305,7 @@ def supcon_tiled(
     num_groups: int | None = None,
     anchor_start: int = 0,
     anchor_count: int | None = None,
-    scale: float | None = None,
+    scale: float | torch.Tensor | None = None,
     chunk_size: int | None = None,
     unit_norm: bool = True,
 ) -> torch.Tensor:
@@ -322,7 +322,8 @@ def supcon_tiled(
         num_groups: G, ``groups.max() + 1`` when None.
         anchor_start: first anchor row.
         anchor_count: number of anchor rows; all rows from ``anchor_start`` when None.
-        scale: the sum of l_i over anchors with a positive is multiplied by this;
+        scale: the sum of l_i over anchors with a positive is multiplied by this (a float, or a 0-dim tensor of
+            z's dtype computed on the device);
             1 / (number of such anchors) when None (the mean).
         chunk_size: anchor rows per tile; :func:`default_chunk_size` when None.
         unit_norm: the rows are unit vectors, so every logit is at most 1/tau and a fixed shift is exact;
@@ -348,6 +349,7 @@ def supcon_tiled(
     assert anchor_count >= 1 and chunk >= 1 and variant in ("out", "in")
     with_grad = torch.is_grad_enabled() and z.requires_grad
     return _SupConTiled.apply(
-        z, groups, num_groups, float(temperature), variant, anchor_start, anchor_count, float(scale), int(chunk),
+        z, groups, num_groups, float(temperature), variant, anchor_start, anchor_count,
+        scale if isinstance(scale, torch.Tensor) else float(scale), int(chunk),
         with_grad, bool(unit_norm),
     )

@@ -63,14 +63,15 @@ def check_chunk_size(value: object) -> int | None:
     return int(value)
 
 
-def check_embeddings(name: str, x: object, shape_doc: str, check_finite: bool = True) -> torch.Tensor:
+def check_embeddings(name: str, x: object, shape_doc: str, check_values: bool = True) -> torch.Tensor:
     """Check that ``x`` is a floating tensor with ``len(shape_doc)`` dims, no empty dim, all finite.
 
     Args:
         name: the argument's name, for the message.
         x: the value received.
         shape_doc: the expected shape in letters, e.g. ``"ND"`` or ``"NVD"``.
-        check_finite: also check the values (reads one flag back from the device: a host synchronisation on GPUs).
+        check_values: also check that the values are finite (reads one flag back from the device: a host
+            synchronisation on GPUs).
 
     Returns:
         ``x``, unchanged.
@@ -88,23 +89,23 @@ def check_embeddings(name: str, x: object, shape_doc: str, check_finite: bool = 
         raise ValueError(f"{name} must have shape {expected}, got {x.dim()} dims with shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} must have no empty dimension, got shape {tuple(x.shape)}")
-    if check_finite and not bool(torch.isfinite(x).all()):
+    if check_values and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s) in shape {tuple(x.shape)}")
     return x
 
 
-def check_pair(z1: object, z2: object, check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def check_pair(z1: object, z2: object, check_values: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Check two views ``z1``, ``z2`` of shape (N, D) that agree in shape, dtype and device.
 
-    ``check_finite`` as :func:`check_embeddings`.
+    ``check_values`` as :func:`check_embeddings`.
 
     Raises:
         TypeError: not floating tensors, or different dtypes.
         ValueError: wrong dims, different shapes or devices, non-finite values.
     """
-    z1 = check_embeddings("z1", z1, "ND", check_finite)
-    z2 = check_embeddings("z2", z2, "ND", check_finite)
+    z1 = check_embeddings("z1", z1, "ND", check_values)
+    z2 = check_embeddings("z2", z2, "ND", check_values)
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.dtype != z2.dtype:
@@ -137,13 +138,14 @@ def check_pair_with_negatives(who: str, z1: object, z2: object) -> tuple[torch.T
     return z1, z2
 
 
-def check_labels(labels: object, num_samples: int, device: torch.device) -> torch.Tensor:
+def check_labels(labels: object, num_samples: int, device: torch.device, check_values: bool = True) -> torch.Tensor:
     """Check integer class labels of shape (N,), each >= -1 (-1 marks an unlabelled sample).
 
     Args:
         labels: the value received.
         num_samples: N, from the features.
         device: where the features live; the labels are moved there.
+        check_values: also check that every label is >= -1 (reads the minimum back from the device).
 
     Returns:
         The labels as int64 on ``device``.
@@ -162,7 +164,7 @@ def check_labels(labels: object, num_samples: int, device: torch.device) -> torc
             f"got shape {tuple(labels.shape)}"
         )
     labels = labels.to(device=device, dtype=torch.long)
-    if num_samples and int(labels.min()) < -1:
+    if check_values and num_samples and int(labels.min()) < -1:
         raise ValueError(f"labels must be >= 0, or -1 for an unlabelled sample, got minimum {int(labels.min())}")
     return labels
 

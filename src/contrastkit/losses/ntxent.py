@@ -44,11 +44,12 @@ class NTXentLoss(nn.Module):
         normalize: L2-normalise z before the dot product (cosine similarity, as the paper). False uses
             the raw dot product z_i.z_k / tau, the "no l2 norm" rows of SimCLR Table 5 (which pair it with
             large tau such as 10 or 100); kept for that ablation, not recommended.
-        check_finite: refuse NaN/inf inputs with a ValueError (default). That check reads a flag back from the
+        check_values: refuse NaN/inf inputs with a ValueError (default). That check reads a flag back from the
             device, a host synchronisation on GPUs; False skips it, for training loops that check the loss
             themselves (contrastkit's trainer does, every ``--log-every`` steps): a NaN/inf input then gives a
-            NaN loss. With ``check_finite=False`` and labels None (NT-Xent, or SupCon on views alone) a call
-            does not synchronise with the host unless tau < 0.044 (see ``_tiled``) or it gathers across ranks.
+            NaN loss. With ``check_values=False`` and labels None (NT-Xent, or SupCon on views alone) a call
+            does not synchronise with the host unless tau < 0.0435 (the underflow search, see ``_tiled``) or it
+            gathers across ranks.
 
     Raises:
         TypeError: temperature not a real number, chunk_size not an int.
@@ -64,11 +65,11 @@ class NTXentLoss(nn.Module):
         chunk_size: int | None = None,
         gather_distributed: bool = True,
         normalize: bool = True,
-        check_finite: bool = True,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
         self.normalize = check_flag("normalize", normalize)
-        self.check_finite = check_flag("check_finite", check_finite)
+        self.check_values = check_flag("check_values", check_values)
         self.temperature = check_temperature(temperature)
         self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = bool(gather_distributed)
@@ -77,7 +78,7 @@ class NTXentLoss(nn.Module):
         return (
             f"temperature={self.temperature}, chunk_size={self.chunk_size}, "
             f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
-            + ("" if self.check_finite else ", check_finite=False")
+            + ("" if self.check_values else ", check_values=False")
         )
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -98,7 +99,7 @@ class NTXentLoss(nn.Module):
         Shape:
             z1 (N, D), z2 (N, D) -> ().
         """
-        z1, z2 = check_pair(z1, z2, self.check_finite)
+        z1, z2 = check_pair(z1, z2, self.check_values)
         features = torch.stack([z1, z2], dim=1)  # (N, 2, D)
         return contrastive_loss(
             features,

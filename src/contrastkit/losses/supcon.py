@@ -46,8 +46,11 @@ class SupConLoss(nn.Module):
         gather_distributed: gather candidates and labels from all ranks when distributed.
         normalize: L2-normalise the features (the paper's loss); False uses raw dot products (see
             :class:`NTXentLoss`).
-        check_finite: as :class:`NTXentLoss`. Labels still cost host synchronisations (their classes are
-            compacted and counted), and so does ``variant="in"`` (its positives' sums are checked for underflow).
+        check_values: as :class:`NTXentLoss`, and for labels too: True refuses labels < -1 and a batch in which no
+            anchor has a positive (ValueError), which reads the device; False groups the labels on the device
+            (any negative label then counts as unlabelled) and a batch without positives gives a NaN loss. Then
+            no call synchronises with the host except for tau < 0.0435, ``normalize=False`` with
+            ``variant="in"`` (underflow search), or a gather across ranks.
 
     Raises:
         TypeError: temperature not a real number, variant not a str, chunk_size not an int.
@@ -64,11 +67,11 @@ class SupConLoss(nn.Module):
         chunk_size: int | None = None,
         gather_distributed: bool = True,
         normalize: bool = True,
-        check_finite: bool = True,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
         self.normalize = check_flag("normalize", normalize)
-        self.check_finite = check_flag("check_finite", check_finite)
+        self.check_values = check_flag("check_values", check_values)
         self.temperature = check_temperature(temperature)
         if not isinstance(variant, str):
             raise TypeError(f"variant must be one of {_VARIANTS}, got {type(variant).__name__} {variant!r}")
@@ -82,7 +85,7 @@ class SupConLoss(nn.Module):
         return (
             f"temperature={self.temperature}, variant={self.variant!r}, chunk_size={self.chunk_size}, "
             f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
-            + ("" if self.check_finite else ", check_finite=False")
+            + ("" if self.check_values else ", check_values=False")
         )
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,10 +106,10 @@ class SupConLoss(nn.Module):
         Shape:
             features (N, V, D), labels (N,) -> ().
         """
-        features = check_embeddings("features", features, "NVD", self.check_finite)
+        features = check_embeddings("features", features, "NVD", self.check_values)
         N, V, _ = features.shape
         if labels is not None:
-            labels = check_labels(labels, N, features.device)
+            labels = check_labels(labels, N, features.device, self.check_values)
         elif V < 2:
             raise ValueError(
                 f"SupConLoss with labels=None needs V >= 2 views per sample (the positives are the other "
@@ -121,4 +124,5 @@ class SupConLoss(nn.Module):
             gather_distributed=self.gather_distributed,
             who="SupConLoss",
             normalize_features=self.normalize,
+            sync_free=not self.check_values,
         )

@@ -53,14 +53,14 @@ def build_objective(cfg: PretrainConfig) -> Objective:
         return Objective("ce", None, False)
     if cfg.method == "supcon":
         return Objective("supcon", losses.SupConLoss(temperature=cfg.temperature, variant=cfg.supcon_variant,
-                                                     normalize=cfg.l2_normalize, check_finite=False), False)
-    # check_finite=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read)
+                                                     normalize=cfg.l2_normalize, check_values=False), False)
+    # check_values=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read)
     if cfg.loss == "ntxent":
         if cfg.n_views == 2:
             return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize,
-                                                         check_finite=False), True)
+                                                         check_values=False), True)
         return Objective("simclr", losses.SupConLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize,
-                                                     check_finite=False), False)
+                                                     check_values=False), False)
     if cfg.n_views != 2:
         raise ValueError(f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
     if cfg.loss == "ntlogistic":

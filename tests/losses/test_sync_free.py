@@ -1,0 +1,81 @@
+"""check_values=False: the losses' device-only path equals the checked one (values and gradients)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from contrastkit.losses import NTXentLoss, SupConLoss
+from contrastkit.losses._contrastive import group_ids, group_ids_on_device
+
+LABELS = {
+    "repeats": [0, 1, 2, 0, 1, 2, 0, 1, 7, 7],
+    "unlabelled": [3, -1, 1, 3, -1, 1, 9, -1, -1, 1],
+    "large_values": [10**12, -1, 5, 10**12, 5, -1, 123456789, 0, 0, 5],
+    "one_class": [4] * 10,
+}
+
+
+@pytest.mark.parametrize("kind", list(LABELS))
+def test_device_grouping_matches_the_compacted_one(kind):
+    labels = torch.tensor(LABELS[kind])
+    ids, g = group_ids_on_device(labels)
+    ref, _ = group_ids(labels, len(labels), labels.device)
+    assert g == len(labels) and int(ids.min()) >= 0 and int(ids.max()) < g
+    same = labels[:, None] == labels[None, :]
+    labelled = labels >= 0
+    want = same & labelled[:, None] & labelled[None, :] | torch.eye(len(labels), dtype=torch.bool)
+    assert torch.equal(ids[:, None] == ids[None, :], want)
+    assert torch.equal(ref[:, None] == ref[None, :], want)
+
+
+@pytest.mark.parametrize("kind", list(LABELS))
+@pytest.mark.parametrize("variant", ["out", "in"])
+@pytest.mark.parametrize("V", [1, 2, 3])
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_sync_free_supcon_equals_the_checked_loss(kind, variant, V, chunk):
+    labels = torch.tensor(LABELS[kind])
+    g = torch.Generator().manual_seed(V * 7 + len(kind))
+    feats = torch.randn(len(labels), V, 5, generator=g, dtype=torch.float64)
+    results = []
+    for check in (True, False):
+        x = feats.clone().requires_grad_(True)
+        loss = SupConLoss(0.2, variant, chunk_size=chunk, check_values=check)(x, labels)
+        (grad,) = torch.autograd.grad(loss, x)
+        results.append((loss, grad))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
+
+
+def test_sync_free_gradcheck_float64():
+    labels = torch.tensor([0, 2, -1, 0, 2, 5])
+    x = torch.randn(6, 2, 4, dtype=torch.float64, requires_grad=True)
+    for variant in ("out", "in"):
+        loss = SupConLoss(0.3, variant, chunk_size=4, check_values=False)
+        assert torch.autograd.gradcheck(lambda f: loss(f, labels), (x,))
+
+
+def test_no_positive_is_a_nan_loss_instead_of_an_error():
+    feats = torch.randn(4, 1, 3)
+    labels = torch.tensor([0, 1, 2, -1])  # V = 1, every label once: no anchor has a positive
+    with pytest.raises(ValueError, match="no anchor has a positive"):
+        SupConLoss(check_values=True)(feats, labels)
+    assert torch.isnan(SupConLoss(check_values=False)(feats, labels))
+
+
+def test_invalid_labels_are_only_refused_when_checked():
+    feats = torch.randn(4, 2, 3)
+    labels = torch.tensor([0, -5, 1, 0])
+    with pytest.raises(ValueError, match="got minimum -5"):
+        SupConLoss(check_values=True)(feats, labels)
+    # unchecked, any negative label counts as unlabelled (documented)
+    unchecked = SupConLoss(check_values=False)(feats, labels)
+    torch.testing.assert_close(unchecked, SupConLoss()(feats, torch.tensor([0, -1, 1, 0])))
+
+
+def test_check_values_false_keeps_shape_and_dtype_checks():
+    with pytest.raises(ValueError, match="labels must have shape"):
+        SupConLoss(check_values=False)(torch.randn(4, 2, 3), torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="integer dtype"):
+        SupConLoss(check_values=False)(torch.randn(4, 2, 3), torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(TypeError, match="check_values must be True or False"):
+        NTXentLoss(check_values="no")
