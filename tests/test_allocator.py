@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from contrastkit import allocator
 
@@ -17,13 +18,14 @@ _PROBE = textwrap.dedent("""
     from contrastkit.allocator import malloc_state, tune_malloc
     tuned = tune_malloc() if sys.argv[1] == "on" else False
     torch.empty(1)  # load torch's kernels before counting
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = []
     for _ in range(10):  # a training step's pattern: allocate a 64 MiB activation, write it, free it
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         x = torch.empty(16 * 2**20)
         x.fill_(1.0)
         del x
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    print(json.dumps({"tuned": tuned, "state": malloc_state(), "faults": faults}))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(json.dumps({"tuned": tuned, "state": malloc_state(), "faults": sorted(faults)}))
 """)
 
 
@@ -40,9 +42,11 @@ def test_tuned_malloc_reuses_freed_blocks_instead_of_faulting_them_back():
     assert tuned["tuned"] and tuned["state"].startswith("tuned")
     assert plain["state"].startswith("not-tuned")
     # 64 MiB is above glibc's largest dynamic mmap threshold: untuned, each of the 10 allocations is a fresh
-    # mmap whose 16384 pages all fault; tuned, only the first allocation's pages do.
-    assert plain["faults"] > 8 * 16384
-    assert tuned["faults"] < plain["faults"] / 4
+    # mmap whose 16384 pages all fault; tuned, the first allocation's pages do and later ones reuse them. Medians
+    # over the 10 allocations, since the kernel may reclaim some retained pages now and then (DAMON runs here).
+    median = 5
+    assert plain["faults"][median] >= 0.9 * 16384
+    assert tuned["faults"][median] < 0.1 * 16384
 
 
 @pytest.mark.parametrize("var, value", [("MALLOC_MMAP_THRESHOLD_", "65536"), ("LD_PRELOAD", "/usr/lib/libjemalloc.so.2"),
@@ -65,3 +69,14 @@ def test_unrelated_glibc_tunables_do_not_count_as_a_choice(monkeypatch):
 def test_bad_threshold_is_refused_with_what_was_received(bad):
     with pytest.raises(ValueError, match="threshold must be an int of bytes"):
         allocator.tune_malloc(bad)
+
+
+def test_the_option_tunes_only_cpu_runs_and_checks_its_value(monkeypatch):
+    calls = []
+    monkeypatch.setattr(allocator, "tune_malloc", lambda: calls.append(1) or True)
+    assert allocator.tune_malloc_for(torch.device("cuda"), "auto") is False
+    assert allocator.tune_malloc_for(torch.device("cpu"), "off") is False
+    assert calls == []
+    assert allocator.tune_malloc_for(torch.device("cpu"), "auto") is True and calls == [1]
+    with pytest.raises(ValueError, match="malloc must be auto or off, got 'on'"):
+        allocator.tune_malloc_for(torch.device("cpu"), "on")

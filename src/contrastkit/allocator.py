@@ -21,7 +21,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["tune_malloc", "malloc_state"]
+__all__ = ["tune_malloc", "tune_malloc_for", "malloc_state"]
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -89,3 +89,15 @@ def tune_malloc(threshold: int = _DEFAULT_THRESHOLD) -> bool:
     ok = mallopt(_M_MMAP_THRESHOLD, threshold) == 1 and mallopt(_M_TRIM_THRESHOLD, threshold) == 1
     _state = f"tuned: mmap and trim thresholds {threshold} bytes" if ok else "not-tuned: mallopt refused"
     return ok
+
+
+def tune_malloc_for(device, mode: str = "auto") -> bool:
+    """The ``--malloc`` option of ``pretrain`` and ``eval``: ``"auto"`` tunes (:func:`tune_malloc`) for a CPU
+    ``device`` only (a GPU run's activations live in PyTorch's caching allocator), ``"off"`` leaves malloc alone.
+
+    Raises:
+        ValueError: ``mode`` is not ``"auto"`` or ``"off"``.
+    """
+    if mode not in ("auto", "off"):
+        raise ValueError(f"malloc must be auto or off, got {mode!r}")
+    return mode == "auto" and device.type == "cpu" and tune_malloc()

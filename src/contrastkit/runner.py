@@ -19,7 +19,7 @@ from .config import PretrainConfig
 from .data import EvalDataset, decode_to_array, load_dataset
 from .model import ContrastiveModel
 from .train.checkpoint import CheckpointError, load_checkpoint
-from .allocator import tune_malloc
+from .allocator import tune_malloc_for
 from .train.setup import build_run_model, resolve_device
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",
@@ -135,8 +135,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     ``malloc="auto"`` tunes glibc malloc on CPU runs as ``pretrain`` does (:mod:`contrastkit.allocator`); ``"off"``
     leaves it alone.
     """
-    if malloc not in ("auto", "off"):
-        raise ValueError(f"malloc must be auto or off, got {malloc!r}")
     if protocol != "all" and protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)} or all")
     if not 0 < label_fraction <= 1:
@@ -148,8 +146,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     per_protocol = {"linear": linear_epochs or epochs, "finetune": finetune_epochs or epochs}
     _check_workers(num_workers)
     dev = resolve_device(device)
-    if malloc == "auto" and dev.type == "cpu":
-        tune_malloc()
+    tune_malloc_for(dev, malloc)
     model, meta, cfg = load_pretrained(checkpoint, dev)
     data_name = data or meta.get("data") or cfg.data
     evdata = evaluation_data(data_name, meta, data_root, seed=cfg.seed, num_workers=num_workers)

@@ -15,57 +15,36 @@ from .. import distributed
 from ._tiled import group_counts, supcon_tiled
 from ._validation import compute_dtype, normalize
 
-__all__ = ["contrastive_loss", "group_ids", "group_ids_on_device"]
+__all__ = ["contrastive_loss", "group_ids"]
 
 
 def group_ids(labels: torch.Tensor | None, num_samples: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Compact group id of each sample: its class, or a group of its own.
+    """Group id of each sample: samples with the same label >= 0 share one; every other sample has its own.
 
-    Labels are mapped to ``0..C-1``; each unlabelled sample (-1), and every
-    sample when ``labels`` is None, gets a fresh id ``C, C+1, ...``.
+    Every unlabelled sample (a negative label, -1), and every sample when ``labels`` is None, is a group of its own.
+    The ids lie in ``[0, N)`` and G = N, an upper bound known on the host: ids are not compact (an id nobody uses
+    is an empty group, which the kernel allows), so nothing is read back from the device. Sorting rather than
+    ``torch.unique``, whose output size must be read back.
 
     Args:
-        labels: int64 labels >= -1, or None.
+        labels: int64 labels, or None.
         num_samples: N.
         device: where the ids live.
 
     Returns:
-        ``(ids, G)``: the ids and the number of groups.
+        ``(ids, G)``: the ids and the number of group ids, G = N.
 
     Shape:
         labels (N,) -> ids (N,).
     """
     if labels is None:
         return torch.arange(num_samples, device=device), num_samples
-    ids = torch.empty_like(labels)
-    labelled = labels >= 0
-    num_classes = 0
-    if bool(labelled.any()):
-        _, inverse = torch.unique(labels[labelled], return_inverse=True)
-        ids[labelled] = inverse
-        num_classes = int(inverse.max()) + 1
-    num_unlabelled = int((~labelled).sum())
-    ids[~labelled] = torch.arange(num_classes, num_classes + num_unlabelled, device=device)
-    return ids, num_classes + num_unlabelled
-
-
-def group_ids_on_device(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """:func:`group_ids` without reading anything back from the device: ids in ``[0, N)``, G = N.
-
-    Samples with equal labels >= 0 share an id; every negative label (-1, unlabelled) gets an id of its own. The ids
-    are not compact (G = N is an upper bound known on the host), which the kernel allows: an id nobody uses is an
-    empty group. Sorting rather than ``torch.unique``, whose output size must be read back.
-
-    Shape:
-        labels (N,) int64 -> ids (N,).
-    """
-    n = labels.shape[0]
     sorted_labels, order = torch.sort(labels)  # (N,)
-    starts = torch.ones(n, dtype=torch.bool, device=labels.device)  # (N,) a new group starts here
+    starts = torch.ones(num_samples, dtype=torch.bool, device=device)  # (N,) a new group starts here
     starts[1:] = (sorted_labels[1:] != sorted_labels[:-1]) | (sorted_labels[1:] < 0)
     ids = torch.empty_like(labels)
     ids[order] = torch.cumsum(starts, dim=0) - 1
-    return ids, n
+    return ids, num_samples
 
 
 def contrastive_loss(
@@ -92,9 +71,8 @@ def contrastive_loss(
         who: the calling class, for error messages.
         normalize_features: L2-normalise the embeddings (cosine similarity, the papers' loss); False uses
             the dot product of the raw embeddings (SimCLR Table 5's "no l2 norm" rows).
-        sync_free: with labels, group them without reading the device (:func:`group_ids_on_device`) and keep the
-            number of anchors with a positive on the device; if there is none, the loss is NaN instead of a
-            ValueError.
+        sync_free: with labels, keep the number of anchors with a positive on the device (no read-back); if there
+            is none, the loss is NaN instead of a ValueError.
 
     Returns:
         The loss: float32 for float16/bfloat16 features (as ``torch.autocast``
@@ -129,12 +107,9 @@ def contrastive_loss(
     if n_all * V < 2:
         raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
 
-    if labels is not None and sync_free:
-        ids, num_groups = group_ids_on_device(labels)  # (N_all,)
-    else:
-        ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
-    if labels is None:  # every sample its own group: every anchor has its V - 1 other views as positives
-        num_valid = n_all * V if V > 1 else 0  # known on the host: no device read
+    ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
+    if labels is None:  # every sample its own group; the callers ensure V >= 2, so every anchor has a positive
+        num_valid = n_all * V
     else:
         counts = group_counts(ids, num_groups)  # (G,)
         # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
@@ -142,11 +117,11 @@ def contrastive_loss(
         num_valid = with_positive.sum().to(z.dtype) * V  # () on the device
         if not sync_free:
             num_valid = int(num_valid)
-    if isinstance(num_valid, int) and num_valid == 0:
-        raise ValueError(
-            f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
-            f"{n_all} samples); use V >= 2 views or batches with repeated labels"
-        )
+            if num_valid == 0:
+                raise ValueError(
+                    f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
+                    f"{n_all} samples); use V >= 2 views or batches with repeated labels"
+                )
     rows = z.reshape(n_all * V, D)  # (M, D), row n*V + v
     row_groups = ids[:, None].expand(n_all, V).reshape(n_all * V)  # (M,) id of sample n on rows n*V .. n*V+V-1
     # DDP averages gradients over the K ranks; scaling the local sum by K / (valid anchors of all

@@ -47,8 +47,8 @@ class SupConLoss(nn.Module):
         normalize: L2-normalise the features (the paper's loss); False uses raw dot products (see
             :class:`NTXentLoss`).
         check_values: as :class:`NTXentLoss`, and for labels too: True refuses labels < -1 and a batch in which no
-            anchor has a positive (ValueError), which reads the device; False groups the labels on the device
-            (any negative label then counts as unlabelled) and a batch without positives gives a NaN loss. Then
+            anchor has a positive (ValueError), which reads the device; False skips both (any negative label then
+            counts as unlabelled) and a batch without positives gives a NaN loss. Then
             no call synchronises with the host except for tau < 0.0435, ``normalize=False`` with
             ``variant="in"`` (underflow search), or a gather across ranks.
 

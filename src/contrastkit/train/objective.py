@@ -51,10 +51,10 @@ def build_objective(cfg: PretrainConfig) -> Objective:
 
     if cfg.method == "ce":
         return Objective("ce", None, False)
+    # check_values=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read)
     if cfg.method == "supcon":
         return Objective("supcon", losses.SupConLoss(temperature=cfg.temperature, variant=cfg.supcon_variant,
                                                      normalize=cfg.l2_normalize, check_values=False), False)
-    # check_values=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read)
     if cfg.loss == "ntxent":
         if cfg.n_views == 2:
             return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize,

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import distributed as ckdist
-from ..allocator import malloc_state, tune_malloc
+from ..allocator import malloc_state, tune_malloc_for
 from ..config import PretrainConfig
 from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed_for, stage_images, batch_to_device
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -187,8 +187,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     mean, std = PRESETS[spec.preset].get("normalize") or ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     n_views = cfg.n_views if cfg.method != "ce" else 1
 
-    if cfg.malloc == "auto" and device.type == "cpu":
-        tune_malloc()
+    tune_malloc_for(device, cfg.malloc)
     torch.manual_seed(cfg.seed)
     model = build_run_model(cfg, splits.num_classes, spec.size).to(device)
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type in ("cuda", "cpu"))
