@@ -16,10 +16,12 @@ the one-process loss over all K*B samples (see ``contrastkit.losses``).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "get_rank", "get_world_size", "gather_with_grad", "gather_no_grad"]
+__all__ = ["is_distributed", "get_rank", "get_world_size", "gather_sizes", "gather_with_grad", "gather_no_grad"]
 
 
 def is_distributed() -> bool:
@@ -49,12 +51,40 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def _gather_sizes(tensor: torch.Tensor, world_size: int) -> list[int]:
-    """All-gather the first dimension of ``tensor`` from every rank."""
+def gather_sizes(tensor: torch.Tensor) -> list[int]:
+    """The first dimension of ``tensor`` on every rank (one all-gather and one read back to the host).
+
+    Args:
+        tensor: this rank's tensor.
+
+    Returns:
+        ``[B_0, ..., B_{K-1}]``; ``[B]`` when not distributed.
+    """
+    world_size = get_world_size()
+    if world_size == 1:
+        return [tensor.shape[0]]
     size = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    return [int(s.item()) for s in sizes]
+    sizes = torch.empty(world_size, dtype=torch.long, device=tensor.device)
+    _all_gather_equal(sizes, size)
+    return sizes.tolist()  # the one host read
+
+
+def _all_gather_equal(out: torch.Tensor, tensor: torch.Tensor) -> None:
+    """All-gather same-shaped tensors into ``out`` (K * B, ...) with one collective."""
+    gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.11
+    gather_single(out, tensor)
+
+
+def _check_sizes(tensor: torch.Tensor, sizes: Sequence[int]) -> list[int]:
+    """Validate sizes given by the caller against the world and this rank's tensor (host ints, no device read)."""
+    sizes = [int(n) for n in sizes]
+    world_size, rank = get_world_size(), get_rank()
+    if len(sizes) != world_size or sizes[rank] != tensor.shape[0] or min(sizes) < 0:
+        raise ValueError(
+            f"sizes must give the first dimension of every rank's tensor ({world_size} non-negative ints, "
+            f"entry {rank} equal to this rank's {tensor.shape[0]}), got {sizes}"
+        )
+    return sizes
 
 
 def _all_gather_padded(tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -65,31 +95,31 @@ def _all_gather_padded(tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         padded = torch.cat([tensor, pad], dim=0)
     else:
         padded = tensor.contiguous()
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:n] for part, n in zip(parts, sizes)], dim=0)  # (sum(sizes), ...)
+    out = padded.new_empty((len(sizes) * longest, *padded.shape[1:]))  # (K * max B_r, ...)
+    _all_gather_equal(out, padded)
+    if all(n == longest for n in sizes):
+        return out
+    return torch.cat([out[r * longest: r * longest + n] for r, n in enumerate(sizes)], dim=0)  # (sum(sizes), ...)
 
 
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward all-reduces and keeps this rank's slice."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        world_size = get_world_size()
-        sizes = _gather_sizes(tensor, world_size)
+    def forward(ctx, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:  # type: ignore[override]
         rank = get_rank()
         ctx.start = sum(sizes[:rank])
         ctx.count = sizes[rank]
         return _all_gather_padded(tensor.detach(), sizes)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         grad = grad_output.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.start : ctx.start + ctx.count]
+        return grad[ctx.start : ctx.start + ctx.count], None
 
 
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+def gather_with_grad(tensor: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
     """Concatenate ``tensor`` from every rank, keeping the autograd graph.
 
     The backward sums the gradient arriving at the gathered tensor over all
@@ -99,6 +129,13 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
     Args:
         tensor: this rank's tensor.
+        sizes: the first dimension of every rank's tensor, when the caller knows it (e.g. ``[B] * K`` for the
+            even batches of a ``DistributedSampler`` with ``drop_last``); None exchanges the sizes first,
+            which reads them back to the host (a synchronisation on GPUs). Sizes that are wrong on another
+            rank are not detected here: gloo raises, NCCL's result is undefined.
+
+    Raises:
+        ValueError: ``sizes`` not one entry per rank, or this rank's entry not ``tensor.shape[0]``.
 
     Returns:
         The tensors of ranks 0..K-1 concatenated along dim 0; ``tensor`` itself
@@ -109,14 +146,19 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if get_world_size() == 1:
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    sizes = gather_sizes(tensor) if sizes is None else _check_sizes(tensor, sizes)
+    return _GatherWithGrad.apply(tensor, sizes)
 
 
-def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+def gather_no_grad(tensor: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
     """Concatenate ``tensor`` from every rank without a gradient (labels, ids).
 
     Args:
         tensor: this rank's tensor; the first dimension may differ between ranks.
+        sizes: as for :func:`gather_with_grad`.
+
+    Raises:
+        ValueError: as for :func:`gather_with_grad`.
 
     Returns:
         The tensors of ranks 0..K-1 concatenated along dim 0; ``tensor`` itself
@@ -127,6 +169,6 @@ def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if get_world_size() == 1:
         return tensor
+    sizes = gather_sizes(tensor) if sizes is None else _check_sizes(tensor, sizes)
     with torch.no_grad():
-        sizes = _gather_sizes(tensor, get_world_size())
         return _all_gather_padded(tensor.detach(), sizes)

@@ -9,6 +9,7 @@ each case; the test compares them with a single-process run.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -37,7 +38,39 @@ CASES = {
     "supcon_one_view_sync_free": ([4, 4], 1, [0, 1, 2, 0, 1, 5, -1, 2], lambda: SupConLoss(0.2, check_values=False)),
     "supcon_in_sync_free": ([3, 5], 3, [0, -1, 1, 0, -1, 1, 2, -1],
                             lambda: SupConLoss(0.1, "in", chunk_size=5, check_values=False)),
+    # even_batches=True (the trainer's setting): no size exchange before the gathers
+    "ntxent_even_sync_free": ([4, 4], 2, None, lambda: NTXentLoss(0.5, check_values=False, even_batches=True)),
+    "supcon_even_sync_free": ([4, 4], 2, [0, 1, 2, 0, 1, 2, 0, 1],
+                              lambda: SupConLoss(0.1, chunk_size=3, check_values=False, even_batches=True)),
+    "supcon_even_checked": ([4, 4], 1, [0, 1, 2, 0, 1, 5, -1, 2], lambda: SupConLoss(0.2, even_batches=True)),
 }
+
+# Reads back to the host (Tensor.item, bool(), int(), ...) during the loss's forward and backward on each rank.
+# The sync-free losses read nothing with even batches; uneven batches cost the one size exchange.
+HOST_READS = {"ntxent_even_sync_free": 0, "supcon_even_sync_free": 0, "supcon_in_sync_free": 1,
+              "supcon_one_view_sync_free": 1}
+_READ_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
+
+
+@contextlib.contextmanager
+def _count_host_reads():
+    """Count calls of the Tensor methods that copy a value to the host."""
+    count = [0]
+    saved = {name: getattr(torch.Tensor, name) for name in _READ_METHODS}
+
+    def counting(method):
+        def wrapper(*args, **kwargs):
+            count[0] += 1
+            return method(*args, **kwargs)
+        return wrapper
+
+    for name, method in saved.items():
+        setattr(torch.Tensor, name, counting(method))
+    try:
+        yield count
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
 
 
 def _model() -> nn.Module:
@@ -53,12 +86,13 @@ def _batch(sizes, V):
 def _loss_and_grads(model, loss_fn, x, labels):
     N, V, _ = x.shape
     z = model(x.reshape(N * V, IN_DIM)).reshape(N, V, OUT_DIM)  # (N, V, D)
-    if isinstance(loss_fn, NTXentLoss):
-        loss = loss_fn(z[:, 0], z[:, 1])
-    else:
-        loss = loss_fn(z, labels)
-    loss.backward()
-    return loss.item(), [p.grad.detach().clone() for p in model.parameters()]
+    with _count_host_reads() as reads:
+        if isinstance(loss_fn, NTXentLoss):
+            loss = loss_fn(z[:, 0], z[:, 1])
+        else:
+            loss = loss_fn(z, labels)
+        loss.backward()
+    return loss.item(), [p.grad.detach().clone() for p in model.parameters()], reads[0]
 
 
 def _rank_main(rank: int, port: int, out: str) -> None:
@@ -76,6 +110,16 @@ def _rank_main(rank: int, port: int, out: str) -> None:
             local_labels = None if labels is None else torch.tensor(labels[start:stop])
             ddp = DDP(_model())
             results[name] = _loss_and_grads(ddp, make_loss(), x, local_labels)
+        errors = []
+        negative = [3, 3]
+        negative[1 - rank] = -1
+        for bad in ([3], [3, 3, 3], [4, 4], negative):
+            try:
+                distributed.gather_with_grad(torch.zeros(3, 2), sizes=bad)
+            except ValueError as e:
+                errors.append(str(e))
+        results["bad_sizes"] = errors
+        results["sizes"] = distributed.gather_sizes(torch.zeros(2 + rank, 5))
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -115,7 +159,7 @@ def test_ddp_matches_single_process(ddp_results, name):
     sizes, V, labels, make_loss = CASES[name]
     model = _model()
     full_labels = None if labels is None else torch.tensor(labels)
-    want_loss, want_grads = _loss_and_grads(model, make_loss(), _batch(sizes, V), full_labels)
+    want_loss, want_grads, _ = _loss_and_grads(model, make_loss(), _batch(sizes, V), full_labels)
     rank_losses = [r[name][0] for r in ddp_results]
     # Each rank returns its scaled local part; their mean is the one-process loss.
     assert sum(rank_losses) / WORLD == pytest.approx(want_loss, rel=1e-5)
@@ -124,12 +168,30 @@ def test_ddp_matches_single_process(ddp_results, name):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", list(HOST_READS))
+def test_ddp_host_reads(ddp_results, name):
+    assert [r[name][2] for r in ddp_results] == [HOST_READS[name]] * WORLD
+
+
+def test_checked_loss_reads_the_host(ddp_results):
+    # control for the counter: the checked path reads (finite inputs, labels, anchors with a positive)
+    assert all(r["supcon_even_checked"][2] >= 3 for r in ddp_results)
+
+
+def test_gather_sizes_and_bad_sizes(ddp_results):
+    assert [r["sizes"] for r in ddp_results] == [[2, 3]] * WORLD
+    for r in ddp_results:
+        # wrong length, wrong entry for this rank (3 samples), a negative size: a ValueError before any collective
+        assert len(r["bad_sizes"]) == 4 and all("sizes must give" in e and "got [" in e for e in r["bad_sizes"])
+
+
 def test_helpers_are_no_ops_without_process_group():
     assert not distributed.is_distributed()
     assert distributed.get_rank() == 0 and distributed.get_world_size() == 1
     x = torch.randn(3, 2, requires_grad=True)
     assert distributed.gather_with_grad(x) is x
     assert distributed.gather_no_grad(x) is x
+    assert distributed.gather_sizes(x) == [3]
 
 
 if __name__ == "__main__":

@@ -10,12 +10,60 @@ candidates, and this rank's anchors are a contiguous block of rows.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .. import distributed
 from ._tiled import group_counts, supcon_tiled
-from ._validation import compute_dtype, normalize
+from ._validation import check_chunk_size, check_flag, check_temperature, compute_dtype, normalize
 
-__all__ = ["contrastive_loss", "group_ids"]
+__all__ = ["TiledContrastiveLoss", "contrastive_loss", "group_ids"]
+
+
+class TiledContrastiveLoss(nn.Module):
+    """The settings :class:`~contrastkit.losses.NTXentLoss` and :class:`~contrastkit.losses.SupConLoss` share.
+
+    Validated once here; :meth:`_contrastive` hands them to :func:`contrastive_loss`. The arguments are
+    documented on the two loss classes.
+    """
+
+    def __init__(
+        self,
+        temperature: float,
+        chunk_size: int | None,
+        gather_distributed: bool,
+        normalize: bool,
+        check_values: bool,
+        even_batches: bool,
+    ) -> None:
+        super().__init__()
+        self.normalize = check_flag("normalize", normalize)
+        self.check_values = check_flag("check_values", check_values)
+        self.even_batches = check_flag("even_batches", even_batches)
+        self.temperature = check_temperature(temperature)
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.gather_distributed = bool(gather_distributed)
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, chunk_size={self.chunk_size}, "
+            f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
+            + ("" if self.check_values else ", check_values=False") + (", even_batches=True" if self.even_batches
+                                                                      else "")
+        )
+
+    def _contrastive(self, features: torch.Tensor, labels: torch.Tensor | None, variant: str) -> torch.Tensor:
+        return contrastive_loss(
+            features,
+            labels,
+            temperature=self.temperature,
+            variant=variant,
+            chunk_size=self.chunk_size,
+            gather_distributed=self.gather_distributed,
+            who=type(self).__name__,
+            normalize_features=self.normalize,
+            sync_free=not self.check_values,
+            even_batches=self.even_batches,
+        )
 
 
 def group_ids(labels: torch.Tensor | None, num_samples: int, device: torch.device) -> tuple[torch.Tensor, int]:
@@ -58,6 +106,7 @@ def contrastive_loss(
     who: str,
     normalize_features: bool = True,
     sync_free: bool = False,
+    even_batches: bool = False,
 ) -> torch.Tensor:
     """Mean SupCon loss (L_out or L_in) over this rank's anchors, see the loss classes.
 
@@ -73,6 +122,7 @@ def contrastive_loss(
             the dot product of the raw embeddings (SimCLR Table 5's "no l2 norm" rows).
         sync_free: with labels, keep the number of anchors with a positive on the device (no read-back); if there
             is none, the loss is NaN instead of a ValueError.
+        even_batches: every rank passes the same N, so the gathers need no size exchange (none is read back).
 
     Returns:
         The loss: float32 for float16/bfloat16 features (as ``torch.autocast``
@@ -92,11 +142,12 @@ def contrastive_loss(
     world_size = distributed.get_world_size() if gather_distributed else 1
     start = 0
     if world_size > 1:
-        sizes = distributed.gather_no_grad(torch.tensor([N], device=z.device))  # (K,)
-        start = int(sizes[: distributed.get_rank()].sum())
-        z = distributed.gather_with_grad(z)  # (N_all, V, D)
+        # Uneven batches: one size exchange, read back once, serves both gathers.
+        sizes = [N] * world_size if even_batches else distributed.gather_sizes(z)
+        start = sum(sizes[: distributed.get_rank()])
+        z = distributed.gather_with_grad(z, sizes)  # (N_all, V, D)
         if labels is not None:
-            labels = distributed.gather_no_grad(labels)  # (N_all,)
+            labels = distributed.gather_no_grad(labels, sizes)  # (N_all,)
     n_all = z.shape[0]
 
     if labels is None and n_all < 2:

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from ._contrastive import contrastive_loss
-from ._validation import check_chunk_size, check_flag, check_pair, check_temperature
+from ._contrastive import TiledContrastiveLoss
+from ._validation import check_pair
 
 __all__ = ["NTXentLoss"]
 
 
-class NTXentLoss(nn.Module):
+class NTXentLoss(TiledContrastiveLoss):
     """NT-Xent loss (SimCLR, Chen et al. 2020, Sec. 2.1, eq. 1).
 
     For each of the 2N views, the other view of the same sample is the
@@ -49,7 +47,12 @@ class NTXentLoss(nn.Module):
             themselves (contrastkit's trainer does, every ``--log-every`` steps): a NaN/inf input then gives a
             NaN loss. With ``check_values=False`` and labels None (NT-Xent, or SupCon on views alone) a call
             does not synchronise with the host unless tau < 0.0435 (the underflow search, see ``_tiled``) or it
-            gathers across ranks.
+            gathers uneven batches across ranks.
+        even_batches: under ``torch.distributed``, every rank passes the same N (a ``DistributedSampler`` with
+            ``drop_last=True`` guarantees it; contrastkit's trainer sets this). The gathers then skip the size
+            exchange, which reads the sizes back to the host. Default False: ranks may pass different N (a last
+            short batch), at one size exchange per call. Set it only when the sizes are equal: gloo raises on
+            unequal sizes, NCCL's result is undefined.
 
     Raises:
         TypeError: temperature not a real number, chunk_size not an int.
@@ -66,20 +69,9 @@ class NTXentLoss(nn.Module):
         gather_distributed: bool = True,
         normalize: bool = True,
         check_values: bool = True,
+        even_batches: bool = False,
     ) -> None:
-        super().__init__()
-        self.normalize = check_flag("normalize", normalize)
-        self.check_values = check_flag("check_values", check_values)
-        self.temperature = check_temperature(temperature)
-        self.chunk_size = check_chunk_size(chunk_size)
-        self.gather_distributed = bool(gather_distributed)
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, chunk_size={self.chunk_size}, "
-            f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
-            + ("" if self.check_values else ", check_values=False")
-        )
+        super().__init__(temperature, chunk_size, gather_distributed, normalize, check_values, even_batches)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean NT-Xent over the 2N anchors.
@@ -101,13 +93,4 @@ class NTXentLoss(nn.Module):
         """
         z1, z2 = check_pair(z1, z2, self.check_values)
         features = torch.stack([z1, z2], dim=1)  # (N, 2, D)
-        return contrastive_loss(
-            features,
-            None,
-            temperature=self.temperature,
-            variant="out",
-            chunk_size=self.chunk_size,
-            gather_distributed=self.gather_distributed,
-            who="NTXentLoss",
-            normalize_features=self.normalize,
-        )
+        return self._contrastive(features, None, "out")

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from ._contrastive import contrastive_loss
-from ._validation import check_chunk_size, check_embeddings, check_flag, check_labels, check_temperature
+from ._contrastive import TiledContrastiveLoss
+from ._validation import check_embeddings, check_labels
 
 __all__ = ["SupConLoss"]
 
 _VARIANTS = ("out", "in")
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(TiledContrastiveLoss):
     """Supervised contrastive loss (Khosla et al. 2020, eq. 2 and 3).
 
     The batch holds N samples with V views each (VN anchors). For anchor i,
@@ -50,7 +48,8 @@ class SupConLoss(nn.Module):
             anchor has a positive (ValueError), which reads the device; False skips both (any negative label then
             counts as unlabelled) and a batch without positives gives a NaN loss. Then
             no call synchronises with the host except for tau < 0.0435, ``normalize=False`` with
-            ``variant="in"`` (underflow search), or a gather across ranks.
+            ``variant="in"`` (underflow search), or a gather of uneven batches across ranks.
+        even_batches: as :class:`NTXentLoss`.
 
     Raises:
         TypeError: temperature not a real number, variant not a str, chunk_size not an int.
@@ -68,25 +67,17 @@ class SupConLoss(nn.Module):
         gather_distributed: bool = True,
         normalize: bool = True,
         check_values: bool = True,
+        even_batches: bool = False,
     ) -> None:
-        super().__init__()
-        self.normalize = check_flag("normalize", normalize)
-        self.check_values = check_flag("check_values", check_values)
-        self.temperature = check_temperature(temperature)
+        super().__init__(temperature, chunk_size, gather_distributed, normalize, check_values, even_batches)
         if not isinstance(variant, str):
             raise TypeError(f"variant must be one of {_VARIANTS}, got {type(variant).__name__} {variant!r}")
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
         self.variant = variant
-        self.chunk_size = check_chunk_size(chunk_size)
-        self.gather_distributed = bool(gather_distributed)
 
     def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, variant={self.variant!r}, chunk_size={self.chunk_size}, "
-            f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
-            + ("" if self.check_values else ", check_values=False")
-        )
+        return f"variant={self.variant!r}, " + super().extra_repr()
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean SupCon loss over the anchors that have a positive.
@@ -115,14 +106,4 @@ class SupConLoss(nn.Module):
                 f"SupConLoss with labels=None needs V >= 2 views per sample (the positives are the other "
                 f"views), got features of shape {tuple(features.shape)} with V={V}"
             )
-        return contrastive_loss(
-            features,
-            labels,
-            temperature=self.temperature,
-            variant=self.variant,
-            chunk_size=self.chunk_size,
-            gather_distributed=self.gather_distributed,
-            who="SupConLoss",
-            normalize_features=self.normalize,
-            sync_free=not self.check_values,
-        )
+        return self._contrastive(features, labels, self.variant)

@@ -51,16 +51,17 @@ def build_objective(cfg: PretrainConfig) -> Objective:
 
     if cfg.method == "ce":
         return Objective("ce", None, False)
-    # check_values=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read)
+    # check_values=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read).
+    # even_batches=True: the trainer's DistributedSampler and DataLoader drop the last short batch, so every rank
+    # passes the same batch size and the gathers under torchrun need no size exchange (no device read either).
+    fast = dict(normalize=cfg.l2_normalize, check_values=False, even_batches=True)
     if cfg.method == "supcon":
         return Objective("supcon", losses.SupConLoss(temperature=cfg.temperature, variant=cfg.supcon_variant,
-                                                     normalize=cfg.l2_normalize, check_values=False), False)
+                                                     **fast), False)
     if cfg.loss == "ntxent":
         if cfg.n_views == 2:
-            return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize,
-                                                         check_values=False), True)
-        return Objective("simclr", losses.SupConLoss(temperature=cfg.temperature, normalize=cfg.l2_normalize,
-                                                     check_values=False), False)
+            return Objective("simclr", losses.NTXentLoss(temperature=cfg.temperature, **fast), True)
+        return Objective("simclr", losses.SupConLoss(temperature=cfg.temperature, **fast), False)
     if cfg.n_views != 2:
         raise ValueError(f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
     if cfg.loss == "ntlogistic":
