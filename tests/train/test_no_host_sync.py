@@ -2,15 +2,20 @@
 
 The meta device has shapes but no values: any ``.item()``, ``bool(tensor)``, ``nonzero`` or ``bincount`` on it
 raises. A step that runs end to end on meta tensors therefore reads nothing back from its device, which on a GPU
-means it never waits for the GPU. The trainer's step on an accelerator is: BatchAugment (parameters drawn on the CPU
+means it never waits for the GPU. The other way to wait is a blocking copy to the device (``torch.tensor(x,
+device=cuda)``, ``cpu_tensor.to(cuda)`` without ``non_blocking``): PyTorch synchronises the stream after it, so
+:class:`BlockingCopies` records every such copy to the meta device. The trainer's step on an accelerator is: BatchAugment (parameters drawn on the CPU
 from a CPU generator), forward, the objective, backward, the gradient norm and the finite flag, the optimiser step.
 """
 from __future__ import annotations
 
 import math
+import traceback
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import reference_losses as ref
 from contrastkit import NTXentLoss, SupConLoss, build_model
@@ -18,9 +23,98 @@ from contrastkit.augment import BatchAugment
 from contrastkit.config import PretrainConfig
 from contrastkit.train.objective import build_objective
 from contrastkit.train.optim import build_optimizer
-from contrastkit.train.trainer import _train_step
+from contrastkit.train.trainer import _train_step, first_nonfinite
 
 META = torch.device("meta")
+
+
+def _caller() -> str:
+    frames = [f for f in traceback.extract_stack() if "contrastkit" in f.filename]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+class BlockingCopies:
+    """Records host-to-device copies that block (each one a stream synchronisation on a GPU), with their caller.
+
+    ``torch.tensor`` / ``torch.as_tensor`` of host data onto a device are seen as functions (the dispatcher does
+    not see their copy); ``Tensor.to`` and ``copy_`` from a CPU tensor without ``non_blocking`` as aten ops.
+    """
+
+    _FACTORIES = ("tensor", "as_tensor", "asarray")
+
+    def __init__(self) -> None:
+        self.copies: list[str] = []
+        outer = self
+
+        class _Functions(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                device = kwargs.get("device")
+                if getattr(func, "__name__", "") in outer._FACTORIES and device is not None \
+                        and torch.device(device).type != "cpu":
+                    data = args[0] if args else kwargs.get("data")
+                    if not (isinstance(data, torch.Tensor) and data.device.type != "cpu"):
+                        outer.copies.append(f"torch.{func.__name__} at {_caller()}")
+                return func(*args, **kwargs)
+
+        class _Ops(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                name = str(func)
+                if name.startswith("aten._to_copy") and args[0].device.type == "cpu" \
+                        and kwargs.get("device") is not None and kwargs["device"].type != "cpu" \
+                        and not kwargs.get("non_blocking", False):
+                    outer.copies.append(f"{name} at {_caller()}")
+                elif name.startswith("aten.copy_") and args[1].device.type == "cpu" and args[0].device.type != "cpu" \
+                        and not (args[2] if len(args) > 2 else kwargs.get("non_blocking", False)):
+                    outer.copies.append(f"{name} at {_caller()}")
+                return func(*args, **kwargs)
+
+        self._modes = (_Functions(), _Ops())
+
+    def __enter__(self) -> "BlockingCopies":
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
+
+
+def test_blocking_copies_are_recorded():
+    """The control: each way of a blocking copy to the device is caught, the non-blocking one is not."""
+    with BlockingCopies() as rec:
+        torch.tensor(3, device=META)
+        torch.as_tensor([0.5, 1.0], device=META)
+        torch.ones(3).to(META)
+        torch.empty(3, device=META).copy_(torch.ones(3))
+        torch.ones(3).to(META, non_blocking=True)
+        torch.where(torch.empty(3, device=META) > 0, 3, torch.empty(3, device=META))  # a scalar argument, no copy
+    assert len(rec.copies) == 4, rec.copies
+
+
+def test_first_nonfinite_keeps_the_step_on_the_device_without_a_copy():
+    first = torch.tensor(-1)
+    first = first_nonfinite(first, torch.tensor(True), 3)
+    first = first_nonfinite(first, torch.tensor(False), 4)
+    first = first_nonfinite(first, torch.tensor(False), 5)
+    assert int(first) == 4
+    with BlockingCopies() as rec:
+        out = first_nonfinite(torch.empty((), dtype=torch.long, device=META), torch.empty((), dtype=torch.bool,
+                                                                                          device=META), 7)
+    assert out.device == META and out.dtype == torch.long and rec.copies == []
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("cifar", {}), ("imagenet", {}), ("imagenet", {"crop": False, "rotate": 0.5, "cutout": 0.5, "solarize": 0.2}),
+])
+def test_batch_augment_makes_no_blocking_copy(preset, overrides):
+    aug = BatchAugment.from_preset(preset, n_views=2, size=32, **overrides).to(META)
+    images = torch.empty(16, 3, 40, 40, dtype=torch.uint8, device=META)
+    with BlockingCopies() as rec:
+        views = aug(images, generator=torch.Generator().manual_seed(0))
+    assert views[0].device == META and rec.copies == []
 
 
 def test_meta_catches_a_device_read():
@@ -50,13 +144,15 @@ def test_a_training_step_reads_nothing_from_the_device(optimizer, extra):
         opt = build_optimizer(model, "lars", 0.1, 0.9, 1e-6)
     views = torch.empty(16, cfg.n_views, 3, 32, 32, device=META)
     labels = torch.empty(16, dtype=torch.long, device=META) if cfg.method == "supcon" else None
-    loss = _train_step(model, objective, views, labels, cfg, META, channels_last=True)
-    params = list(model.parameters())
-    gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-    finite = torch.isfinite(loss) & torch.isfinite(gnorm)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    with BlockingCopies() as rec:
+        loss = _train_step(model, objective, views, labels, cfg, META, channels_last=True)
+        params = list(model.parameters())
+        gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     assert loss.device == META and finite.device == META and all(p.device == META for p in params)
+    assert rec.copies == []
 
 
 @pytest.mark.parametrize("method, loss", [("simclr", "ntxent"), ("simclr", "ntlogistic"), ("simclr", "margin"),

@@ -337,7 +337,8 @@ class BatchAugment(nn.Module):
             idx = torch.nonzero(q["blur"]).squeeze(1)
             if idx.numel():
                 idx_d = idx.to(dev, non_blocking=True)
-                v.index_copy_(0, idx_d, AF.gaussian_blur(v.index_select(0, idx_d), q["sigma"][idx], cfg.blur_kernel))
+                sigma = q["sigma"][idx].to(dev, non_blocking=True)  # a blocking copy would wait for the device
+                v.index_copy_(0, idx_d, AF.gaussian_blur(v.index_select(0, idx_d), sigma, cfg.blur_kernel))
 
         # 5. Solarize.
         if "solarize" in q:
@@ -370,11 +371,11 @@ class BatchAugment(nn.Module):
             v = torch.nn.functional.interpolate(x, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
         idx = torch.nonzero(flip).squeeze(1)
         if idx.numel():
-            idx = idx.to(v.device)
+            idx = idx.to(v.device, non_blocking=True)
             v.index_copy_(0, idx, v.index_select(0, idx).flip(-1))
         for k in (1, 2, 3):
             idx = torch.nonzero(rot == k).squeeze(1)
             if idx.numel():
-                idx = idx.to(v.device)
+                idx = idx.to(v.device, non_blocking=True)
                 v.index_copy_(0, idx, torch.rot90(v.index_select(0, idx), k, dims=(-2, -1)))
         return v

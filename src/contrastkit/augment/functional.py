@@ -389,7 +389,7 @@ def _grid_base(size: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
         base = torch.ones(size, size, 3, dtype=torch.float64)  # (S, S, 3)
         base[..., 0] = lin.view(1, size)
         base[..., 1] = lin.view(size, 1)
-        base = base.view(size * size, 3).to(device=device, dtype=dtype)  # (S*S, 3)
+        base = base.view(size * size, 3).to(device=device, dtype=dtype, non_blocking=True)  # (S*S, 3)
         if len(_GRID_BASE) > 16:
             _GRID_BASE.clear()
         _GRID_BASE[key] = base

@@ -352,8 +352,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     step_in_epoch += 1
                     continue
             else:
-                first_bad = torch.where(~finite & (first_bad < 0), torch.tensor(global_step, device=device),
-                                        first_bad)
+                first_bad = first_nonfinite(first_bad, finite, global_step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
@@ -458,6 +457,15 @@ def _train_step(model, objective, views, labels, cfg, device, channels_last) -> 
     loss = objective(out, labels)
     loss.backward()
     return loss.detach()
+
+
+def first_nonfinite(first_bad: torch.Tensor, finite: torch.Tensor, step: int) -> torch.Tensor:
+    """The first non-finite step so far, kept on the device (-1: none yet).
+
+    ``step`` enters as a scalar argument of the kernel: ``torch.tensor(step, device=...)`` would be a blocking
+    host-to-device copy, which waits for every queued kernel (a host synchronisation per step on GPUs).
+    """
+    return torch.where(~finite & (first_bad < 0), step, first_bad)
 
 
 def _raise_nonfinite(loss, gnorm, step, epoch, ckpt_path, log, bar):
