@@ -75,8 +75,11 @@ def _all_gather_equal(out: torch.Tensor, tensor: torch.Tensor) -> None:
     gather_single(out, tensor)
 
 
-def _check_sizes(tensor: torch.Tensor, sizes: Sequence[int]) -> list[int]:
-    """Validate sizes given by the caller against the world and this rank's tensor (host ints, no device read)."""
+def _resolve_sizes(tensor: torch.Tensor, sizes: Sequence[int] | None) -> list[int]:
+    """Every rank's first dimension: exchanged when None, else the caller's, validated against the world and this
+    rank's tensor (host ints, no device read)."""
+    if sizes is None:
+        return gather_sizes(tensor)
     sizes = [int(n) for n in sizes]
     world_size, rank = get_world_size(), get_rank()
     if len(sizes) != world_size or sizes[rank] != tensor.shape[0] or min(sizes) < 0:
@@ -134,19 +137,19 @@ def gather_with_grad(tensor: torch.Tensor, sizes: Sequence[int] | None = None) -
             which reads them back to the host (a synchronisation on GPUs). Sizes that are wrong on another
             rank are not detected here: gloo raises, NCCL's result is undefined.
 
-    Raises:
-        ValueError: ``sizes`` not one entry per rank, or this rank's entry not ``tensor.shape[0]``.
-
     Returns:
         The tensors of ranks 0..K-1 concatenated along dim 0; ``tensor`` itself
         when not distributed.
+
+    Raises:
+        ValueError: ``sizes`` not one entry per rank, or this rank's entry not ``tensor.shape[0]``.
 
     Shape:
         tensor (B_r, *) -> (sum_r B_r, *).
     """
     if get_world_size() == 1:
         return tensor
-    sizes = gather_sizes(tensor) if sizes is None else _check_sizes(tensor, sizes)
+    sizes = _resolve_sizes(tensor, sizes)
     return _GatherWithGrad.apply(tensor, sizes)
 
 
@@ -157,18 +160,18 @@ def gather_no_grad(tensor: torch.Tensor, sizes: Sequence[int] | None = None) -> 
         tensor: this rank's tensor; the first dimension may differ between ranks.
         sizes: as for :func:`gather_with_grad`.
 
-    Raises:
-        ValueError: as for :func:`gather_with_grad`.
-
     Returns:
         The tensors of ranks 0..K-1 concatenated along dim 0; ``tensor`` itself
         when not distributed.
+
+    Raises:
+        ValueError: as for :func:`gather_with_grad`.
 
     Shape:
         tensor (B_r, *) -> (sum_r B_r, *).
     """
     if get_world_size() == 1:
         return tensor
-    sizes = gather_sizes(tensor) if sizes is None else _check_sizes(tensor, sizes)
+    sizes = _resolve_sizes(tensor, sizes)
     with torch.no_grad():
         return _all_gather_padded(tensor.detach(), sizes)
