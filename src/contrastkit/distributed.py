@@ -71,7 +71,7 @@ def gather_sizes(tensor: torch.Tensor) -> list[int]:
 
 def _all_gather_equal(out: torch.Tensor, tensor: torch.Tensor) -> None:
     """All-gather same-shaped tensors into ``out`` (K * B, ...) with one collective."""
-    gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.11
+    gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the newer name first
     gather_single(out, tensor)
 
 
