@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU figures in one device call (at most 9 minutes: tests <= 2, benchmark <= 6.5), prepared by benchmarks/gpu/prepare.sh:
+# The GPU figures in one device call (at most 9 minutes: tests <= 2.5, benchmark <= 6.5), prepared by benchmarks/gpu/prepare.sh:
 #  1. the tests that need CUDA (skipped on CPU machines): tiled loss CUDA == CPU, BatchAugment on CUDA, stage_images /
-#     batch_to_device, the non-finite guard's device path, and the whole no-host-sync suite;
+#     batch_to_device, the non-finite guard's device path, the whole no-host-sync suite, and the real training loop
+#     under torch.cuda.set_sync_debug_mode("error") (--sync-debug: any host synchronisation in a step raises);
 #  2. issue 8's GPU target: CIFAR-10 epoch time, CIFAR-stem ResNet-18 (full width), batch 512, 8 loader workers, two
 #     epochs per pipeline (the second is the steady one), lightly vs contrastkit, fp32 and bf16 autocast.
 # Everything it prints also lands in $OUT (the device tool brings it back).
@@ -43,8 +44,9 @@ fi
 'cuda', torch.cuda.is_available())"
 } 2>&1 | tee "$OUT/machine.txt"
 echo "== 1. CUDA tests"
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/losses/test_tiled.py tests/augment/test_batch.py \
-    tests/data/test_stage_images.py tests/reliability/test_nonfinite.py tests/train/test_no_host_sync.py -rs 2>&1 \
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/losses/test_tiled.py tests/augment/test_batch.py \
+    tests/data/test_stage_images.py tests/reliability/test_nonfinite.py tests/train/test_no_host_sync.py \
+    tests/train/test_sync_debug.py -rs 2>&1 \
     | tee "$OUT/tests.txt" | tail -15
 echo "== 2. train_bench on $DEVICE"
 timeout 390 "$PY" benchmarks/train_bench.py --device "$DEVICE" --width "${WIDTH:-1}" --batch-size "${BATCH:-512}" \

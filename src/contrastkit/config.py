@@ -119,6 +119,9 @@ class PretrainConfig:
                                   "--time-budget-s seconds (time: for fixed-time budgets; not bit-exact on resume)",
                          choices=("steps", "time"))
     progress: bool = _opt(True, "show a tqdm progress bar")
+    sync_debug: bool = _opt(False, "CUDA only: raise at any host synchronisation inside a training step after the "
+                                   "first (torch.cuda.set_sync_debug_mode), to check that the loop runs ahead of "
+                                   "the GPU; logging and checkpoint steps are outside the check")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

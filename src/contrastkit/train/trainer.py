@@ -149,6 +149,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """
     validate_config(cfg)
     device = resolve_device(cfg.device)
+    if cfg.sync_debug and device.type != "cuda":
+        raise ValueError(f"--sync-debug checks CUDA synchronisations (torch.cuda.set_sync_debug_mode); the run's "
+                         f"device is {device}")
     rank, world = _init_distributed(device)
     is_main = rank == 0
     out = Path(cfg.out).expanduser()
@@ -321,45 +324,47 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         epoch_t0 = time.perf_counter()
         for views, idx in batches:
             t0 = time.perf_counter()
-            labels = train_labels[idx].to(device, non_blocking=True)
-            if views is None:
-                raw = batch_to_device(staged, idx, device)
-                # BatchAugment draws its parameters on the CPU: a CPU generator needs no seed read from the device
-                gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, global_step))
-                with torch.no_grad():
-                    views = torch.stack(batch_augment(raw, generator=gen), dim=1)  # (B, V, C, H, W)
-            else:
-                views = views.to(device, non_blocking=True)
-                if views.ndim == 4:
-                    views = views.unsqueeze(1)  # (B, 1, C, H, W)
-            if cfg.on_nonfinite == "skip":  # a skipped step must not leave NaN BatchNorm statistics behind
-                saved_buffers = [b.detach().clone() for b in model.buffers()]
-            loss = _train_step(train_model, objective, views, labels, cfg, device, channels_last)
-            gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-            finite = torch.isfinite(loss) & torch.isfinite(gnorm)
-            if cfg.on_nonfinite == "skip" or device.type == "cpu":
-                if not bool(finite):
-                    if cfg.on_nonfinite == "stop":
-                        _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
-                    skipped_steps += 1
-                    if cfg.on_nonfinite == "skip":
-                        with torch.no_grad():
-                            for buf, saved in zip(model.buffers(), saved_buffers):
-                                buf.copy_(saved)
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    global_step += 1
-                    step_in_epoch += 1
-                    continue
-            else:
-                first_bad = first_nonfinite(first_bad, finite, global_step)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            global_step += 1
-            step_in_epoch += 1
-            loss_sum += loss.detach()
-            loss_count += 1
+            # the first step sets up (cuDNN, caches); a run that stops on an exception leaves the check too
+            with _sync_guard(cfg.sync_debug and steps_this_run > 0):
+                labels = train_labels[idx].to(device, non_blocking=True)
+                if views is None:
+                    raw = batch_to_device(staged, idx, device)
+                    # BatchAugment draws its parameters on the CPU: a CPU generator needs no seed read from the device
+                    gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, global_step))
+                    with torch.no_grad():
+                        views = torch.stack(batch_augment(raw, generator=gen), dim=1)  # (B, V, C, H, W)
+                else:
+                    views = views.to(device, non_blocking=True)
+                    if views.ndim == 4:
+                        views = views.unsqueeze(1)  # (B, 1, C, H, W)
+                if cfg.on_nonfinite == "skip":  # a skipped step must not leave NaN BatchNorm statistics behind
+                    saved_buffers = [b.detach().clone() for b in model.buffers()]
+                loss = _train_step(train_model, objective, views, labels, cfg, device, channels_last)
+                gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+                finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+                if cfg.on_nonfinite == "skip" or device.type == "cpu":
+                    if not bool(finite):
+                        if cfg.on_nonfinite == "stop":
+                            _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
+                        skipped_steps += 1
+                        if cfg.on_nonfinite == "skip":
+                            with torch.no_grad():
+                                for buf, saved in zip(model.buffers(), saved_buffers):
+                                    buf.copy_(saved)
+                        optimizer.zero_grad(set_to_none=True)
+                        scheduler.step()
+                        global_step += 1
+                        step_in_epoch += 1
+                        continue
+                else:
+                    first_bad = first_nonfinite(first_bad, finite, global_step)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                global_step += 1
+                step_in_epoch += 1
+                loss_sum += loss.detach()
+                loss_count += 1
             images_seen += views.shape[0] * world
             step_time = time.perf_counter() - t0
             train_time += step_time
@@ -457,6 +462,20 @@ def _train_step(model, objective, views, labels, cfg, device, channels_last) -> 
     loss = objective(out, labels)
     loss.backward()
     return loss.detach()
+
+
+@contextlib.contextmanager
+def _sync_guard(enabled: bool):
+    """Within: any CUDA host synchronisation raises (``torch.cuda.set_sync_debug_mode("error")``) when enabled."""
+    if not enabled:
+        yield
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
 
 
 def first_nonfinite(first_bad: torch.Tensor, finite: torch.Tensor, step: int) -> torch.Tensor:
