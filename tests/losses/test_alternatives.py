@@ -101,3 +101,35 @@ def test_permutation_invariance_and_finite_gradients(loss):
     x = torch.stack([z1, z2]).requires_grad_(True)
     (grad,) = torch.autograd.grad(loss(x[0], x[1]), x)
     assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("N", [2, 3, 7])
+def test_view_similarities_gather_equals_the_boolean_mask(N):
+    from contrastkit.losses._pairwise import view_similarities
+
+    z1, z2 = _pair(N, 4, seed=N)
+    positive, negatives = view_similarities(z1, z2)
+    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.t()
+    idx = torch.arange(2 * N)
+    mask = torch.ones(2 * N, 2 * N, dtype=torch.bool)
+    mask[idx, idx] = False
+    mask[idx, (idx + N) % (2 * N)] = False
+    torch.testing.assert_close(negatives, sim[mask].view(2 * N, 2 * N - 2))  # same values in the same order
+    torch.testing.assert_close(positive, sim[idx, (idx + N) % (2 * N)])
+
+
+@pytest.mark.parametrize("make", [lambda c: NTLogisticLoss(semi_hard=True, check_values=c),
+                                  lambda c: MarginTripletLoss(semi_hard=True, check_values=c),
+                                  lambda c: NPairLoss(check_values=c)], ids=["ntlogistic", "triplet", "npair"])
+def test_check_values_false_gives_nan_for_nan_inputs_and_the_same_loss(make):
+    z1, z2 = _pair(5, 4, seed=1)
+    assert make(False)(z1, z2).item() == make(True)(z1, z2).item()
+    bad = z1.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        make(True)(bad, z2)
+    assert math.isnan(make(False)(bad, z2).item())
+    assert "check_values=False" in repr(make(False)) and "check_values" not in repr(make(True))
+    with pytest.raises(TypeError, match="check_values must be True or False, got int 0"):
+        make(0)

@@ -133,7 +133,9 @@ def test_batch_augment_with_a_cpu_generator_reads_nothing_from_the_device():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
 @pytest.mark.parametrize("extra", [{}, {"n_views": 3}, {"temperature": 0.05}, {"l2_normalize": False},
-                                   {"method": "supcon"}, {"method": "supcon", "supcon_variant": "in"}])
+                                   {"method": "supcon"}, {"method": "supcon", "supcon_variant": "in"},
+                                   {"loss": "ntlogistic", "semi_hard": True}, {"loss": "margin", "semi_hard": True},
+                                   {"loss": "margin"}, {"loss": "npair"}])
 def test_a_training_step_reads_nothing_from_the_device(optimizer, extra):
     cfg = PretrainConfig(**{"method": "simclr", "precision": "fp32", "optimizer": optimizer, **extra})
     model = build_model("resnet18", cifar_stem=True, width=0.25).to(META)

@@ -30,11 +30,14 @@ def view_similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor,
     sim = z @ z.t()  # (2N, 2N)
     idx = torch.arange(2 * N, device=z.device)
     partner = (idx + N) % (2 * N)  # (2N,)
-    positive = sim[idx, partner]  # (2N,)
-    negative_mask = torch.ones(2 * N, 2 * N, dtype=torch.bool, device=z.device)
-    negative_mask[idx, idx] = False
-    negative_mask[idx, partner] = False
-    negatives = sim[negative_mask].view(2 * N, 2 * N - 2)  # (2N, 2N - 2)
+    positive = sim.gather(1, partner[:, None]).squeeze(1)  # (2N,)
+    # Column c of row i's negatives is the c-th column left when i and its partner are taken out: a gather
+    # with computed indices (a boolean mask would read its count back from the device).
+    first, second = torch.minimum(idx, partner)[:, None], torch.maximum(idx, partner)[:, None]  # (2N, 1)
+    cols = torch.arange(2 * N - 2, device=z.device)[None, :]  # (1, 2N-2)
+    cols = cols + (cols >= first).long()
+    cols = cols + (cols >= second).long()  # (2N, 2N-2)
+    negatives = sim.gather(1, cols)  # (2N, 2N - 2)
     return positive, negatives
 
 
@@ -64,7 +67,6 @@ def semi_hard_negatives(positive: torch.Tensor, negatives: torch.Tensor, margin:
     chosen = (negatives < pos) & (negatives > pos - margin)  # (A, K)
     hard = negatives >= pos  # (A, K)
     fallback = ~chosen.any(dim=1) & hard.any(dim=1)  # (A,)
-    easiest_hard = negatives.masked_fill(~hard, float("inf")).argmin(dim=1)  # (A,)
-    rows = fallback.nonzero().flatten()
-    chosen[rows, easiest_hard[rows]] = True
-    return chosen
+    easiest_hard = negatives.masked_fill(~hard, float("inf")).argmin(dim=1, keepdim=True)  # (A, 1)
+    fallback_pick = torch.zeros_like(chosen).scatter_(1, easiest_hard, fallback[:, None])  # (A, K), no read-back
+    return chosen | fallback_pick

@@ -122,17 +122,19 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
-def check_pair_with_negatives(who: str, z1: object, z2: object) -> tuple[torch.Tensor, torch.Tensor]:
+def check_pair_with_negatives(who: str, z1: object, z2: object, check_values: bool = True
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`check_pair`, plus N >= 2 so that every anchor has a negative (one of its 2(N-1) other views).
 
     Args:
         who: the calling loss, for the message.
         z1, z2: the two views received.
+        check_values: as :func:`check_pair`.
 
     Raises:
         TypeError, ValueError: as :func:`check_pair`; ValueError also for N < 2.
     """
-    z1, z2 = check_pair(z1, z2)
+    z1, z2 = check_pair(z1, z2, check_values)
     if z1.shape[0] < 2:
         raise ValueError(f"{who} needs N >= 2 samples so that every anchor has a negative, got N={z1.shape[0]}")
     return z1, z2

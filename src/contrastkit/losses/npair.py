@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._contrastive import contrastive_loss
-from ._validation import check_pair
+from ._validation import check_flag, check_pair
 
 __all__ = ["NPairLoss"]
 
@@ -24,16 +24,28 @@ class NPairLoss(nn.Module):
     it runs on the same exact tiled kernel. Sohn's L2 penalty on the embeddings
     has no role once they are normalised. No distributed gathering.
 
+    Args:
+        check_values: refuse NaN/inf inputs with a ValueError (default; reads a flag back from the device).
+            False skips that check (a NaN/inf input then gives a NaN loss) and the call never synchronises
+            with the host, as :class:`NTXentLoss` with ``check_values=False``.
+
     Shape:
         z1 (N, D), z2 (N, D) -> scalar.
     """
+
+    def __init__(self, check_values: bool = True) -> None:
+        super().__init__()
+        self.check_values = check_flag("check_values", check_values)
+
+    def extra_repr(self) -> str:
+        return "" if self.check_values else "check_values=False"
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean N-pair loss over the 2N anchors.
 
         Inputs, dtypes and errors (N < 2 included) as :class:`NTXentLoss`.
         """
-        z1, z2 = check_pair(z1, z2)
+        z1, z2 = check_pair(z1, z2, self.check_values)
         features = torch.stack([z1, z2], dim=1)  # (N, 2, D)
         return contrastive_loss(
             features, None, temperature=1.0, variant="out", chunk_size=None, gather_distributed=False, who="NPairLoss"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._pairwise import semi_hard_negatives, view_similarities
-from ._validation import check_pair_with_negatives, check_temperature
+from ._validation import check_flag, check_pair_with_negatives, check_temperature
 
 __all__ = ["NTLogisticLoss"]
 
@@ -38,6 +38,9 @@ class NTLogisticLoss(nn.Module):
     Args:
         temperature: tau > 0.
         semi_hard: use semi-hard negative mining.
+        check_values: refuse NaN/inf inputs with a ValueError (default; reads a flag back from the device).
+            False skips that check (a NaN/inf input then gives a NaN loss) and the call never synchronises
+            with the host, as :class:`NTXentLoss` with ``check_values=False``.
 
     Raises:
         TypeError: temperature not a real number.
@@ -47,20 +50,22 @@ class NTLogisticLoss(nn.Module):
         z1 (N, D), z2 (N, D) -> scalar.
     """
 
-    def __init__(self, temperature: float = 0.5, semi_hard: bool = False) -> None:
+    def __init__(self, temperature: float = 0.5, semi_hard: bool = False, check_values: bool = True) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.semi_hard = bool(semi_hard)
+        self.check_values = check_flag("check_values", check_values)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, semi_hard={self.semi_hard}"
+        return f"temperature={self.temperature}, semi_hard={self.semi_hard}" + (
+            "" if self.check_values else ", check_values=False")
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean NT-Logistic loss over the 2N anchors.
 
         Inputs, dtypes and errors (N < 2 included) as :class:`NTXentLoss`.
         """
-        z1, z2 = check_pair_with_negatives("NTLogisticLoss", z1, z2)
+        z1, z2 = check_pair_with_negatives("NTLogisticLoss", z1, z2, self.check_values)
         positive, negatives = view_similarities(z1, z2)  # (2N,), (2N, 2N-2)
         pos_term = F.softplus(-positive / self.temperature)  # (2N,)
         neg_cost = F.softplus(negatives / self.temperature)  # (2N, 2N-2)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._pairwise import semi_hard_negatives, view_similarities
-from ._validation import check_pair_with_negatives, check_positive_float
+from ._validation import check_flag, check_pair_with_negatives, check_positive_float
 
 __all__ = ["MarginTripletLoss"]
 
@@ -38,6 +38,9 @@ class MarginTripletLoss(nn.Module):
     Args:
         margin: m >= 0.
         semi_hard: use semi-hard negative mining.
+        check_values: refuse NaN/inf inputs with a ValueError (default; reads a flag back from the device).
+            False skips that check (a NaN/inf input then gives a NaN loss) and the call never synchronises
+            with the host, as :class:`NTXentLoss` with ``check_values=False``.
 
     Raises:
         TypeError: margin not a real number.
@@ -47,20 +50,21 @@ class MarginTripletLoss(nn.Module):
         z1 (N, D), z2 (N, D) -> scalar.
     """
 
-    def __init__(self, margin: float = 0.1, semi_hard: bool = False) -> None:
+    def __init__(self, margin: float = 0.1, semi_hard: bool = False, check_values: bool = True) -> None:
         super().__init__()
         self.margin = check_positive_float("margin", margin, allow_zero=True)
         self.semi_hard = bool(semi_hard)
+        self.check_values = check_flag("check_values", check_values)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, semi_hard={self.semi_hard}"
+        return f"margin={self.margin}, semi_hard={self.semi_hard}" + ("" if self.check_values else ", check_values=False")
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean margin triplet loss over the 2N anchors.
 
         Inputs, dtypes and errors (N < 2 included) as :class:`NTXentLoss`.
         """
-        z1, z2 = check_pair_with_negatives("MarginTripletLoss", z1, z2)
+        z1, z2 = check_pair_with_negatives("MarginTripletLoss", z1, z2, self.check_values)
         positive, negatives = view_similarities(z1, z2)  # (2N,), (2N, 2N-2)
         hinge = (negatives - positive[:, None] + self.margin).clamp_min(0)  # (2N, 2N-2)
         if not self.semi_hard:
