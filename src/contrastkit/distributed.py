@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "get_rank", "get_world_size", "gather_sizes", "gather_with_grad", "gather_no_grad"]
+__all__ = ["is_distributed", "get_rank", "get_world_size", "all_true", "gather_sizes", "gather_with_grad",
+           "gather_no_grad"]
 
 
 def is_distributed() -> bool:
@@ -49,6 +50,22 @@ def get_world_size() -> int:
         The size of the default process group, or 1.
     """
     return dist.get_world_size() if is_distributed() else 1
+
+
+def all_true(flag: torch.Tensor) -> torch.Tensor:
+    """Whether a 0-dim bool flag holds on every rank: one all-reduce (MIN), nothing read back to the host.
+
+    Args:
+        flag: this rank's flag, on its device.
+
+    Returns:
+        A 0-dim bool tensor, the same on every rank; ``flag`` itself when not distributed.
+    """
+    if get_world_size() == 1:
+        return flag
+    value = flag.to(torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value.bool()
 
 
 def gather_sizes(tensor: torch.Tensor) -> list[int]:

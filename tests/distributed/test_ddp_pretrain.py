@@ -36,3 +36,55 @@ def test_torchrun_two_processes(tmp_path):
     assert saved["world_size"] == 2 and saved["knn_top1"] is not None
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "epoch" for r in rows) == 2  # written once, by rank 0
+
+
+_SKIP_DRIVER = '''
+import json, os, sys
+import torch
+from contrastkit.cli import main
+from contrastkit.train import trainer
+
+rank = int(os.environ["RANK"])
+real_step, calls, sums = trainer._train_step, [], []
+
+
+def step(model, objective, views, *args):
+    calls.append(1)
+    if rank == 0 and len(calls) == 2:  # NaN images on rank 0 alone, at step 1
+        views = torch.full_like(views, float("nan"))
+    return real_step(model, objective, views, *args)
+
+
+class Recording(trainer.Rollback):
+    def undo_where(self, bad):
+        super().undo_where(bad)
+        sums.append(float(sum(p.double().sum() for p in self.params)))
+
+
+trainer._train_step, trainer.Rollback = step, Recording
+rc = main(sys.argv[2:])
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump({"rc": rc, "sums": sums}, f)
+'''
+
+
+@pytest.mark.slow
+def test_torchrun_skip_mode_skips_on_every_rank(tmp_path):
+    """A non-finite step on one rank is skipped by all of them (the flag is all-reduced), so the replicas stay equal."""
+    folder = make_image_folder(tmp_path / "data", per_class=8)
+    out, driver = tmp_path / "run", tmp_path / "driver.py"
+    driver.write_text(_SKIP_DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(driver), str(tmp_path), "pretrain", "--method", "simclr",
+           "--data", str(folder), "--epochs", "1", "--batch-size", "8", "--encoder", "resnet18", "--width", "0.125",
+           "--cifar-stem", "on", "--num-workers", "0", "--no-progress", "--knn-every", "0", "--on-nonfinite", "skip",
+           "--augment-on", "device", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_nonfinite_steps"] == 1 and summary["global_step"] == 3
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["rc"] for r in ranks] == [0, 0] and len(ranks[0]["sums"]) == 3
+    assert ranks[0]["sums"] == ranks[1]["sums"]  # identical parameters on both ranks after every step
+    assert ranks[0]["sums"][1] == ranks[0]["sums"][0] != ranks[0]["sums"][2]  # step 1 undone, step 2 taken

@@ -23,6 +23,7 @@ from contrastkit.augment import BatchAugment
 from contrastkit.config import PretrainConfig
 from contrastkit.train.objective import build_objective
 from contrastkit.train.optim import build_optimizer
+from contrastkit.train.rollback import Rollback
 from contrastkit.train.trainer import _train_step, first_nonfinite
 
 META = torch.device("meta")
@@ -155,6 +156,34 @@ def test_a_training_step_reads_nothing_from_the_device(optimizer, extra):
         opt.zero_grad(set_to_none=True)
     assert loss.device == META and finite.device == META and all(p.device == META for p in params)
     assert rec.copies == []
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lars"])
+def test_a_skip_mode_step_reads_nothing_from_the_device(optimizer):
+    """--on-nonfinite skip: snapshot, step, undo where not finite, count; all on the device."""
+    cfg = PretrainConfig(method="simclr", precision="fp32", optimizer=optimizer, on_nonfinite="skip")
+    model = build_model("resnet18", cifar_stem=True, width=0.25).to(META)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, foreach=True)
+    else:
+        opt = build_optimizer(model, "lars", 0.1, 0.9, 1e-6)
+    rollback = Rollback(model, opt)
+    skipped = torch.zeros((), dtype=torch.long, device=META)
+    loss_sum, loss_count = torch.zeros((), device=META), torch.zeros((), dtype=torch.long, device=META)
+    with BlockingCopies() as rec:
+        for _ in range(2):  # the first step creates the momentum buffers, the second has them to save
+            rollback.save()
+            loss = _train_step(model, build_objective(cfg), torch.empty(16, 2, 3, 32, 32, device=META), None, cfg,
+                               META, channels_last=True)
+            gnorm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), float("inf"))
+            finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+            opt.step()
+            rollback.undo_where(~finite)
+            skipped += ~finite
+            loss_sum += torch.where(finite, loss, 0.0)
+            loss_count += finite
+            opt.zero_grad(set_to_none=True)
+    assert skipped.device == META and rec.copies == []
 
 
 @pytest.mark.parametrize("method, loss", [("simclr", "ntxent"), ("simclr", "ntlogistic"), ("simclr", "margin"),

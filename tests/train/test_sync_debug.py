@@ -30,13 +30,6 @@ def test_sync_debug_needs_cuda(tmp_path, capsys):
     assert "--sync-debug checks CUDA synchronisations" in capsys.readouterr().err and not out.exists()
 
 
-def test_sync_debug_refuses_skip_mode(tmp_path, capsys):
-    folder = make_image_folder(tmp_path / "data", per_class=4)
-    out = tmp_path / "run"
-    assert main(_args(folder, out, "--device", "cpu", "--sync-debug", "--on-nonfinite", "skip")) == 2
-    assert "--on-nonfinite skip reads the finite flag every step" in capsys.readouterr().err
-
-
 def test_guard_off_is_a_no_op():
     with _sync_guard(False):
         assert float(torch.ones(())) == 1.0
@@ -58,6 +51,7 @@ def test_guard_on_raises_at_a_read():  # pragma: no cover - GPU only
     ["--method", "simclr", "--augment-on", "device", "--precision", "fp32", "--optimizer", "lars", "--n-views", "3"],
     ["--method", "simclr", "--augment-on", "workers"],
     ["--method", "simclr", "--augment-on", "device", "--preset", "imagenet", "--size", "24"],
+    ["--method", "simclr", "--augment-on", "device", "--on-nonfinite", "skip", "--loss", "margin", "--semi-hard"],
 ])
 def test_training_steps_never_synchronise_on_a_gpu(tmp_path, capsys, extra):  # pragma: no cover - GPU only
     folder = make_image_folder(tmp_path / "data", per_class=4)

@@ -27,6 +27,7 @@ from ..data import ArrayDataset, EvalDataset, ViewDataset, decode_to_array, seed
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .objective import build_objective
 from .optim import build_optimizer, scaled_lr, warmup_cosine
+from .rollback import Rollback
 from .setup import (build_batch_augment, build_run_model, build_view_transform, check_output_dir,
                     labels_for_training, load_splits, resolve_device, resolve_preset, validate_config)
 
@@ -265,7 +266,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         cfg.save_yaml(out / "config.yaml")
         if resume_state is None and (out / "metrics.jsonl").stat().st_size > 0:
             (out / "metrics.jsonl").write_text("")  # a fresh run replaces the old log
-    skipped_steps = 0
+    skipped = torch.zeros((), dtype=torch.long, device=device)  # steps undone by --on-nonfinite skip
+    rollback = Rollback(model, optimizer) if cfg.on_nonfinite == "skip" else None
     train_time = 0.0
     images_seen = 0
     steady_time, steady_images, steps_this_run = 0.0, 0, 0  # throughput after the first 5 steps of this process
@@ -292,7 +294,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             "config": cfg.to_dict(),
             "rng": rng_state(),
             "history": history,
-            "epoch_loss": {"sum": loss_sum.detach().cpu().clone(), "count": loss_count},  # mid-epoch resume
+            "epoch_loss": {"sum": loss_sum.detach().cpu().clone(), "count": int(loss_count)},  # mid-epoch resume
             "meta": {"encoder": cfg.encoder, "feature_dim": model.encoder.feature_dim, "image_size": spec.size,
                      "preset": spec.preset, "mean": list(mean), "std": list(std), "classes": splits.classes,
                      "data": cfg.data, "method": cfg.method},
@@ -300,10 +302,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     params = [p for p in model.parameters() if p.requires_grad]
     t_last_log, img_last_log = time.perf_counter(), 0
-    loss_sum, loss_count = torch.zeros((), device=device), 0
+    # the epoch's loss: sum and count of the finite steps, both on the device (read at the epoch's end)
+    loss_sum, loss_count = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
     if resume_state is not None and "epoch_loss" in resume_state:  # the resumed epoch's mean covers all its steps
         loss_sum = resume_state["epoch_loss"]["sum"].to(device)
-        loss_count = int(resume_state["epoch_loss"]["count"])
+        loss_count += int(resume_state["epoch_loss"]["count"])
     done = False
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -337,34 +340,31 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     views = views.to(device, non_blocking=True)
                     if views.ndim == 4:
                         views = views.unsqueeze(1)  # (B, 1, C, H, W)
-                if cfg.on_nonfinite == "skip":  # a skipped step must not leave NaN BatchNorm statistics behind
-                    saved_buffers = [b.detach().clone() for b in model.buffers()]
+                if rollback is not None:  # before the forward pass, which updates BatchNorm's running statistics
+                    rollback.save()
                 loss = _train_step(train_model, objective, views, labels, cfg, device, channels_last)
                 gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-                finite = torch.isfinite(loss) & torch.isfinite(gnorm)
-                if cfg.on_nonfinite == "skip" or device.type == "cpu":
+                # every rank takes (or skips, or stops at) the same steps: a NaN loss on one rank alone can come with
+                # finite gradients (the objective zeroes non-finite embeddings), so the flag itself is all-reduced
+                finite = ckdist.all_true(torch.isfinite(loss) & torch.isfinite(gnorm))
+                if rollback is None and device.type == "cpu":  # reading is free on a CPU: stop at once
                     if not bool(finite):
-                        if cfg.on_nonfinite == "stop":
-                            _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
-                        skipped_steps += 1
-                        if cfg.on_nonfinite == "skip":
-                            with torch.no_grad():
-                                for buf, saved in zip(model.buffers(), saved_buffers):
-                                    buf.copy_(saved)
-                        optimizer.zero_grad(set_to_none=True)
-                        scheduler.step()
-                        global_step += 1
-                        step_in_epoch += 1
-                        continue
-                else:
+                        _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
+                elif rollback is None:
                     first_bad = first_nonfinite(first_bad, finite, global_step)
                 optimizer.step()
+                if rollback is not None:  # skip: undone on the device where not finite, nothing read back
+                    rollback.undo_where(~finite)
+                    skipped += ~finite
+                    loss_sum += torch.where(finite, loss, 0.0)
+                    loss_count += finite
+                else:
+                    loss_sum += loss
+                    loss_count += 1
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 global_step += 1
                 step_in_epoch += 1
-                loss_sum += loss.detach()
-                loss_count += 1
             images_seen += views.shape[0] * world
             step_time = time.perf_counter() - t0
             train_time += step_time
@@ -376,14 +376,15 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if global_step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
                 if int(first_bad) >= 0:
                     _raise_nonfinite(loss, gnorm, int(first_bad), epoch, ckpt_path, log, bar)
-                now = time.perf_counter()
-                ips = (images_seen - img_last_log) / max(now - t_last_log, 1e-9)
-                t_last_log, img_last_log = now, images_seen
-                row = {"kind": "step", "step": global_step, "epoch": epoch, "loss": float(loss),
-                       "lr": optimizer.param_groups[0]["lr"], "images_per_s": ips}
-                log.write(row, global_step)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}", img_s=f"{ips:.0f}")
+                if rollback is None or bool(finite):  # a skipped step logs no loss
+                    now = time.perf_counter()
+                    ips = (images_seen - img_last_log) / max(now - t_last_log, 1e-9)
+                    t_last_log, img_last_log = now, images_seen
+                    row = {"kind": "step", "step": global_step, "epoch": epoch, "loss": float(loss),
+                           "lr": optimizer.param_groups[0]["lr"], "images_per_s": ips}
+                    log.write(row, global_step)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}", img_s=f"{ips:.0f}")
             if bar is not None:
                 bar.update(1)
             if cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0 \
@@ -396,11 +397,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 break
         start_step = 0
         finished_epoch = step_in_epoch >= steps_per_epoch
+        count = int(loss_count)
         row = {"kind": "epoch", "epoch": epoch, "step": global_step,
-               "loss": float(loss_sum / max(loss_count, 1)) if loss_count else float("nan"),
+               "loss": float(loss_sum / count) if count else float("nan"),
                "epoch_time_s": time.perf_counter() - epoch_t0, "train_time_s": train_time}
         loss_sum.zero_()
-        loss_count = 0
+        loss_count.zero_()
         if monitor and (finished_epoch or done) and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs
                                                      or done):
             if is_main:
@@ -426,7 +428,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "images_per_s_steady": round(steady_images / steady_time, 1) if steady_time else None,
         "final_loss": history[-1]["loss"] if history else None,
         "knn_top1": next((r["knn_top1"] for r in reversed(history) if "knn_top1" in r), None),
-        "skipped_nonfinite_steps": skipped_steps,
+        "skipped_nonfinite_steps": int(skipped),
         "skipped_bad_files": _count_bad_files(bad_log) if cfg.skip_bad_files else 0,
         "world_size": world,
         "rank": rank,

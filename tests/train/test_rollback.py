@@ -1,0 +1,106 @@
+"""Rollback: ``--on-nonfinite skip`` undoes a non-finite step on the device, bit for bit, without reading it."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from contrastkit.train.optim import build_optimizer
+from contrastkit.train.rollback import Rollback
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+
+def _batch(seed: int) -> torch.Tensor:
+    return torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def _step(model, optimizer, x, rollback=None, nan=False) -> torch.Tensor:
+    if rollback is not None:
+        rollback.save()
+    loss = model(x).square().mean()
+    if nan:
+        loss = loss * float("nan")
+    loss.backward()
+    finite = torch.isfinite(loss)
+    optimizer.step()
+    if rollback is not None:
+        rollback.undo_where(~finite)
+    optimizer.zero_grad(set_to_none=True)
+    return finite
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], dict):
+            _assert_same(a[k], b[k])
+        elif isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k
+
+
+OPTIMIZERS = ["sgd", "lars"]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_non_finite_step_is_undone_bit_for_bit(name):
+    model = _model()
+    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
+    rollback = Rollback(model, opt)
+    _step(model, opt, _batch(1), rollback)
+    before_model, before_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    assert not bool(_step(model, opt, _batch(2), rollback, nan=True))
+    _assert_same(model.state_dict(), before_model)  # parameters and BatchNorm statistics (num_batches_tracked too)
+    _assert_same(opt.state_dict(), before_opt)  # momentum buffers
+    # a finite step after the skipped one goes on as if the skipped one had never run
+    twin = _model()
+    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
+    _step(twin, twin_opt, _batch(1))
+    _step(model, opt, _batch(3), rollback)
+    _step(twin, twin_opt, _batch(3))
+    _assert_same(model.state_dict(), twin.state_dict())
+    _assert_same(opt.state_dict(), twin_opt.state_dict())
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_finite_steps_are_those_of_the_plain_loop(name):
+    model, twin = _model(), _model()
+    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
+    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
+    rollback = Rollback(model, opt)
+    for seed in range(3):
+        assert bool(_step(model, opt, _batch(seed), rollback))
+        _step(twin, twin_opt, _batch(seed))
+    _assert_same(model.state_dict(), twin.state_dict())
+    _assert_same(opt.state_dict(), twin_opt.state_dict())
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_skipped_first_step_leaves_zero_momentum_and_the_next_step_is_a_first_step(name):
+    model, twin = _model(), _model()
+    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
+    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
+    rollback = Rollback(model, opt)
+    _step(model, opt, _batch(1), rollback, nan=True)  # creates the momentum buffers, then undoes the step
+    buffers = [s["momentum_buffer"] for s in opt.state.values()]
+    assert buffers and all(torch.equal(b, torch.zeros_like(b)) for b in buffers)
+    _assert_same(model.state_dict(), twin.state_dict())
+    _step(model, opt, _batch(2), rollback)
+    _step(twin, twin_opt, _batch(2))  # the twin's true first step
+    _assert_same(model.state_dict(), twin.state_dict())
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(opt.state[p]["momentum_buffer"], twin_opt.state[q]["momentum_buffer"])
+
+
+def test_undo_before_save_is_an_error():
+    model = _model()
+    rollback = Rollback(model, build_optimizer(model, "sgd", 0.1, 0.9, 0.0))
+    with pytest.raises(RuntimeError, match="before Rollback.save"):
+        rollback.undo_where(torch.tensor(True))
