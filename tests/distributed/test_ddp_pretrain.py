@@ -45,14 +45,23 @@ from contrastkit.cli import main
 from contrastkit.train import trainer
 
 rank = int(os.environ["RANK"])
-real_step, calls, sums = trainer._train_step, [], []
+real_objective, calls, sums = trainer.build_objective, [], []
 
 
-def step(model, objective, views, *args):
-    calls.append(1)
-    if rank == 0 and len(calls) == 2:  # NaN images on rank 0 alone, at step 1
-        views = torch.full_like(views, float("nan"))
-    return real_step(model, objective, views, *args)
+class NaNLossAtStep1(torch.nn.Module):
+    """Rank 0's loss is NaN at step 1 while its gradients stay finite (zero), as when the objective masks an
+    overflowing output: only the loss says the step is bad, so only an all-reduced flag tells rank 1."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, outputs, labels):
+        loss = self.inner(outputs, labels)
+        calls.append(1)
+        if rank == 0 and len(calls) == 2:
+            loss = torch.where(torch.zeros((), dtype=torch.bool), loss, torch.full((), float("nan")))
+        return loss
 
 
 class Recording(trainer.Rollback):
@@ -61,7 +70,8 @@ class Recording(trainer.Rollback):
         sums.append(float(sum(p.double().sum() for p in self.params)))
 
 
-trainer._train_step, trainer.Rollback = step, Recording
+trainer.build_objective = lambda cfg: NaNLossAtStep1(real_objective(cfg))
+trainer.Rollback = Recording
 rc = main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
     json.dump({"rc": rc, "sums": sums}, f)
@@ -70,7 +80,8 @@ with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
 
 @pytest.mark.slow
 def test_torchrun_skip_mode_skips_on_every_rank(tmp_path):
-    """A non-finite step on one rank is skipped by all of them (the flag is all-reduced), so the replicas stay equal."""
+    """A non-finite step on one rank is skipped by all of them (the flag is all-reduced), so the replicas stay equal.
+    Without the all-reduce rank 1 would take the step rank 0 undoes (its gradients are finite)."""
     folder = make_image_folder(tmp_path / "data", per_class=8)
     out, driver = tmp_path / "run", tmp_path / "driver.py"
     driver.write_text(_SKIP_DRIVER)
