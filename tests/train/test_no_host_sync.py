@@ -133,7 +133,8 @@ def test_batch_augment_with_a_cpu_generator_reads_nothing_from_the_device():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
-@pytest.mark.parametrize("extra", [{}, {"n_views": 3}, {"temperature": 0.05}, {"l2_normalize": False},
+@pytest.mark.parametrize("extra", [{}, {"n_views": 3}, {"temperature": 0.05}, {"temperature": 0.02},
+                                   {"method": "supcon", "temperature": 0.02}, {"l2_normalize": False},
                                    {"method": "supcon"}, {"method": "supcon", "supcon_variant": "in"},
                                    {"loss": "ntlogistic", "semi_hard": True}, {"loss": "margin", "semi_hard": True},
                                    {"loss": "margin"}, {"loss": "npair"}])
@@ -204,10 +205,11 @@ def test_objective_turns_non_finite_embeddings_into_a_nan_loss(method, loss):
     assert bad_out.grad is not None
 
 
-@pytest.mark.parametrize("tau", [0.0436, 0.05, 0.2])
+@pytest.mark.parametrize("tau", [0.01, 0.03, 0.0436, 0.05, 0.2])
 def test_ntxent_without_the_finite_check_is_sync_free_and_exact_in_the_worst_case(tau):
-    """tau >= 0.0435: no row's sum can underflow, so the tiles skip that check; the worst case (every candidate
-    antipodal to the anchor, the smallest terms possible) still equals the float64 reference."""
+    """tau >= 0.0435: no row's sum can underflow, so the tiles skip that check; below, unchecked L_out shifts each
+    row by its max (its largest term is then 1). The worst case (every candidate antipodal to the anchor, the
+    smallest terms possible) still equals the float64 reference."""
     z = torch.empty(6, 4, device=META, requires_grad=True)
     NTXentLoss(tau, check_values=False)(z[:3], z[3:]).backward()  # runs on meta: no device read
     e0 = torch.tensor([1.0, 0.0, 0.0])
@@ -219,11 +221,12 @@ def test_ntxent_without_the_finite_check_is_sync_free_and_exact_in_the_worst_cas
 
 
 def test_below_the_bound_or_checked_the_loss_reads_the_device():
-    """tau < 0.0435 (a row may underflow) and check_values=True (labels' range, positives) read the device."""
+    """L_in at tau < 0.0435 (the positives' sum may underflow) and check_values=True (labels' range, positives)
+    read the device."""
     z = torch.empty(6, 4, device=META)
     labels = torch.zeros(3, dtype=torch.long, device=META)
     with pytest.raises((RuntimeError, NotImplementedError)):
-        NTXentLoss(0.04, check_values=False)(z[:3], z[3:])
+        SupConLoss(0.04, "in", check_values=False)(z.view(3, 2, 4), labels)
     with pytest.raises((RuntimeError, NotImplementedError)):
         SupConLoss(0.1)(z.view(3, 2, 4), labels)
 

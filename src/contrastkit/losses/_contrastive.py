@@ -121,7 +121,8 @@ def contrastive_loss(
         normalize_features: L2-normalise the embeddings (cosine similarity, the papers' loss); False uses
             the dot product of the raw embeddings (SimCLR Table 5's "no l2 norm" rows).
         sync_free: with labels, keep the number of anchors with a positive on the device (no read-back); if there
-            is none, the loss is NaN instead of a ValueError.
+            is none, the loss is NaN instead of a ValueError. For L_out, the kernel never searches for
+            underflowing rows (see ``supcon_tiled``).
         even_batches: every rank passes the same N, so the gathers need no size exchange (none is read back).
 
     Returns:
@@ -189,5 +190,6 @@ def contrastive_loss(
         scale=scale,
         chunk_size=chunk_size,
         unit_norm=normalize_features,
+        sync_free=sync_free,
     )
     return loss

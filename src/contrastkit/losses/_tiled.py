@@ -127,6 +127,7 @@ class _SupConTiled(torch.autograd.Function):
         chunk: int,
         with_grad: bool,
         unit_norm: bool,
+        sync_free: bool,
     ) -> torch.Tensor:
         M, D = z.shape
         a0, na = anchor_start, anchor_count
@@ -143,9 +144,11 @@ class _SupConTiled(torch.autograd.Function):
         # row's largest term is exp(0) = 1. Not under the fixed shift when its smallest possible term,
         # exp(-2/tau) (unit rows: L_ij >= -1/tau), stays above it, i.e. tau >= 0.0435; for L_in the positives'
         # sum obeys the same bound. Only otherwise does each tile look for such rows, which reads the device
-        # (a host synchronisation on GPUs).
-        check_underflow = (variant == "in" and row_max_shift) or (
-            not row_max_shift and -2.0 * 1.001 * inv_tau < math.log(_UNDERFLOW_THRESHOLD))
+        # (a host synchronisation on GPUs); sync_free L_out takes the row-max shift there instead.
+        fixed_may_underflow = not row_max_shift and -2.0 * 1.001 * inv_tau < math.log(_UNDERFLOW_THRESHOLD)
+        if fixed_may_underflow and sync_free and variant == "out":
+            row_max_shift, fixed_may_underflow = True, False
+        check_underflow = (variant == "in" and row_max_shift) or fixed_may_underflow
 
         za = z[local]  # (na, D)
         g_anchor = groups[local]  # (na,)
@@ -261,7 +264,7 @@ class _SupConTiled(torch.autograd.Function):
             anchor_sum = torch.zeros(num_groups, D, dtype=dtype, device=z.device).index_add_(0, g_anchor, cz)  # (G, D)
             grad_z -= anchor_sum[groups]  # column side, includes j = i ...
             grad_z[local] += cz  # ... which is not a positive of itself
-        return grad_z, None, None, None, None, None, None, None, None, None, None
+        return grad_z, None, None, None, None, None, None, None, None, None, None, None
 
 
 def _exact_rows(
@@ -308,6 +311,7 @@ def supcon_tiled(
     scale: float | torch.Tensor | None = None,
     chunk_size: int | None = None,
     unit_norm: bool = True,
+    sync_free: bool = False,
 ) -> torch.Tensor:
     """SupCon loss of anchors ``[anchor_start, anchor_start + anchor_count)`` against all rows.
 
@@ -328,6 +332,9 @@ def supcon_tiled(
         chunk_size: anchor rows per tile; :func:`default_chunk_size` when None.
         unit_norm: the rows are unit vectors, so every logit is at most 1/tau and a fixed shift is exact;
             False shifts each row by its own max instead.
+        sync_free: never read the device for L_out: where the fixed shift would need the underflow search
+            (tau < 0.0435), shift each row by its own max instead (two more passes per tile, no read). L_in
+            searches whenever it must.
 
     Returns:
         A scalar tensor of z's dtype. Anchors without any positive contribute 0.
@@ -351,5 +358,5 @@ def supcon_tiled(
     return _SupConTiled.apply(
         z, groups, num_groups, float(temperature), variant, anchor_start, anchor_count,
         scale if isinstance(scale, torch.Tensor) else float(scale), int(chunk),
-        with_grad, bool(unit_norm),
+        with_grad, bool(unit_norm), bool(sync_free),
     )

@@ -45,9 +45,9 @@ class NTXentLoss(TiledContrastiveLoss):
         check_values: refuse NaN/inf inputs with a ValueError (default). That check reads a flag back from the
             device, a host synchronisation on GPUs; False skips it, for training loops that check the loss
             themselves (contrastkit's trainer does, every ``--log-every`` steps): a NaN/inf input then gives a
-            NaN loss. With ``check_values=False`` and labels None (NT-Xent, or SupCon on views alone) a call
-            does not synchronise with the host unless tau < 0.0435 (the underflow search, see ``_tiled``) or it
-            gathers uneven batches across ranks.
+            NaN loss. With ``check_values=False`` a call never synchronises with the host, except when it
+            gathers uneven batches across ranks (below tau = 0.0435 each row is then shifted by its own max,
+            where the checked loss searches the tiles for underflowing rows; see ``_tiled``).
         even_batches: under ``torch.distributed``, every rank passes the same N (a ``DistributedSampler`` with
             ``drop_last=True`` guarantees it; contrastkit's trainer sets this). The gathers then skip the size
             exchange, which reads the sizes back to the host. Default False: ranks may pass different N (a last

@@ -47,8 +47,8 @@ class SupConLoss(TiledContrastiveLoss):
         check_values: as :class:`NTXentLoss`, and for labels too: True refuses labels < -1 and a batch in which no
             anchor has a positive (ValueError), which reads the device; False skips both (any negative label then
             counts as unlabelled) and a batch without positives gives a NaN loss. Then
-            no call synchronises with the host except for tau < 0.0435, ``normalize=False`` with
-            ``variant="in"`` (underflow search), or a gather of uneven batches across ranks.
+            no call synchronises with the host except for ``variant="in"`` with tau < 0.0435 or
+            ``normalize=False`` (underflow search), or a gather of uneven batches across ranks.
         even_batches: as :class:`NTXentLoss`.
 
     Raises:
