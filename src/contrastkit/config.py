@@ -50,8 +50,11 @@ class PretrainConfig:
     data: str = _opt("digits", "digits (offline default), cifar10, cifar100, stl10, or a folder (ImageFolder layout)")
     data_root: str = _opt("~/.cache/contrastkit/datasets", "where torchvision data sets are looked for / downloaded")
     num_workers: int = _opt(2, "DataLoader worker processes")
-    augment_on: str = _opt("workers", "workers: per-image torchvision transforms in DataLoader workers; device: "
-                                      "batched augmentation on the model's device", choices=("workers", "device"))
+    augment_on: str = _opt("auto", "workers: per-image torchvision transforms in DataLoader workers; device: "
+                                   "images decoded once, batched augmentation on the model's device; auto: device "
+                                   "when every image is square of one size and the decoded training set takes at "
+                                   "most 1/8 of the memory (4 GiB at most), else workers",
+                           choices=("auto", "workers", "device"))
     skip_bad_files: bool = _opt(False, "skip unreadable image files (counted in the summary) instead of stopping")
     val_fraction: float = _opt(0.2, "test fraction when a folder has no train/ and test/ subfolders")
 

@@ -26,7 +26,8 @@ def test_torchrun_two_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "contrastkit", "pretrain", "--method", "supcon",
            "--data", str(folder), "--epochs", "2", "--batch-size", "8", "--encoder", "resnet18", "--width", "0.125",
-           "--cifar-stem", "on", "--num-workers", "0", "--no-progress", "--knn-k", "5", "--out", str(out)]
+           "--cifar-stem", "on", "--num-workers", "0", "--no-progress", "--knn-k", "5", "--augment-on", "workers",
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -37,8 +37,12 @@ class DataSplits:
         train: training split; yields (PIL RGB image, label), label -1 when unlabelled.
         test: evaluation split with labels, or None (an unlabelled folder).
         classes: class names (empty when unlabelled).
-        image_size: native side in pixels when all images share it (else None).
-        paths: file path of each training image where known (for embedding export).
+        image_size: native side in pixels when all images share it; for a folder of mixed sizes the smallest
+            side seen; None when unknown.
+        train_paths, test_paths: file path of each image where known (for embedding export).
+        extra: anything else a source wants to pass on.
+        uniform_size: every image is square with side ``image_size`` (known for the built-in data sets; for a
+            folder, every probed image), so decoding at that size loses nothing.
     """
 
     name: str
@@ -49,6 +53,7 @@ class DataSplits:
     train_paths: list[str] | None = None
     test_paths: list[str] | None = None
     extra: dict = field(default_factory=dict)
+    uniform_size: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -206,7 +211,7 @@ def _torchvision(name: str, root: str) -> DataSplits:
     test_targets = [int(t) for t in (test.targets if hasattr(test, "targets") else test.labels)]
     size = 96 if name == "stl10" else 32
     return DataSplits(name, _TorchvisionRGB(train, train_targets), _TorchvisionRGB(test, test_targets),
-                      classes, size)
+                      classes, size, uniform_size=True)
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -228,14 +233,15 @@ def _class_folder(folder: Path, classes: list[str] | None = None) -> tuple[list[
     return samples, classes
 
 
-def _native_size(paths: list[str], probe: int = 32) -> int | None:
+def _native_size(paths: list[str], probe: int = 32) -> tuple[int | None, bool]:
     """The common side of a folder's images, from the headers of up to ``probe`` files spread over the list.
 
-    Returns the side when every probed image is square with the same side, else the smallest side seen (a
-    folder of mixed sizes is treated as large images when that side is > 64); None when nothing can be read.
+    Returns ``(side, uniform)``: the side and True when every probed image is square with the same side, else
+    the smallest side seen (a folder of mixed sizes is treated as large images when that side is > 64) and False;
+    ``(None, False)`` when nothing can be read.
     """
     if not paths:
-        return None
+        return None, False
     step = max(1, len(paths) // probe)
     sizes = set()
     for p in paths[::step][:probe]:
@@ -245,12 +251,18 @@ def _native_size(paths: list[str], probe: int = 32) -> int | None:
         except (OSError, UnidentifiedImageError, ValueError):
             continue  # a bad file is reported when it is loaded
     if not sizes:
-        return None
+        return None, False
     if len(sizes) == 1:
         (w, h), = sizes
         if w == h:
-            return w
-    return min(min(wh) for wh in sizes)
+            return w, True
+    return min(min(wh) for wh in sizes), False
+
+
+def _splits(name: str, train: ImageFiles, test: ImageFiles | None, classes: list[str]) -> DataSplits:
+    side, uniform = _native_size(train.paths)
+    return DataSplits(name, train, test, classes, side, train.paths, test.paths if test is not None else None,
+                      uniform_size=uniform)
 
 
 def _folder(path: Path, seed: int, val_fraction: float, skip_bad_files: bool) -> DataSplits:
@@ -262,7 +274,7 @@ def _folder(path: Path, seed: int, val_fraction: float, skip_bad_files: bool) ->
         train_samples, classes = _class_folder(path / "train")
         test_samples, _ = _class_folder(path / "test", classes)
         train, test = ImageFiles(train_samples, skip_bad_files), ImageFiles(test_samples, skip_bad_files)
-        return DataSplits(str(path), train, test, classes, _native_size(train.paths), train.paths, test.paths)
+        return _splits(str(path), train, test, classes)
     subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
     loose = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if subdirs and not loose:
@@ -280,13 +292,13 @@ def _folder(path: Path, seed: int, val_fraction: float, skip_bad_files: bool) ->
             test_samples += [cls[i] for i in sorted(order[:n_test])]
             train_samples += [cls[i] for i in sorted(order[n_test:])]
         train, test = ImageFiles(train_samples, skip_bad_files), ImageFiles(test_samples, skip_bad_files)
-        return DataSplits(str(path), train, test, classes, _native_size(train.paths), train.paths, test.paths)
+        return _splits(str(path), train, test, classes)
     files = _list_images(path)
     if not files:
         raise ValueError(f"folder {path} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)}), "
                          f"nor class subfolders, nor train/ and test/")
     train = ImageFiles([(str(p), -1) for p in files], skip_bad_files)
-    return DataSplits(str(path), train, None, [], _native_size(train.paths), train.paths, None)
+    return _splits(str(path), train, None, [])
 
 
 def load_dataset(name: str, root: str = "~/.cache/contrastkit/datasets", seed: int = 0,
@@ -306,7 +318,8 @@ def load_dataset(name: str, root: str = "~/.cache/contrastkit/datasets", seed: i
         RuntimeError: a torchvision set that is not on disk and cannot be downloaded.
     """
     if name == "digits":
-        return DataSplits("digits", DigitsImages(True), DigitsImages(False), [str(c) for c in range(10)], 32)
+        return DataSplits("digits", DigitsImages(True), DigitsImages(False), [str(c) for c in range(10)], 32,
+                          uniform_size=True)
     if name in ("cifar10", "cifar100", "stl10"):
         return _torchvision(name, root)
     return _folder(Path(os.path.expanduser(name)), seed, val_fraction, skip_bad_files)

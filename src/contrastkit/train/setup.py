@@ -163,6 +163,33 @@ class AugmentSpec:
     size: int
 
 
+def auto_device_budget() -> int:
+    """Bytes the decoded training set may take for ``--augment-on auto`` to pick device: 1/8 of the machine's
+    memory, at most 4 GiB (2 GiB when the memory size is unknown)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 2 * 2**30
+    return min(4 * 2**30, total // 8)
+
+
+def resolve_augment_on(choice: str, splits: DataSplits, budget: int | None = None) -> str:
+    """What ``--augment-on auto`` means for these data.
+
+    ``device`` (decode once, augment batches on the model's device: faster on CPUs and GPUs, benchmarks/README.md)
+    when every image is square of one size, so that decoding at that size loses nothing, and the decoded uint8
+    training set fits in ``budget`` bytes (:func:`auto_device_budget`); ``workers`` (per-image transforms in
+    DataLoader workers, from the original files) otherwise.
+    """
+    if choice != "auto":
+        return choice
+    side = splits.image_size
+    if not splits.uniform_size or side is None:
+        return "workers"
+    nbytes = len(splits.train) * 3 * side * side
+    return "device" if nbytes <= (auto_device_budget() if budget is None else budget) else "workers"
+
+
 def resolve_preset(cfg: PretrainConfig, splits: DataSplits) -> AugmentSpec:
     """The augmentation preset and overrides: ``cifar`` for images of <= 64 px, else ``imagenet``."""
     native = splits.image_size

@@ -29,7 +29,8 @@ from .objective import build_objective
 from .optim import build_optimizer, scaled_lr, warmup_cosine
 from .rollback import Rollback
 from .setup import (build_batch_augment, build_run_model, build_view_transform, check_output_dir,
-                    labels_for_training, load_splits, resolve_device, resolve_preset, validate_config)
+                    labels_for_training, load_splits, resolve_augment_on, resolve_device, resolve_preset,
+                    validate_config)
 
 __all__ = ["pretrain", "NonFiniteError", "unwrap"]
 
@@ -245,7 +246,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     # Data: per-image transforms in workers, or decoded arrays augmented on the device.
     arrays = None
-    if cfg.augment_on == "device":
+    augment_on = resolve_augment_on(cfg.augment_on, splits)
+    if augment_on == "device":
         images, _ = decode_to_array(splits.train, splits.image_size or spec.size, num_workers=cfg.num_workers,
                                     cache_key=None if cfg.data == "digits" else
                                     os.path.abspath(os.path.expanduser(cfg.data)) + "/train-native")
@@ -435,6 +437,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "precision": resolve_precision(device, cfg.precision),
         "channels_last": channels_last,
         "compiled": bool(cfg.compile),
+        "augment_on": augment_on,
         "malloc": malloc_state(),
     }
     if is_main:
