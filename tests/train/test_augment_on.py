@@ -46,6 +46,13 @@ def test_auto_picks_device_within_the_budget_and_workers_beyond(tmp_path):
     assert 0 < auto_device_budget() <= 4 * 2**30
 
 
+def test_the_budget_is_shared_by_the_processes_of_one_machine(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    one = auto_device_budget()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert auto_device_budget() == one // 8
+
+
 @pytest.mark.parametrize("extra, want", [([], "device"), (["--augment-on", "workers"], "workers")])
 def test_summary_records_the_path_taken(tmp_path, capsys, extra, want):
     folder = make_image_folder(tmp_path / "data", per_class=4)

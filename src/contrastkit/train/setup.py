@@ -165,12 +165,18 @@ class AugmentSpec:
 
 def auto_device_budget() -> int:
     """Bytes the decoded training set may take for ``--augment-on auto`` to pick device: 1/8 of the machine's
-    memory, at most 4 GiB (2 GiB when the memory size is unknown)."""
+    memory, at most 4 GiB (2 GiB when the memory size is unknown), shared by the processes torchrun starts on
+    this machine (``LOCAL_WORLD_SIZE``), each of which holds its own copy."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        budget = min(4 * 2**30, total // 8)
     except (AttributeError, OSError, ValueError):
-        return 2 * 2**30
-    return min(4 * 2**30, total // 8)
+        budget = 2 * 2**30
+    try:
+        local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_processes = 1
+    return budget // local_processes
 
 
 def resolve_augment_on(choice: str, splits: DataSplits, budget: int | None = None) -> str:
