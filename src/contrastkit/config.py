@@ -95,7 +95,8 @@ class PretrainConfig:
     # run
     seed: int = _opt(0, "random seed (data order, augmentation, initialisation)")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16; bf16 also "
+    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp16 with loss scaling on GPUs without bf16, fp32 on "
+                          "CPU), fp32, bf16 or fp16 (with loss scaling); bf16 also "
                           "speeds up CPUs with AMX (benchmarks/README.md)",
                           choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: str = _opt("auto", "channels_last memory format: on, off, auto (on for GPUs and CPUs, "

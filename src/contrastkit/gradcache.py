@@ -64,6 +64,7 @@ def cached_backward(
     micro_batch_size: int,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
     channels_last: bool = False,
+    scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Leave in ``model``'s parameters the gradient of the full-batch loss, holding one micro-batch.
 
@@ -77,6 +78,8 @@ def cached_backward(
         micro_batch_size: samples per micro-batch (each with all its V views).
         autocast: factory of the autocast context for the forward passes.
         channels_last: convert inputs to channels_last.
+        scale: applied to the loss before its gradient is taken (fp16 loss scaling, e.g. ``GradScaler.scale``); the
+            parameters' gradients are then scaled alike.
 
     Returns:
         The loss, detached.
@@ -120,7 +123,7 @@ def cached_backward(
     # The loss and its gradient w.r.t. the embeddings.
     cached = torch.cat(outs).detach().requires_grad_(True)  # (N, V, D)
     loss = objective(cached, labels)
-    (grad,) = torch.autograd.grad(loss, cached)  # (N, V, D)
+    (grad,) = torch.autograd.grad(loss if scale is None else scale(loss), cached)  # (N, V, D)
 
     # Pass 2: re-forward each micro-batch with a graph, back-propagate its gradient slice.
     after = _rng_snapshot(device)

@@ -104,10 +104,20 @@ class _MetricsLog:
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
-    """What ``--precision auto`` means on ``device``: bf16 autocast on GPUs, fp32 elsewhere."""
+    """What ``--precision auto`` means on ``device``: bf16 autocast on GPUs that have it (Ampere and later), fp16
+    with loss scaling on older GPUs (V100, T4), fp32 elsewhere."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return precision
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16 (its small gradients underflow to zero without one), None for fp32 and bf16."""
+    if resolve_precision(device, precision) != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -220,6 +230,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         return warmup_cosine(step, total_steps, warmup_steps, cfg.min_lr_ratio)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scaler = grad_scaler(device, cfg.precision)
 
     start_epoch, start_step, global_step = 0, 0, 0
     history: list[dict] = []
@@ -230,6 +241,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             raise CheckpointError(f"checkpoint {ckpt_path} does not match the model: {exc}") from exc
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
+        if scaler is not None and resume_state.get("scaler"):
+            scaler.load_state_dict(resume_state["scaler"])
         start_epoch, start_step = int(resume_state["epoch"]), int(resume_state["step_in_epoch"])
         global_step = int(resume_state["global_step"])
         history = list(resume_state.get("history", []))
@@ -290,6 +303,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "global_step": global_step,
@@ -344,17 +358,26 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                         views = views.unsqueeze(1)  # (B, 1, C, H, W)
                 if rollback is not None:  # before the forward pass, which updates BatchNorm's running statistics
                     rollback.save()
-                loss = _train_step(train_model, objective, views, labels, cfg, device, channels_last)
+                loss = _train_step(train_model, objective, views, labels, cfg, device, channels_last, scaler)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # true gradients for the norm; notes an overflow for scaler.step
                 gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
                 # every rank takes (or skips, or stops at) the same steps: a NaN loss on one rank alone can come with
-                # finite gradients (the objective zeroes non-finite embeddings), so the flag itself is all-reduced
-                finite = ckdist.all_true(torch.isfinite(loss) & torch.isfinite(gnorm))
+                # finite gradients (the objective zeroes non-finite embeddings), so the flag itself is all-reduced.
+                # fp16: an overflowing gradient is the loss scaler's (it skips that step and lowers the scale); the
+                # guard watches the loss.
+                finite = torch.isfinite(loss) if scaler is not None else torch.isfinite(loss) & torch.isfinite(gnorm)
+                finite = ckdist.all_true(finite)
                 if rollback is None and device.type == "cpu":  # reading is free on a CPU: stop at once
                     if not bool(finite):
                         _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
                 elif rollback is None:
                     first_bad = first_nonfinite(first_bad, finite, global_step)
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)  # fused SGD skips an overflowing step on the device; LARS reads the flag
+                    scaler.update()
+                else:
+                    optimizer.step()
                 if rollback is not None:  # skip: undone on the device where not finite, nothing read back
                     rollback.undo_where(~finite)
                     skipped += ~finite
@@ -438,6 +461,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "channels_last": channels_last,
         "compiled": bool(cfg.compile),
         "augment_on": augment_on,
+        "grad_scale": scaler.get_scale() if scaler is not None else None,
         "malloc": malloc_state(),
     }
     if is_main:
@@ -449,15 +473,15 @@ def _count_bad_files(log: Path) -> int:
     return len({line for line in log.read_text().splitlines() if line}) if log.is_file() else 0
 
 
-def _train_step(model, objective, views, labels, cfg, device, channels_last) -> torch.Tensor:
-    """Forward and backward of one batch; returns the detached loss."""
+def _train_step(model, objective, views, labels, cfg, device, channels_last, scaler=None) -> torch.Tensor:
+    """Forward and backward of one batch (of the loss times the fp16 loss scale); returns the detached loss."""
     n, v = views.shape[:2]
     if cfg.micro_batch_size and cfg.micro_batch_size < n:
         from ..gradcache import cached_backward
 
         return cached_backward(model, objective, views, labels, cfg.micro_batch_size,
                                autocast=lambda: _autocast(device, cfg.precision),
-                               channels_last=channels_last)
+                               channels_last=channels_last, scale=None if scaler is None else scaler.scale)
     x = views.transpose(0, 1).reshape(v * n, *views.shape[2:])  # (V*N, C, H, W), view-major
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -465,7 +489,7 @@ def _train_step(model, objective, views, labels, cfg, device, channels_last) -> 
         _, out = model(x)  # (V*N, D)
     out = _upcast(out).view(v, n, -1).transpose(0, 1)  # (N, V, D)
     loss = objective(out, labels)
-    loss.backward()
+    (loss if scaler is None else scaler.scale(loss)).backward()
     return loss.detach()
 
 
