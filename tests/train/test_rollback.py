@@ -49,19 +49,23 @@ def _assert_same(a: dict, b: dict) -> None:
 OPTIMIZERS = ["sgd", "lars"]
 
 
+def _twins(name: str):
+    """Two identical models with their optimisers, and a Rollback for the first."""
+    model, twin = _model(), _model()
+    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
+    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
+    return model, opt, twin, twin_opt, Rollback(model, opt)
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_a_non_finite_step_is_undone_bit_for_bit(name):
-    model = _model()
-    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
-    rollback = Rollback(model, opt)
+    model, opt, twin, twin_opt, rollback = _twins(name)
     _step(model, opt, _batch(1), rollback)
     before_model, before_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
     assert not bool(_step(model, opt, _batch(2), rollback, nan=True))
     _assert_same(model.state_dict(), before_model)  # parameters and BatchNorm statistics (num_batches_tracked too)
     _assert_same(opt.state_dict(), before_opt)  # momentum buffers
     # a finite step after the skipped one goes on as if the skipped one had never run
-    twin = _model()
-    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
     _step(twin, twin_opt, _batch(1))
     _step(model, opt, _batch(3), rollback)
     _step(twin, twin_opt, _batch(3))
@@ -71,10 +75,7 @@ def test_a_non_finite_step_is_undone_bit_for_bit(name):
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_finite_steps_are_those_of_the_plain_loop(name):
-    model, twin = _model(), _model()
-    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
-    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
-    rollback = Rollback(model, opt)
+    model, opt, twin, twin_opt, rollback = _twins(name)
     for seed in range(3):
         assert bool(_step(model, opt, _batch(seed), rollback))
         _step(twin, twin_opt, _batch(seed))
@@ -84,10 +85,7 @@ def test_finite_steps_are_those_of_the_plain_loop(name):
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_a_skipped_first_step_leaves_zero_momentum_and_the_next_step_is_a_first_step(name):
-    model, twin = _model(), _model()
-    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
-    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
-    rollback = Rollback(model, opt)
+    model, opt, twin, twin_opt, rollback = _twins(name)
     _step(model, opt, _batch(1), rollback, nan=True)  # creates the momentum buffers, then undoes the step
     buffers = [s["momentum_buffer"] for s in opt.state.values()]
     assert buffers and all(torch.equal(b, torch.zeros_like(b)) for b in buffers)
