@@ -22,11 +22,16 @@ from contrastkit import NTXentLoss, SupConLoss, build_model
 from contrastkit.augment import BatchAugment
 from contrastkit.config import PretrainConfig
 from contrastkit.train.objective import build_objective
-from contrastkit.train.optim import build_optimizer
+from contrastkit.train.optim import LARS, param_groups
 from contrastkit.train.rollback import Rollback
 from contrastkit.train.trainer import _train_step, first_nonfinite
 
 META = torch.device("meta")
+
+
+def _lars(model, foreach: bool):
+    """LARS on the meta device: the per-parameter loop (what CPUs run) or the multi-tensor path (what GPUs run)."""
+    return LARS(param_groups(model, 1e-6), lr=0.1, momentum=0.9, foreach=foreach)
 
 
 def _caller() -> str:
@@ -132,7 +137,7 @@ def test_batch_augment_with_a_cpu_generator_reads_nothing_from_the_device():
     assert [tuple(v.shape) for v in views] == [(8, 3, 32, 32)] * 2 and views[0].device == META
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "lars"])
+@pytest.mark.parametrize("optimizer", ["sgd", "lars", "lars-foreach"])
 @pytest.mark.parametrize("extra", [{}, {"n_views": 3}, {"temperature": 0.05}, {"temperature": 0.02},
                                    {"method": "supcon", "temperature": 0.02}, {"l2_normalize": False},
                                    {"method": "supcon"}, {"method": "supcon", "supcon_variant": "in"},
@@ -145,7 +150,7 @@ def test_a_training_step_reads_nothing_from_the_device(optimizer, extra):
     if optimizer == "sgd":  # fused SGD has no meta kernel; the foreach path is what runs where fused is missing
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, foreach=True)
     else:
-        opt = build_optimizer(model, "lars", 0.1, 0.9, 1e-6)
+        opt = _lars(model, foreach=optimizer == "lars-foreach")
     views = torch.empty(16, cfg.n_views, 3, 32, 32, device=META)
     labels = torch.empty(16, dtype=torch.long, device=META) if cfg.method == "supcon" else None
     with BlockingCopies() as rec:
@@ -159,7 +164,7 @@ def test_a_training_step_reads_nothing_from_the_device(optimizer, extra):
     assert rec.copies == []
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "lars"])
+@pytest.mark.parametrize("optimizer", ["sgd", "lars", "lars-foreach"])
 def test_a_skip_mode_step_reads_nothing_from_the_device(optimizer):
     """--on-nonfinite skip: snapshot, step, undo where not finite, count; all on the device."""
     cfg = PretrainConfig(method="simclr", precision="fp32", optimizer=optimizer, on_nonfinite="skip")
@@ -167,7 +172,7 @@ def test_a_skip_mode_step_reads_nothing_from_the_device(optimizer):
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, foreach=True)
     else:
-        opt = build_optimizer(model, "lars", 0.1, 0.9, 1e-6)
+        opt = _lars(model, foreach=optimizer == "lars-foreach")
     rollback = Rollback(model, opt)
     skipped = torch.zeros((), dtype=torch.long, device=META)
     loss_sum, loss_count = torch.zeros((), device=META), torch.zeros((), dtype=torch.long, device=META)

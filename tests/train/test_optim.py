@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -61,3 +62,32 @@ def test_build_optimizer_names():
     assert isinstance(build_optimizer(model, "lars", 0.1, 0.9, 1e-4), LARS)
     with pytest.raises(ValueError, match="sgd or lars"):
         build_optimizer(model, "adamw", 0.1, 0.9, 0.0)
+
+
+def test_lars_foreach_equals_the_per_parameter_loop():
+    """Multi-tensor LARS (the default) and the per-parameter loop: same updates to rounding, over steps that include
+    a first step, weight decay, an excluded group, and a zero gradient without weight decay (trust ratio 1)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7), torch.nn.Linear(7, 3))
+    twin = copy.deepcopy(model)
+
+    def groups(m):
+        decay, no_decay = (g["params"] for g in param_groups(m, 1e-3))
+        return [{"params": decay[:1], "weight_decay": 1e-3, "lars_exclude": False},
+                {"params": decay[1:], "weight_decay": 0.0, "lars_exclude": False},  # the last Linear's weight
+                {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
+
+    opts = [LARS(groups(m), lr=0.5, momentum=0.9, foreach=f) for m, f in ((model, True), (twin, False))]
+    for step in range(4):
+        x = torch.randn(8, 5, generator=torch.Generator().manual_seed(step))
+        for m, opt in zip((model, twin), opts):
+            m(x).square().mean().backward()
+            if step == 1:
+                m[2].weight.grad.zero_()  # ||g|| = 0: trust ratio 1, the update is momentum alone
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(opts[0].state[p]["momentum_buffer"], opts[1].state[q]["momentum_buffer"],
+                                   rtol=1e-6, atol=1e-7)
+    assert LARS(model.parameters(), lr=0.1).foreach is None  # auto: multi-tensor on CUDA, the loop on CPU
