@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures in one device call (at most 9 minutes: tests <= 2.5, benchmark <= 6.5), prepared by benchmarks/gpu/prepare.sh:
+# The GPU figures in one device call (at most 9.5 minutes: tests <= 2.5, train_bench <= 6, optim_bench <= 0.5, plus set-up), prepared by benchmarks/gpu/prepare.sh:
 #  1. the tests that need CUDA (skipped on CPU machines): tiled loss CUDA == CPU, BatchAugment on CUDA, stage_images /
 #     batch_to_device, the non-finite guard's device path, the whole no-host-sync suite, and the real training loop
 #     under torch.cuda.set_sync_debug_mode("error") (--sync-debug: any host synchronisation in a step raises);
@@ -49,7 +49,10 @@ timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/losses/test_tiled.py te
     tests/train/test_sync_debug.py -rs 2>&1 \
     | tee "$OUT/tests.txt" | tail -15
 echo "== 2. train_bench on $DEVICE"
-timeout 390 "$PY" benchmarks/train_bench.py --device "$DEVICE" --width "${WIDTH:-1}" --batch-size "${BATCH:-512}" \
+timeout 360 "$PY" benchmarks/train_bench.py --device "$DEVICE" --width "${WIDTH:-1}" --batch-size "${BATCH:-512}" \
     "${STEPS_ARGS[@]}" \
     --workers 8 --pipelines lightly,lightly+bf16,contrastkit-device,contrastkit-device+bf16 2>&1 \
     | tee "$OUT/train_bench.txt" | tail -12
+echo "== 3. optim_bench on $DEVICE (LARS per parameter vs multi-tensor, fused SGD)"
+timeout 30 "$PY" benchmarks/optim_bench.py --device "$DEVICE" --encoder resnet50 --steps 20 2>&1 \
+    | tee "$OUT/optim_bench.txt" | tail -6
