@@ -44,12 +44,13 @@ class TiledContrastiveLoss(nn.Module):
         self.gather_distributed = bool(gather_distributed)
 
     def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, chunk_size={self.chunk_size}, "
-            f"gather_distributed={self.gather_distributed}" + ("" if self.normalize else ", normalize=False")
-            + ("" if self.check_values else ", check_values=False") + (", even_batches=True" if self.even_batches
-                                                                      else "")
-        )
+        parts = [f"temperature={self.temperature}", f"chunk_size={self.chunk_size}",
+                 f"gather_distributed={self.gather_distributed}"]
+        # the non-default switches only
+        parts += [text for on, text in ((not self.normalize, "normalize=False"),
+                                        (not self.check_values, "check_values=False"),
+                                        (self.even_batches, "even_batches=True")) if on]
+        return ", ".join(parts)
 
     def _contrastive(self, features: torch.Tensor, labels: torch.Tensor | None, variant: str) -> torch.Tensor:
         return contrastive_loss(
