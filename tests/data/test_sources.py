@@ -151,3 +151,20 @@ def test_decode_to_array_concurrent_writers_share_one_cache(tmp_path, monkeypatc
     assert all(torch.equal(r[0], results[0][0]) for r in results)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [next((tmp_path / "cache").iterdir()).name]
     assert not any(".tmp" in p.name for p in (tmp_path / "cache").iterdir())
+
+
+def test_decode_to_array_with_a_full_disk_warns_and_still_returns_the_images(tmp_path, monkeypatch):
+    """The cache is a convenience: a full disk costs the next run a decode, never this run."""
+    from contrastkit.data import views
+
+    root = make_image_folder(tmp_path / "d", per_class=3, size=20)
+    d = load_dataset(str(root))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(views.np, "savez", full)
+    with pytest.warns(UserWarning, match="could not cache the decoded images .* No space left on device"):
+        x, y = decode_to_array(d.train, 16, cache_key=str(root), cache_dir=str(tmp_path / "cache"))
+    assert x.shape == (9, 3, 16, 16) and y.tolist() == d.train.targets
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial file left behind

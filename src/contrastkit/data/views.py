@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -202,13 +203,16 @@ def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key:
     images_t = torch.cat(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8)
     labels_t = torch.cat(labels).long() if labels else torch.empty(0, dtype=torch.long)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         # a name of its own per process: two processes decoding the same source at once (parallel experiments)
         # each write their own file, and the last rename wins with identical contents
         tmp = cache_file.with_name(f"{cache_file.stem}.tmp{os.getpid()}-{threading.get_ident()}.npz")
         try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
             np.savez(tmp, images=images_t.numpy(), labels=labels_t.numpy())
             os.replace(tmp, cache_file)
+        except OSError as exc:  # a full disk or a read-only cache costs the next run a decode, not this run
+            warnings.warn(f"could not cache the decoded images in {cache_file} ({exc}); they will be decoded "
+                          f"again next time", stacklevel=2)
         finally:
             tmp.unlink(missing_ok=True)
     return images_t, labels_t
