@@ -263,7 +263,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if augment_on == "device":
         images, _ = decode_to_array(splits.train, splits.image_size or spec.size, num_workers=cfg.num_workers,
                                     cache_key=None if cfg.data == "digits" else
-                                    os.path.abspath(os.path.expanduser(cfg.data)) + "/train-native")
+                                    os.path.abspath(os.path.expanduser(cfg.data)) + "/train-native",
+                                    progress=cfg.progress and is_main)  # once per data set, then cached
         arrays = ArrayDataset(images, train_labels)
         staged = stage_images(images, device)  # on a GPU: the whole array there when it fits
         batch_augment = build_batch_augment(spec, n_views).to(device)
