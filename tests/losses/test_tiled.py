@@ -156,6 +156,35 @@ def test_fixed_shift_underflow_is_redone_exactly(variant, monkeypatch):
     torch.testing.assert_close(got_grad, want_grad.float(), rtol=1e-3, atol=1e-4)
 
 
+def _far_positive_cases():
+    """The two hard cases above: a positive at cosine -1 below a negative at 0 (row-max shift), and an anchor
+    whose nearest candidate is at cosine -0.94 (fixed shift, tau = 0.03)."""
+    e = torch.eye(4, dtype=torch.float32)
+    z1 = torch.stack([e[0], e[1], e[2], -0.6 * e[0] + 0.8 * e[3]])
+    z2 = torch.stack([-e[0], e[1] + 0.1 * e[2], e[2], -0.6 * e[0] + 0.8 * e[3]])
+    angles = torch.tensor([[0.0, 180.0], [160.0, 200.0], [170.0, 190.0]]) * math.pi / 180
+    return [torch.stack([z1, z2], 1), torch.stack([angles.cos(), angles.sin()], dim=-1)]
+
+
+@pytest.mark.parametrize("variant", ["out", "in"])
+@pytest.mark.parametrize("tau", [0.01, 0.02, 0.03, 0.05])
+@pytest.mark.parametrize("case", [0, 1])
+def test_unchecked_loss_never_searches_and_stays_exact(variant, tau, case, monkeypatch):
+    """check_values=False: no underflow search (it reads the device); the row-max shift, and for L_in a shift of
+    the positives' own, keep the far positives exact instead."""
+    redone = []
+    original = tiled._exact_rows
+    monkeypatch.setattr(tiled, "_exact_rows", lambda *a: redone.append(a[4].numel()) or original(*a))
+    feats = _far_positive_cases()[case].requires_grad_(True)
+    got = SupConLoss(tau, variant, chunk_size=3, check_values=False)(feats)
+    (got_grad,) = torch.autograd.grad(got, feats)
+    assert redone == []
+    assert got.item() == pytest.approx(ref.supcon_loop(feats, None, tau, variant), rel=2e-5)
+    want_grad = torch.autograd.grad(ref.supcon_plain(feats.double(), None, tau, variant), feats)[0]
+    assert torch.isfinite(got_grad).all()
+    torch.testing.assert_close(got_grad, want_grad.float(), rtol=1e-3, atol=1e-4)
+
+
 def test_default_chunk_size_by_device_and_size():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert default_chunk_size(8192, cpu) * 8192 * 4 <= 16 * 2**20

@@ -139,7 +139,10 @@ def test_batch_augment_with_a_cpu_generator_reads_nothing_from_the_device():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars", "lars-foreach"])
 @pytest.mark.parametrize("extra", [{}, {"n_views": 3}, {"temperature": 0.05}, {"temperature": 0.02},
-                                   {"method": "supcon", "temperature": 0.02}, {"l2_normalize": False},
+                                   {"method": "supcon", "temperature": 0.02},
+                                   {"method": "supcon", "supcon_variant": "in", "temperature": 0.02},
+                                   {"method": "supcon", "supcon_variant": "in", "l2_normalize": False},
+                                   {"l2_normalize": False},
                                    {"method": "supcon"}, {"method": "supcon", "supcon_variant": "in"},
                                    {"loss": "ntlogistic", "semi_hard": True}, {"loss": "margin", "semi_hard": True},
                                    {"loss": "margin"}, {"loss": "npair"}])
@@ -225,15 +228,18 @@ def test_ntxent_without_the_finite_check_is_sync_free_and_exact_in_the_worst_cas
     assert got.item() == pytest.approx(ref.ntxent_loop(z1, z2, tau), rel=1e-5)
 
 
-def test_below_the_bound_or_checked_the_loss_reads_the_device():
-    """L_in at tau < 0.0435 (the positives' sum may underflow) and check_values=True (labels' range, positives)
-    read the device."""
-    z = torch.empty(6, 4, device=META)
+@pytest.mark.parametrize("variant", ["out", "in"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_below_the_bound_only_the_checked_loss_reads_the_device(variant, normalize):
+    """tau < 0.0435 (or no l2 normalisation): the checked loss searches the tiles for underflowing rows, reading the
+    device; the unchecked one reads nothing, L_in included."""
+    z = torch.empty(6, 4, device=META, requires_grad=True)
     labels = torch.zeros(3, dtype=torch.long, device=META)
+    loss = SupConLoss(0.04, variant, check_values=False, normalize=normalize)(z.view(3, 2, 4), labels)
+    loss.backward()
+    assert loss.device == META and z.grad.shape == z.shape
     with pytest.raises((RuntimeError, NotImplementedError)):
-        SupConLoss(0.04, "in", check_values=False)(z.view(3, 2, 4), labels)
-    with pytest.raises((RuntimeError, NotImplementedError)):
-        SupConLoss(0.1)(z.view(3, 2, 4), labels)
+        SupConLoss(0.04, variant, normalize=normalize)(z.detach().view(3, 2, 4), labels)
 
 
 @pytest.mark.parametrize("variant", ["out", "in"])

@@ -122,8 +122,8 @@ def contrastive_loss(
         normalize_features: L2-normalise the embeddings (cosine similarity, the papers' loss); False uses
             the dot product of the raw embeddings (SimCLR Table 5's "no l2 norm" rows).
         sync_free: with labels, keep the number of anchors with a positive on the device (no read-back); if there
-            is none, the loss is NaN instead of a ValueError. For L_out, the kernel never searches for
-            underflowing rows (see ``supcon_tiled``).
+            is none, the loss is NaN instead of a ValueError. The kernel never searches for underflowing rows
+            (see ``supcon_tiled``).
         even_batches: every rank passes the same N, so the gathers need no size exchange (none is read back).
 
     Returns:

@@ -146,9 +146,13 @@ class _SupConTiled(torch.autograd.Function):
         # sum obeys the same bound. Only otherwise does each tile look for such rows, which reads the device
         # (a host synchronisation on GPUs); sync_free L_out takes the row-max shift there instead.
         fixed_may_underflow = not row_max_shift and -2.0 * 1.001 * inv_tau < math.log(_UNDERFLOW_THRESHOLD)
-        if fixed_may_underflow and sync_free and variant == "out":
-            row_max_shift, fixed_may_underflow = True, False
         check_underflow = (variant == "in" and row_max_shift) or fixed_may_underflow
+        # sync_free: no search. The row-max shift instead of the fixed one (the row's largest term is then 1), and
+        # for L_in the positives' sum gets a shift of its own, their max (its largest term is 1 too): one more
+        # pass over the tile's positives, no read.
+        positive_shift = False
+        if check_underflow and sync_free:
+            row_max_shift, check_underflow, positive_shift = True, False, variant == "in"
 
         za = z[local]  # (na, D)
         g_anchor = groups[local]  # (na,)
@@ -183,7 +187,16 @@ class _SupConTiled(torch.autograd.Function):
             t.diagonal(a0 + i0).fill_(-math.inf)  # self is not in A(i)
             if row_max_shift:
                 shift = t.amax(dim=1)  # (c,)
-                t.sub_(shift[:, None]).clamp_min_(floor)
+                t.sub_(shift[:, None])
+                if positive_shift:  # e'_ij = exp(L_ij - shift_i - pshift_i) on the positives, before the clamp
+                    em = tile2[: i1 - i0]
+                    is_pos = torch.eq(g_anchor[i0:i1, None], groups[None, :])  # (c, M)
+                    em.copy_(t).masked_fill_(~is_pos, -math.inf)  # (c, M), -inf off the positives and on the diagonal
+                    pshift = em.amax(dim=1)  # (c,) -inf for an anchor without positive
+                    pshift = torch.where(torch.isfinite(pshift), pshift, torch.zeros_like(pshift))
+                    em.sub_(pshift[:, None]).clamp_min_(floor).exp_().mul_(is_pos)
+                    em.diagonal(a0 + i0).zero_()
+                t.clamp_min_(floor)
                 t.diagonal(a0 + i0).fill_(-math.inf)
             else:
                 shift = fixed_shift
@@ -195,10 +208,13 @@ class _SupConTiled(torch.autograd.Function):
                 total = t.sum(dim=1)  # (c,)
             lse[i0:i1] = total.log().add_(shift)
             if variant == "in":
-                em = tile2[: i1 - i0]
-                torch.mul(t, torch.eq(g_anchor[i0:i1, None], groups[None, :]), out=em)  # (c, M) e_ij on positives
-                pos_total = em.sum(dim=1)  # (c,)
+                if not positive_shift:
+                    em = tile2[: i1 - i0]
+                    torch.mul(t, torch.eq(g_anchor[i0:i1, None], groups[None, :]), out=em)  # (c, M) e_ij on positives
+                pos_total = em.sum(dim=1)  # (c,) in units of exp(shift_i + pshift_i) with the positive shift
                 lse_pos[i0:i1] = pos_total.log().add_(shift)
+                if positive_shift:
+                    lse_pos[i0:i1] += pshift
             keep = valid[i0:i1]  # (c,)
             if check_underflow:
                 low = total < _UNDERFLOW_THRESHOLD
@@ -332,9 +348,9 @@ def supcon_tiled(
         chunk_size: anchor rows per tile; :func:`default_chunk_size` when None.
         unit_norm: the rows are unit vectors, so every logit is at most 1/tau and a fixed shift is exact;
             False shifts each row by its own max instead.
-        sync_free: never read the device for L_out: where the fixed shift would need the underflow search
-            (tau < 0.0435), shift each row by its own max instead (two more passes per tile, no read). L_in
-            searches whenever it must.
+        sync_free: never read the device: where the underflow search would run (tau < 0.0435, or L_in under
+            the row-max shift), shift each row by its own max instead (two more passes per tile), and for L_in
+            the positives by their own max (three more), so that neither sum can underflow.
 
     Returns:
         A scalar tensor of z's dtype. Anchors without any positive contribute 0.

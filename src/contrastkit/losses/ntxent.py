@@ -46,8 +46,8 @@ class NTXentLoss(TiledContrastiveLoss):
             device, a host synchronisation on GPUs; False skips it, for training loops that check the loss
             themselves (contrastkit's trainer does, every ``--log-every`` steps): a NaN/inf input then gives a
             NaN loss. With ``check_values=False`` a call never synchronises with the host, except when it
-            gathers uneven batches across ranks (below tau = 0.0435 each row is then shifted by its own max,
-            where the checked loss searches the tiles for underflowing rows; see ``_tiled``).
+            gathers uneven batches across ranks (see ``even_batches``); below tau = 0.0435 each row is then shifted
+            by its own max, where the checked loss searches the tiles for underflowing rows (see ``_tiled``).
         even_batches: under ``torch.distributed``, every rank passes the same N (a ``DistributedSampler`` with
             ``drop_last=True`` guarantees it; contrastkit's trainer sets this). The gathers then skip the size
             exchange, which reads the sizes back to the host. Default False: ranks may pass different N (a last

@@ -47,8 +47,9 @@ class SupConLoss(TiledContrastiveLoss):
         check_values: as :class:`NTXentLoss`, and for labels too: True refuses labels < -1 and a batch in which no
             anchor has a positive (ValueError), which reads the device; False skips both (any negative label then
             counts as unlabelled) and a batch without positives gives a NaN loss. Then
-            no call synchronises with the host except for ``variant="in"`` with tau < 0.0435 or
-            ``normalize=False`` (underflow search), or a gather of uneven batches across ranks.
+            no call synchronises with the host except a gather of uneven batches across ranks (where the
+            checked loss searches the tiles for underflowing rows, below tau = 0.0435 or for L_in without l2
+            normalisation, the unchecked one shifts by row maxima, and L_in's positives by theirs).
         even_batches: as :class:`NTXentLoss`.
 
     Raises:
