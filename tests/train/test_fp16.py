@@ -84,3 +84,85 @@ def test_fp16_run_checkpoints_and_resumes_its_loss_scale(tmp_path, image_folder,
     assert summary["global_step"] == 6 and summary["grad_scale"] == 1024.0
     assert all(torch.isfinite(v).all() for v in load_checkpoint(out / "last.pt")["model"].values()
                if v.is_floating_point())
+
+
+def _inf_gradient_at(monkeypatch, step: int) -> None:
+    """An fp16 overflow at ``step``: one gradient entry is inf after the (scaled) backward."""
+    import contrastkit.train.trainer as trainer
+
+    real, calls = trainer._train_step, []
+
+    def train_step(model, *args):
+        loss = real(model, *args)
+        calls.append(1)
+        if len(calls) - 1 == step:
+            grad = next(p for p in model.parameters() if p.grad is not None).grad
+            grad[(0,) * grad.ndim] = float("inf")
+        return loss
+
+    monkeypatch.setattr(trainer, "_train_step", train_step)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lars"])
+def test_an_overflowing_fp16_step_is_skipped_and_halves_the_scale(tmp_path, image_folder, capsys, monkeypatch,
+                                                                  optimizer):
+    """Step 1 overflows: the parameters (and LARS's momentum) after steps 0-1 are those after step 0 alone, and the
+    scale is halved. Fused SGD skips inside its kernel; LARS's step is undone on the device (scaler.step would read
+    the flag back)."""
+    common = ["pretrain", "--method", "simclr", "--data", str(image_folder), "--epochs", "1", *TINY,
+              "--batch-size", "6", "--knn-every", "0", "--device", "cpu", "--precision", "fp16",
+              "--optimizer", optimizer]
+    assert main([*common, "--out", str(tmp_path / "one"), "--max-steps", "1"]) == 0, capsys.readouterr().err
+    _inf_gradient_at(monkeypatch, 1)
+    assert main([*common, "--out", str(tmp_path / "two"), "--max-steps", "2"]) == 0, capsys.readouterr().err
+    one, two = (load_checkpoint(tmp_path / name / "last.pt") for name in ("one", "two"))
+    assert two["global_step"] == 2 and two["scaler"]["scale"] == 32768.0 and one["scaler"]["scale"] == 65536.0
+    model = build_model("resnet18", cifar_stem=True, width=0.125)
+    for name, _ in model.named_parameters():
+        assert torch.equal(one["model"][name], two["model"][name]), name
+    for a, b in zip(one["optimizer"]["state"].values(), two["optimizer"]["state"].values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["skipped_nonfinite_steps"] == 0  # an overflow is the scaler's, not the guard's
+
+
+def test_fp16_lars_step_reads_nothing_back():
+    """The sequence the trainer runs for fp16 with LARS (unscale_, norm, step, update, undo on the device) reads no
+    value back; GradScaler.step with LARS does (it tests the overflow flag on the host)."""
+    from contrastkit.train.optim import LARS, param_groups
+    from contrastkit.train.rollback import Rollback
+
+    reads = []
+    names = ("item", "tolist", "__bool__", "__int__", "__float__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def run(use_scaler_step: bool) -> int:
+        torch.manual_seed(0)
+        model = build_model("resnet18", cifar_stem=True, width=0.125)
+        opt = LARS(param_groups(model, 1e-6), lr=0.1, momentum=0.9)
+        scaler, rollback = grad_scaler(CPU, "fp16"), Rollback(model, opt)
+        x = torch.rand(4, 3, 16, 16)
+        for name in names:
+            setattr(torch.Tensor, name, (lambda m: lambda *a, **k: reads.append(1) or m(*a, **k))(saved[name]))
+        try:
+            reads.clear()
+            rollback.save()
+            with torch.autocast("cpu", dtype=torch.float16):
+                _, z = model(x)
+            scaler.scale(z.float().square().mean()).backward()
+            scaler.unscale_(opt)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            if use_scaler_step:
+                scaler.step(opt)
+            else:
+                opt.step()
+            scaler.update()
+            if not use_scaler_step:
+                rollback.undo_where(~torch.isfinite(gnorm))
+            return len(reads)
+        finally:
+            for name, method in saved.items():
+                setattr(torch.Tensor, name, method)
+
+    assert run(use_scaler_step=True) >= 1  # the control
+    assert run(use_scaler_step=False) == 0

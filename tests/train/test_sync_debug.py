@@ -53,6 +53,7 @@ def test_guard_on_raises_at_a_read():  # pragma: no cover - GPU only
     ["--method", "simclr", "--augment-on", "device", "--preset", "imagenet", "--size", "24"],
     ["--method", "simclr", "--augment-on", "device", "--on-nonfinite", "skip", "--loss", "margin", "--semi-hard"],
     ["--method", "simclr", "--augment-on", "device", "--precision", "fp16"],  # GradScaler with fused SGD
+    ["--method", "simclr", "--augment-on", "device", "--precision", "fp16", "--optimizer", "lars"],  # undone overflow
 ])
 def test_training_steps_never_synchronise_on_a_gpu(tmp_path, capsys, extra):  # pragma: no cover - GPU only
     folder = make_image_folder(tmp_path / "data", per_class=4)

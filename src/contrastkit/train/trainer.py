@@ -283,7 +283,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if resume_state is None and (out / "metrics.jsonl").stat().st_size > 0:
             (out / "metrics.jsonl").write_text("")  # a fresh run replaces the old log
     skipped = torch.zeros((), dtype=torch.long, device=device)  # steps undone by --on-nonfinite skip
-    rollback = Rollback(model, optimizer) if cfg.on_nonfinite == "skip" else None
+    skip_mode = cfg.on_nonfinite == "skip"
+    # fp16 with an optimiser that cannot take the loss scaler's overflow flag on the device (LARS; fused SGD can):
+    # scaler.step would read the flag back, so the step is taken and undone on the device where it overflowed
+    undo_overflow = scaler is not None and not getattr(optimizer, "_step_supports_amp_scaling", False)
+    rollback = Rollback(model, optimizer) if skip_mode or undo_overflow else None
     train_time = 0.0
     images_seen = 0
     steady_time, steady_images, steps_this_run = 0.0, 0, 0  # throughput after the first 5 steps of this process
@@ -369,18 +373,24 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 # guard watches the loss.
                 finite = torch.isfinite(loss) if scaler is not None else torch.isfinite(loss) & torch.isfinite(gnorm)
                 finite = ckdist.all_true(finite)
-                if rollback is None and device.type == "cpu":  # reading is free on a CPU: stop at once
+                if not skip_mode and device.type == "cpu":  # reading is free on a CPU: stop at once
                     if not bool(finite):
                         _raise_nonfinite(loss, gnorm, global_step, epoch, ckpt_path, log, bar)
-                elif rollback is None:
+                elif not skip_mode:
                     first_bad = first_nonfinite(first_bad, finite, global_step)
-                if scaler is not None:
-                    scaler.step(optimizer)  # fused SGD skips an overflowing step on the device; LARS reads the flag
-                    scaler.update()
+                if scaler is not None and not undo_overflow:
+                    scaler.step(optimizer)  # fused SGD skips an overflowing step on the device
                 else:
                     optimizer.step()
-                if rollback is not None:  # skip: undone on the device where not finite, nothing read back
-                    rollback.undo_where(~finite)
+                if scaler is not None:
+                    scaler.update()  # from the overflow flag unscale_ recorded, on the device
+                undo = ~finite if skip_mode else None  # skip: undone where not finite, nothing read back
+                if undo_overflow:  # unscaled gradients are non-finite exactly where the scaler found an overflow
+                    overflow = ~torch.isfinite(gnorm)
+                    undo = overflow if undo is None else undo | overflow
+                if undo is not None:
+                    rollback.undo_where(undo)
+                if skip_mode:
                     skipped += ~finite
                     loss_sum += torch.where(finite, loss, 0.0)
                     loss_count += finite
@@ -402,7 +412,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if global_step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
                 if int(first_bad) >= 0:
                     _raise_nonfinite(loss, gnorm, int(first_bad), epoch, ckpt_path, log, bar)
-                if rollback is None or bool(finite):  # a skipped step logs no loss
+                if not skip_mode or bool(finite):  # a skipped step logs no loss
                     now = time.perf_counter()
                     ips = (images_seen - img_last_log) / max(now - t_last_log, 1e-9)
                     t_last_log, img_last_log = now, images_seen
