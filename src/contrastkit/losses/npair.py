@@ -25,9 +25,7 @@ class NPairLoss(nn.Module):
     has no role once they are normalised. No distributed gathering.
 
     Args:
-        check_values: refuse NaN/inf inputs with a ValueError (default; reads a flag back from the device).
-            False skips that check (a NaN/inf input then gives a NaN loss) and the call never synchronises
-            with the host, as :class:`NTXentLoss` with ``check_values=False``.
+        check_values: as :class:`NTLogisticLoss`.
 
     Shape:
         z1 (N, D), z2 (N, D) -> scalar.

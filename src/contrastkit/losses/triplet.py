@@ -38,9 +38,7 @@ class MarginTripletLoss(nn.Module):
     Args:
         margin: m >= 0.
         semi_hard: use semi-hard negative mining.
-        check_values: refuse NaN/inf inputs with a ValueError (default; reads a flag back from the device).
-            False skips that check (a NaN/inf input then gives a NaN loss) and the call never synchronises
-            with the host, as :class:`NTXentLoss` with ``check_values=False``.
+        check_values: as :class:`NTLogisticLoss`.
 
     Raises:
         TypeError: margin not a real number.
