@@ -166,3 +166,34 @@ def test_fp16_lars_step_reads_nothing_back():
 
     assert run(use_scaler_step=True) >= 1  # the control
     assert run(use_scaler_step=False) == 0
+
+
+def test_fp16_lars_skip_mode_undoes_a_nan_loss_step(tmp_path, image_folder, capsys, monkeypatch):
+    """Skip mode and the overflow undo together: a NaN loss at step 1 is counted as skipped and leaves the model
+    (BatchNorm statistics included) and the momentum as after step 0."""
+    import contrastkit.train.trainer as trainer
+
+    real, calls = trainer.build_objective, []
+
+    class NaNAtStep1(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, outputs, labels):
+            calls.append(1)
+            loss = self.inner(outputs, labels)
+            return loss * float("nan") if len(calls) == 2 else loss
+
+    common = ["pretrain", "--method", "simclr", "--data", str(image_folder), "--epochs", "1", *TINY,
+              "--batch-size", "6", "--knn-every", "0", "--device", "cpu", "--precision", "fp16",
+              "--optimizer", "lars", "--on-nonfinite", "skip"]
+    assert main([*common, "--out", str(tmp_path / "one"), "--max-steps", "1"]) == 0, capsys.readouterr().err
+    monkeypatch.setattr(trainer, "build_objective", lambda cfg: NaNAtStep1(real(cfg)))
+    assert main([*common, "--out", str(tmp_path / "two"), "--max-steps", "2"]) == 0, capsys.readouterr().err
+    one, two = (load_checkpoint(tmp_path / name / "last.pt") for name in ("one", "two"))
+    for key, value in one["model"].items():
+        assert torch.equal(value, two["model"][key]), key
+    for a, b in zip(one["optimizer"]["state"].values(), two["optimizer"]["state"].values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["skipped_nonfinite_steps"] == 1
