@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
+from .allocator import tune_malloc_for
 from .config import PretrainConfig
 from .data import EvalDataset, decode_to_array, load_dataset
 from .model import ContrastiveModel
 from .train.checkpoint import CheckpointError, load_checkpoint
-from .allocator import tune_malloc_for
 from .train.setup import build_run_model, resolve_device
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",

@@ -144,7 +144,7 @@ class _SupConTiled(torch.autograd.Function):
         # row's largest term is exp(0) = 1. Not under the fixed shift when its smallest possible term,
         # exp(-2/tau) (unit rows: L_ij >= -1/tau), stays above it, i.e. tau >= 0.0435; for L_in the positives'
         # sum obeys the same bound. Only otherwise does each tile look for such rows, which reads the device
-        # (a host synchronisation on GPUs); sync_free L_out takes the row-max shift there instead.
+        # (a host synchronisation on GPUs).
         fixed_may_underflow = not row_max_shift and -2.0 * 1.001 * inv_tau < math.log(_UNDERFLOW_THRESHOLD)
         check_underflow = (variant == "in" and row_max_shift) or fixed_may_underflow
         # sync_free: no search. The row-max shift instead of the fixed one (the row's largest term is then 1), and
