@@ -15,13 +15,9 @@ import json
 import sys
 from typing import Any, Sequence
 
-from .config import PretrainConfig, load_yaml
+from .config import PretrainConfig, config_groups, load_yaml, option_flag
 
 __all__ = ["main", "build_parser"]
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -37,20 +33,26 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per PretrainConfig field; defaults are suppressed so that YAML values are not overridden."""
-    for f in dataclasses.fields(PretrainConfig):
-        meta = dict(f.metadata)
-        help_text = meta.pop("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, dict):
-            kwargs.update(action="append", type=_key_value, metavar="KEY=VALUE")
-        else:
-            kwargs["type"] = meta.pop("type", type(default))
-            kwargs.update(meta)
-        parser.add_argument(_flag(f.name), **kwargs)
+    """One flag per PretrainConfig field, in one argument group per section of the config (what to train, data,
+    augmentation, model, optimisation, run, monitoring); defaults are suppressed so that YAML values are not
+    overridden."""
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    for title, names in config_groups().items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            f = fields[name]
+            meta = dict(f.metadata)
+            help_text = meta.pop("help", "")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+            if isinstance(default, bool):
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif isinstance(default, dict):
+                kwargs.update(action="append", type=_key_value, metavar="KEY=VALUE")
+            else:
+                kwargs["type"] = meta.pop("type", type(default))
+                kwargs.update(meta)
+            group.add_argument(option_flag(name), **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,7 @@ from ._checks import (
     infer_num_classes,
     resolve_device,
 )
-from .subsets import class_balanced_subset
+from ..data.subsets import class_balanced_subset
 
 __all__ = ["linear_eval", "WEIGHT_DECAY_GRID", "standardize_features"]
 
