@@ -162,16 +162,33 @@ def _error_text(exc: BaseException) -> str:
     return text
 
 
+def _interrupted_text(argv: Sequence[str] | None, cfg: PretrainConfig | None) -> str:
+    """What Ctrl-C prints: for ``pretrain``, on a line of its own, the checkpoint that survives and the command
+    that resumes it (:func:`~contrastkit.train.interrupt.interrupted_message`)."""
+    if cfg is None:
+        return "interrupted"
+    from pathlib import Path
+
+    from .train.interrupt import interrupted_message
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    text = interrupted_message(Path(cfg.out).expanduser() / "last.pt", argv,
+                               overwrite_from_config=cfg.overwrite and "--overwrite" not in argv)
+    return ("\n" if cfg.progress else "") + text  # the progress bar's line may be unfinished
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .train.checkpoint import CheckpointError
 
+    cfg = None
     try:
         if args.command == "pretrain":
             from .train import pretrain
 
-            summary = pretrain(config_from_args(args))
+            cfg = config_from_args(args)
+            summary = pretrain(cfg)
             if summary.get("rank", 0) == 0:  # under torchrun, one summary line
                 _print_json(summary)
         elif args.command == "eval":
@@ -209,6 +226,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"contrastkit {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(_interrupted_text(argv, cfg), file=sys.stderr)
         return 130
     return 0

@@ -114,6 +114,11 @@ class PretrainConfig:
     sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under torchrun (global BN, SimCLR Sec. 2.2; GPU only)")
     out: str = _opt("runs/pretrain", "output folder: config.yaml, last.pt, metrics.jsonl, TensorBoard events")
     resume: bool = _opt(False, "continue from OUT/last.pt")
+    extend: bool = _opt(False, "with --resume: train the run further, to a new --epochs total (a finished run "
+                               "too), from its weights and optimiser state; the warm-up + cosine schedule becomes "
+                               "that of the new total, from the checkpoint's step on")
+    overwrite: bool = _opt(False, "start again in an OUT that holds a run: its outputs (checkpoints, metrics, "
+                                  "TensorBoard events, eval_* and embedding files) are deleted first")
     checkpoint_every_steps: int = _opt(0, "also checkpoint every this many steps within an epoch (0: epoch ends only)")
     on_nonfinite: str = _opt("stop", "a NaN/inf loss or gradient: stop (with step and checkpoint) or skip the step",
                              choices=("stop", "skip"))
@@ -288,6 +293,9 @@ def _check_run(cfg: PretrainConfig) -> None:
     for name in ("checkpoint_every_steps", "max_steps", "time_budget_s"):
         _require(getattr(cfg, name) >= 0, f"{option_flag(name)} must be >= 0 (0: off), got {getattr(cfg, name)}")
     _require(cfg.dist_timeout_s > 0, f"--dist-timeout-s must be > 0, got {cfg.dist_timeout_s}")
+    _require(not (cfg.resume and cfg.overwrite), "--overwrite deletes OUT's run and --resume continues it; "
+                                                 "give one of them")
+    _require(cfg.resume or not cfg.extend, "--extend continues a run in OUT: it needs --resume")
     device = resolve_device(cfg.device, "--device")
     if cfg.sync_debug:
         _require(device.type == "cuda", f"--sync-debug checks CUDA synchronisations "

@@ -33,6 +33,7 @@ def demo_config(out: str | Path, epochs: int | None = None, seed: int = 0) -> Pr
         epochs=epochs or DEMO_EPOCHS, batch_size=256, lr=0.5, lr_scaling="linear", optimizer="sgd",
         weight_decay=5e-4, warmup_epochs=min(2, epochs or DEMO_EPOCHS), temperature=0.2, seed=seed, out=str(Path(out) / "simclr"),
         num_workers=0, augment_on="device", knn_every=5, knn_k=20, log_every=1, crop_scale=(0.3, 1.0),
+        overwrite=True,  # the demo reruns from scratch into its folder
     )
 
 

@@ -17,7 +17,7 @@ import torch
 
 from .allocator import tune_malloc_for
 from .config import PretrainConfig
-from .data import EvalDataset, array_cache_key, decode_to_array, load_dataset
+from .data import EvalDataset, array_cache_key, decode_to_array, load_dataset, resolve_data
 from .model import ContrastiveModel
 from .train.checkpoint import CheckpointError, load_checkpoint
 from .device import resolve_device
@@ -148,7 +148,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     dev = resolve_device(device, "--device")
     tune_malloc_for(dev, malloc)
     model, meta, cfg = load_pretrained(checkpoint, dev)
-    data_name = data or meta.get("data") or cfg.data
+    cfg.data = resolve_data(cfg.data)  # a checkpoint of an older version holds --data as typed
+    data_name = resolve_data(data or meta.get("data") or cfg.data)
     evdata = evaluation_data(data_name, meta, data_root, seed=cfg.seed, num_workers=num_workers)
     ckpt_dir = Path(checkpoint).parent
     suffix = "" if data_name == cfg.data else "_" + Path(os.path.expanduser(data_name)).name
@@ -195,7 +196,7 @@ def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, d
     _check_workers(num_workers)
     dev = resolve_device(device, "--device")
     model, meta, cfg = load_pretrained(checkpoint, dev)
-    data_name = data or meta.get("data") or cfg.data
+    data_name = resolve_data(data or meta.get("data") or cfg.data)
     splits = load_dataset(data_name, root=data_root, seed=cfg.seed)
     source = splits.train if split == "train" else splits.test
     if source is None:
@@ -207,7 +208,8 @@ def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, d
                                      use_projection=projection)
     paths = (splits.train_paths if split == "train" else splits.test_paths) or \
         [f"{data_name}/{split}/{i}" for i in range(len(labels))]
-    written = export_embeddings(feats, labels, paths, out, what="z" if projection else "h")
+    written = export_embeddings(feats, labels, paths, out, what="z" if projection else "h",
+                                meta={"data": data_name, "split": split})
     return {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..augment.convert import to_rgb as _to_rgb
 
-__all__ = ["DataSplits", "ImageFiles", "DigitsImages", "load_dataset", "list_datasets", "DATASETS",
+__all__ = ["DataSplits", "ImageFiles", "DigitsImages", "load_dataset", "list_datasets", "resolve_data", "DATASETS",
            "IMAGE_EXTENSIONS", "open_rgb"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -26,6 +26,12 @@ DATASETS = ("digits", "cifar10", "cifar100", "stl10")
 
 def list_datasets() -> list[str]:
     return [*DATASETS, "<path to an image folder>"]
+
+
+def resolve_data(name: str) -> str:
+    """``--data`` as a run stores it: a known data set's name as it is, a folder as an absolute path (with ``~``
+    expanded), so that the checkpoint's ``eval`` and ``embed`` find it from any working folder."""
+    return name if name in DATASETS else os.path.abspath(os.path.expanduser(name))
 
 
 @dataclass

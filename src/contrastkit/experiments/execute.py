@@ -247,7 +247,8 @@ def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
         try:
             run.out.mkdir(parents=True, exist_ok=True)
             (run.out / "fingerprint.json").unlink(missing_ok=True)
-            summary = pretrain_with_augment(run.config, run.spec.augment)
+            # not trained to the end with this fingerprint: the folder's run (if any) is replaced
+            summary = pretrain_with_augment(dataclasses.replace(run.config, overwrite=True), run.spec.augment)
         except NonFiniteError as exc:
             record.update(status="failed", error=str(exc), metrics={}, wall_time_s=round(time.perf_counter() - t0, 1))
             _write_json(record, result_path)

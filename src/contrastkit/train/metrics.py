@@ -3,10 +3,11 @@ scalars when tensorboard is installed, and the progress line on the console. Onl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "ProgressLine"]
+__all__ = ["MetricsLog", "ProgressLine", "drop_rows_after"]
 
 
 class MetricsLog:
@@ -16,19 +17,24 @@ class MetricsLog:
         out: the run's output folder.
         enabled: False on ranks other than 0 (every method is then a no-op).
         fresh: a new run (not a resume): an existing ``metrics.jsonl`` is emptied first.
+        resumed_at: a resume from the checkpoint at this global step: the rows logged after it (by the run that
+            was stopped, and trained again now) are dropped from ``metrics.jsonl`` and hidden in TensorBoard.
     """
 
-    def __init__(self, out: Path, enabled: bool, fresh: bool = False) -> None:
+    def __init__(self, out: Path, enabled: bool, fresh: bool = False, resumed_at: int | None = None) -> None:
         self.enabled = enabled
         self.file = None
         self.tb = None
         if not enabled:
             return
+        if not fresh and resumed_at is not None:
+            drop_rows_after(out / "metrics.jsonl", resumed_at)
         self.file = open(out / "metrics.jsonl", "w" if fresh else "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            purge = None if fresh or resumed_at is None else resumed_at + 1
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
         except Exception:  # tensorboard missing: metrics.jsonl still holds everything
             self.tb = None
 
@@ -38,7 +44,7 @@ class MetricsLog:
             return
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        if self.tb is not None:
+        if self.tb is not None and row.get("kind") in ("step", "epoch"):  # other kinds are events (extend)
             prefix = "epoch" if row.get("kind") == "epoch" else "train"
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -51,6 +57,24 @@ class MetricsLog:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """Rewrite ``metrics.jsonl`` without its rows of global steps after ``step``, and without a last line cut
+    short by a killed process (atomically; a missing file is left missing)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 class ProgressLine:

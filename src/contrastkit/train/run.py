@@ -26,6 +26,7 @@ from .nonfinite import NonFiniteGuard
 from .objective import build_objective
 from .optim import build_optimizer, scaled_lr, warmup_cosine
 from .precision import grad_scaler
+from .rundir import clear_run_outputs
 from .setup import (AugmentSpec, build_batch_augment, build_run_model, build_view_transform, check_output_dir,
                     labels_for_training, load_splits, resolve_augment_on, resolve_preset)
 
@@ -237,6 +238,8 @@ def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, 
     splits = load_splits(cfg)
     check_data(cfg, splits, world)
     if rank == 0:
+        if cfg.overwrite:
+            clear_run_outputs(out)
         check_output_dir(out)
     bad_files_log = out / "bad_files.txt" if cfg.skip_bad_files else None
     if bad_files_log is not None and rank == 0 and fresh:

@@ -1,8 +1,10 @@
 """Where a run stands (:class:`TrainState`), what its checkpoint holds, and resuming from one.
 
-A checkpoint is ``{model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, config, rng, history,
-epoch_loss, meta}``, written atomically by :func:`~.checkpoint.save_checkpoint` at the end of every epoch (and every
-``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run continues bit-exactly.
+A checkpoint is ``{model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, train_time, images_seen,
+config, rng, history, epoch_loss, meta}``, written atomically by :func:`~.checkpoint.save_checkpoint` at the end
+of every epoch (and every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run continues bit-exactly, and
+its training time adds to the checkpoint's. ``--resume --extend`` continues it to a new ``--epochs`` total: the
+same weights, optimiser state and step, under the new total's schedule.
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from typing import Any
 import torch
 
 from ..config import PretrainConfig
+from ..data import resolve_data
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
 from .run import Run
 
-__all__ = ["TrainState", "load_resume", "restore", "checkpoint_state"]
+__all__ = ["TrainState", "load_resume", "restore", "checkpoint_state", "check_extension", "extension"]
 
 # what a resumed run must share with the checkpoint's: the model, the data, the batch, the schedule and the seed
 _SAME_RUN_KEYS = ("method", "encoder", "width", "head", "proj_dim", "proj_hidden_dim", "cifar_stem", "data",
@@ -67,13 +70,44 @@ def load_resume(cfg: PretrainConfig) -> dict[str, Any] | None:
         return None
     path = Path(cfg.out).expanduser() / "last.pt"
     saved = load_checkpoint(path)  # raises, naming the file, if missing or corrupt
-    old = saved["config"]
-    diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in _SAME_RUN_KEYS
-             if old.get(k) != getattr(cfg, k)]
+    old = dict(saved["config"])
+    if isinstance(old.get("data"), str):  # checkpoints of older versions hold --data as typed
+        old["data"] = resolve_data(old["data"])
+    keys = [k for k in _SAME_RUN_KEYS if not (cfg.extend and k == "epochs")]
+    diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in keys if old.get(k) != getattr(cfg, k)]
     if diffs:
+        hint = (f"; to train it further, to --epochs {cfg.epochs} in all, add --extend"
+                if any(d.startswith("epochs:") for d in diffs) else "")
         raise CheckpointError(f"--resume: checkpoint {path} was written by a different run ({'; '.join(diffs)}); "
-                              f"use another --out or the same options")
+                              f"use another --out or the same options{hint}")
+    if cfg.extend:
+        check_extension(cfg, saved)
     return saved
+
+
+def check_extension(cfg: PretrainConfig, saved: dict[str, Any]) -> None:
+    """``--extend``: a new ``--epochs`` total must leave steps to train after the checkpoint (the checkpoint's own
+    total is a plain resume, so that a resume command can be repeated).
+
+    Raises:
+        CheckpointError: ``--epochs`` is not more than the epochs the checkpoint has completed.
+    """
+    done = int(saved["epoch"])  # completed epochs; a mid-epoch checkpoint is inside epoch done + 1
+    if cfg.epochs != int(saved["config"]["epochs"]) and cfg.epochs <= done:
+        raise CheckpointError(f"--extend: checkpoint {Path(cfg.out).expanduser() / 'last.pt'} has completed "
+                              f"{done} epochs; --epochs is the new total and must be more than {done}, "
+                              f"got {cfg.epochs}")
+
+
+def extension(cfg: PretrainConfig, saved: dict[str, Any], steps_per_epoch: int) -> dict[str, Any] | None:
+    """The ``extend`` row of metrics.jsonl when ``--extend`` gives the run a new total of epochs; None when it
+    does not (no ``--extend``, or ``--epochs`` as the checkpoint's: a plain resume)."""
+    previous = int(saved["config"]["epochs"])
+    if not cfg.extend or cfg.epochs == previous:
+        return None
+    return {"kind": "extend", "epoch": int(saved["epoch"]), "step_in_epoch": int(saved["step_in_epoch"]),
+            "step": int(saved["global_step"]), "previous_epochs": previous, "epochs": cfg.epochs,
+            "total_steps": cfg.epochs * steps_per_epoch}
 
 
 def restore(run: Run, saved: dict[str, Any] | None) -> TrainState:
@@ -97,6 +131,10 @@ def restore(run: Run, saved: dict[str, Any] | None) -> TrainState:
     state.epoch, state.step_in_epoch = int(saved["epoch"]), int(saved["step_in_epoch"])
     state.global_step = int(saved["global_step"])
     state.history = list(saved.get("history", []))
+    state.train_time = run.schedule.train_time = float(saved.get("train_time", 0.0))  # across resumes
+    state.images_seen = state.last_log_images = int(saved.get("images_seen", 0))
+    if run.cfg.extend:
+        _follow_new_schedule(run, state.global_step)
     set_rng_state(saved["rng"])
     if state.step_in_epoch >= run.data.steps_per_epoch:
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
@@ -104,6 +142,15 @@ def restore(run: Run, saved: dict[str, Any] | None) -> TrainState:
         state.loss_sum = saved["epoch_loss"]["sum"].to(run.device)
         state.loss_count += int(saved["epoch_loss"]["count"])
     return state
+
+
+def _follow_new_schedule(run: Run, step: int) -> None:
+    """``--extend``: the learning rate of ``step`` from the new total's schedule (the optimiser's saved one is the
+    old schedule's); the steps after it follow the new schedule through the scheduler."""
+    lrs = [base * run.schedule(step) for base in run.scheduler.base_lrs]
+    for group, lr in zip(run.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    run.scheduler._last_lr = lrs  # what get_last_lr() reports
 
 
 def checkpoint_state(run: Run, state: TrainState, epoch: int, step_in_epoch: int) -> dict[str, Any]:
@@ -117,6 +164,8 @@ def checkpoint_state(run: Run, state: TrainState, epoch: int, step_in_epoch: int
         "epoch": epoch,
         "step_in_epoch": step_in_epoch,
         "global_step": state.global_step,
+        "train_time": state.train_time,
+        "images_seen": state.images_seen,
         "config": run.cfg.to_dict(),
         "rng": rng_state(),
         "history": state.history,

@@ -9,6 +9,7 @@ handled on the device (:mod:`.nonfinite`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from ..allocator import malloc_state
 from ..config import PretrainConfig
-from ..data import batch_to_device, seed_for
+from ..data import batch_to_device, resolve_data, seed_for
 from ..device import resolve_device
 from .checkpoint import save_checkpoint
 from .metrics import MetricsLog, ProgressLine
@@ -28,7 +29,8 @@ from .monitor import knn_monitor, monitor_due
 from .nonfinite import NonFiniteError
 from .precision import autocast, resolve_precision, upcast
 from .run import Run, build_run, init_distributed, unwrap, wrap_model
-from .state import TrainState, checkpoint_state, load_resume, restore
+from .rundir import check_fresh_out
+from .state import TrainState, checkpoint_state, extension, load_resume, restore
 
 __all__ = ["pretrain", "train_one_epoch", "train_step", "end_epoch", "save", "summarize", "sync_guard", "NonFiniteError",
            "unwrap"]
@@ -38,11 +40,14 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Run pretraining as configured; returns a summary (also written to ``OUT/summary.json``).
 
     Raises:
-        ValueError: bad options or data, before any training.
+        ValueError: bad options or data, or an ``out`` that holds a run (without ``resume`` or ``overwrite``),
+            before any training.
         CheckpointError: ``resume`` with a missing/corrupt checkpoint or one from another model.
         NonFiniteError: a NaN/inf loss or gradient with ``on_nonfinite="stop"``.
     """
     cfg.validate()
+    cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # a folder as an absolute path
+    check_fresh_out(cfg)  # on every rank, before any rank can write to OUT
     device = resolve_device(cfg.device, "--device")
     rank, world = init_distributed(device, cfg.dist_timeout_s)
     saved = load_resume(cfg)
@@ -51,7 +56,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     run.train_model = wrap_model(run.model, cfg, device, world)
     if run.is_main:
         cfg.save_yaml(run.out / "config.yaml")
-    log = MetricsLog(run.out, run.is_main, fresh=saved is None)
+    log = MetricsLog(run.out, run.is_main, fresh=saved is None,
+                     resumed_at=None if saved is None else state.global_step)
+    if saved is not None and (extended := extension(cfg, saved, run.data.steps_per_epoch)) is not None:
+        log.write(extended, state.global_step)
     bar = ProgressLine(run.is_main and cfg.progress, cfg.epochs * run.data.steps_per_epoch, state.global_step,
                        cfg.method, cfg.epochs)
     state.last_log_time = time.perf_counter()
