@@ -95,5 +95,8 @@ def test_known_data_set_names_stay_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits").mkdir()  # a folder of that name does not shadow the data set
     assert resolve_data("digits") == "digits" and resolve_data("cifar10") == "cifar10"
+    (tmp_path / "imgs").mkdir()
     assert resolve_data("imgs") == str(tmp_path / "imgs")
-    assert resolve_data("~/x") == os.path.join(os.path.expanduser("~"), "x")
+    assert resolve_data("missing/imgs") == "missing/imgs"  # as typed, for the error message
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_data("~/imgs") == str(tmp_path / "imgs")

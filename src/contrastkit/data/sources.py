@@ -29,9 +29,11 @@ def list_datasets() -> list[str]:
 
 
 def resolve_data(name: str) -> str:
-    """``--data`` as a run stores it: a known data set's name as it is, a folder as an absolute path (with ``~``
-    expanded), so that the checkpoint's ``eval`` and ``embed`` find it from any working folder."""
-    return name if name in DATASETS else os.path.abspath(os.path.expanduser(name))
+    """``--data`` as a run stores it: a known data set's name as it is, an existing path as an absolute one (with
+    ``~`` expanded), so that the checkpoint's ``eval`` and ``embed`` find it from any working folder. A path that
+    does not exist stays as typed, for :func:`load_dataset`'s error to show."""
+    path = os.path.expanduser(name)
+    return name if name in DATASETS or not os.path.exists(path) else os.path.abspath(path)
 
 
 @dataclass
