@@ -2,9 +2,9 @@
 
 A checkpoint is ``{model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, train_time, images_seen,
 config, rng, history, epoch_loss, meta}``, written atomically by :func:`~.checkpoint.save_checkpoint` at the end
-of every epoch (and every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run continues bit-exactly, and
-its training time adds to the checkpoint's. ``--resume --extend`` continues it to a new ``--epochs`` total: the
-same weights, optimiser state and step, under the new total's schedule.
+of every epoch (and every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run
+continues bit-exactly, and its training time adds to the checkpoint's. ``--resume --extend`` continues it to a new
+``--epochs`` total: the same weights, optimiser state and step, under the new total's schedule.
 """
 from __future__ import annotations
 
