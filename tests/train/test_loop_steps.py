@@ -3,6 +3,7 @@ one epoch, the end of an epoch with its checkpoint, resuming from it, and the no
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -149,3 +150,13 @@ def test_guard_stop_mode_deferred_as_on_a_gpu(tmp_path):
     _one_step(guard, model, float("nan"), 2)
     with pytest.raises(NonFiniteError, match=r"step 1 \(epoch 0\)"):
         guard.check(0)
+
+
+def test_the_progress_line_shows_the_epoch_and_its_knn(cfg, capsys):
+    """Issue 21: the console shows the epoch number and each epoch's kNN, not only metrics.jsonl."""
+    from contrastkit.train import pretrain
+
+    pretrain(dataclasses.replace(cfg, progress=True))
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert re.search(r"knn=[01]\.\d{3}", err), err[-500:]
