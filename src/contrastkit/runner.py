@@ -21,7 +21,7 @@ from .data import EvalDataset, array_cache_key, decode_to_array, load_dataset, r
 from .model import ContrastiveModel
 from .train.checkpoint import CheckpointError, load_checkpoint
 from .device import resolve_device
-from .train.setup import build_run_model
+from .train.setup import build_run_model, preset_for
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",
            "evaluation_data"]
@@ -216,15 +216,12 @@ def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, d
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",
                     preset: str = "auto", n_images: int = 6, n_views: int = 4, seed: int = 0) -> Path:
     """Save a PNG grid: each row an image and ``n_views`` augmented views of it."""
-    from .augment import PRESETS, SimCLRTransform, save_preview
+    from .augment import SimCLRTransform, save_preview
 
     if n_images < 1 or n_views < 1:
         raise ValueError(f"--images and --views must be >= 1, got {n_images} and {n_views}")
     splits = load_dataset(data, root=data_root, seed=seed)
-    if preset == "auto":
-        preset = "cifar" if splits.image_size is not None and splits.image_size <= 64 else "imagenet"
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    preset = preset_for(preset, splits.image_size)
     n = min(n_images, len(splits.train))
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(splits.train), generator=g)[:n].tolist()

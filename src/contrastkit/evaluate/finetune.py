@@ -158,6 +158,98 @@ def _feature_dim(encoder: nn.Module, dataset: Dataset, device: torch.device) -> 
     return int(out.shape[1])
 
 
+def _training_batch(x: torch.Tensor, y: Any, num_classes: int, batch_augment: Callable | None,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch on ``device``, its labels checked against ``num_classes``, augmented when asked."""
+    x = x.to(device, non_blocking=True)  # (B, 3, H, W)
+    y = torch.as_tensor(y).long().to(device)  # (B,)
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(
+            f"train_dataset has label {int(y.max()) if int(y.max()) >= num_classes else int(y.min())} "
+            f"but num_classes={num_classes}; labels must lie in [0, {num_classes - 1}]"
+        )
+    if batch_augment is not None:
+        x_aug = batch_augment(x)
+        if not isinstance(x_aug, torch.Tensor) or x_aug.shape != x.shape:
+            got = tuple(x_aug.shape) if isinstance(x_aug, torch.Tensor) else type(x_aug).__name__
+            raise ValueError(f"batch_augment must keep the batch shape {tuple(x.shape)}, returned {got}")
+        x = x_aug
+    return x, y
+
+
+def _as_encoder(encoder: nn.Module) -> nn.Module:
+    """The encoder f itself, or the ``.encoder`` of a model (its projection head is discarded, as in SimCLR)."""
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
+    if isinstance(getattr(encoder, "encoder", None), nn.Module):
+        return encoder.encoder
+    return encoder
+
+
+def _check_seed_and_augment(seed: Any, batch_augment: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if batch_augment is not None and not callable(batch_augment):
+        raise TypeError(f"batch_augment must be callable or None, got {type(batch_augment).__name__}")
+
+
+def _model_and_optimizer(encoder: nn.Module, train_dataset: Dataset, num_classes: int, lr: float,
+                         weight_decay: float, device: torch.device, copy_encoder: bool
+                         ) -> tuple[nn.Sequential, torch.optim.Optimizer]:
+    """``nn.Sequential(encoder, new linear layer)`` on ``device`` and its SGD (momentum 0.9, Nesterov)."""
+    net = copy.deepcopy(encoder) if copy_encoder else encoder
+    net.to(device)
+    head = nn.Linear(_feature_dim(net, train_dataset, device), num_classes).to(device)
+    model = nn.Sequential(net, head)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    return model, optimizer
+
+
+def _train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, epochs: int, lr: float,
+           num_classes: int, batch_augment: Callable | None, device: torch.device, use_amp: bool) -> int:
+    """``epochs`` passes of SGD with a per-step cosine schedule from ``lr``; returns the number of steps."""
+    total_steps = epochs * len(loader)
+    step = 0
+    model.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = _training_batch(x, y, num_classes, batch_augment, device)  # (B, 3, H, W), (B,)
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)  # (B, C)
+            loss = F.cross_entropy(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(
+                    f"fine-tuning diverged: loss is {loss.item()} at step {step} of {total_steps} (lr={lr}); "
+                    "try a smaller lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+    return total_steps
+
+
+def _score(model: nn.Module, test_dataset: Dataset, num_classes: int, batch_size: int, device: torch.device,
+           num_workers: int, autocast: bool) -> tuple[float, float, int]:
+    """Top-1 and top-5 accuracy of ``model`` on ``test_dataset``, and the number of test samples."""
+    logits, test_labels = extract_features(
+        model, test_dataset, batch_size=batch_size, device=device, num_workers=num_workers, autocast=autocast
+    )  # (M, C), (M,)
+    test_labels = as_labels("test_dataset labels", test_labels)
+    if int(test_labels.max()) >= num_classes:
+        raise ValueError(
+            f"test_dataset has label {int(test_labels.max())} but num_classes={num_classes}; "
+            f"labels must lie in [0, {num_classes - 1}]"
+        )
+    ranked = logits.topk(min(5, num_classes), dim=1).indices  # (M, 5)
+    top1 = float((ranked[:, 0] == test_labels).float().mean())
+    top5 = float((ranked == test_labels[:, None]).any(dim=1).float().mean())
+    return top1, top5, int(test_labels.numel())
+
+
 def finetune(
     encoder: nn.Module,
     train_dataset: Dataset,
@@ -223,109 +315,37 @@ def finetune(
     Shape:
         images (B, 3, H, W) -> logits (B, num_classes).
     """
-    if not isinstance(encoder, nn.Module):
-        raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
-    if isinstance(getattr(encoder, "encoder", None), nn.Module):
-        encoder = encoder.encoder
+    encoder = _as_encoder(encoder)
     n_total = len(train_dataset)  # type: ignore[arg-type]
     idx = _check_indices(indices, n_total)
     if len(test_dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("test_dataset is empty: expected at least one (image, label) sample")
-    num_classes = check_positive_int("num_classes", num_classes, minimum=2)
-    epochs = check_positive_int("epochs", epochs)
-    batch_size = check_positive_int("batch_size", batch_size)
-    eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
-    num_workers = check_positive_int("num_workers", num_workers, minimum=0)
+    num_classes, epochs, batch_size, eval_batch_size, num_workers = (
+        check_positive_int(name, value, minimum) for name, value, minimum in (
+            ("num_classes", num_classes, 2), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)))
     lr = 0.05 * batch_size / 256 if lr is None else check_positive_float("lr", lr)
     weight_decay = check_positive_float("weight_decay", weight_decay, allow_zero=True)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if batch_augment is not None and not callable(batch_augment):
-        raise TypeError(f"batch_augment must be callable or None, got {type(batch_augment).__name__}")
+    _check_seed_and_augment(seed, batch_augment)
     device = resolve_device(device)
     use_amp = bool(autocast) and device.type == "cuda"
 
     n_train = int(idx.numel())
-    fork_devices = []
-    if device.type == "cuda":
-        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=fork_devices):
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        net = copy.deepcopy(encoder) if copy_encoder else encoder
-        net.to(device)
-        head = nn.Linear(_feature_dim(net, train_dataset, device), num_classes).to(device)
-        model = nn.Sequential(net, head)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        model, optimizer = _model_and_optimizer(encoder, train_dataset, num_classes, lr, weight_decay, device,
+                                                copy_encoder)
         loader = DataLoader(
-            Subset(train_dataset, idx.tolist()),
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=num_workers,
-            generator=torch.Generator().manual_seed(seed),
-            drop_last=n_train > 1 and n_train % batch_size == 1,
+            Subset(train_dataset, idx.tolist()), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+            generator=torch.Generator().manual_seed(seed), drop_last=n_train > 1 and n_train % batch_size == 1,
         )
-        total_steps = epochs * len(loader)
-        step = 0
-        model.train()
-        for _ in range(epochs):
-            for x, y in loader:
-                x = x.to(device, non_blocking=True)  # (B, 3, H, W)
-                y = torch.as_tensor(y).long().to(device)  # (B,)
-                if int(y.min()) < 0 or int(y.max()) >= num_classes:
-                    raise ValueError(
-                        f"train_dataset has label {int(y.max()) if int(y.max()) >= num_classes else int(y.min())} "
-                        f"but num_classes={num_classes}; labels must lie in [0, {num_classes - 1}]"
-                    )
-                if batch_augment is not None:
-                    x_aug = batch_augment(x)
-                    if not isinstance(x_aug, torch.Tensor) or x_aug.shape != x.shape:
-                        got = tuple(x_aug.shape) if isinstance(x_aug, torch.Tensor) else type(x_aug).__name__
-                        raise ValueError(f"batch_augment must keep the batch shape {tuple(x.shape)}, returned {got}")
-                    x = x_aug
-                for group in optimizer.param_groups:
-                    group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(x)  # (B, C)
-                loss = F.cross_entropy(logits.float(), y)
-                if not math.isfinite(loss.item()):
-                    raise RuntimeError(
-                        f"fine-tuning diverged: loss is {loss.item()} at step {step} of {total_steps} (lr={lr}); "
-                        "try a smaller lr"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
+        total_steps = _train(model, loader, optimizer, epochs, lr, num_classes, batch_augment, device, use_amp)
 
-    logits, test_labels = extract_features(
-        model, test_dataset, batch_size=eval_batch_size, device=device, num_workers=num_workers, autocast=autocast
-    )  # (M, C), (M,)
-    test_labels = as_labels("test_dataset labels", test_labels)
-    if int(test_labels.max()) >= num_classes:
-        raise ValueError(
-            f"test_dataset has label {int(test_labels.max())} but num_classes={num_classes}; "
-            f"labels must lie in [0, {num_classes - 1}]"
-        )
-    ranked = logits.topk(min(5, num_classes), dim=1).indices  # (M, 5)
-    top1 = float((ranked[:, 0] == test_labels).float().mean())
-    top5 = float((ranked == test_labels[:, None]).any(dim=1).float().mean())
-    recipe = {
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "optimizer": "sgd",
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": weight_decay,
-        "schedule": "cosine (per step, no warm-up)",
-        "augment": _augment_name(batch_augment),
-        "seed": seed,
-        "num_classes": num_classes,
-        "n_train": n_train,
-        "n_test": int(test_labels.numel()),
-        "steps": total_steps,
-    }
+    top1, top5, n_test = _score(model, test_dataset, num_classes, eval_batch_size, device, num_workers, autocast)
+    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "momentum": 0.9,
+              "nesterov": True, "weight_decay": weight_decay, "schedule": "cosine (per step, no warm-up)",
+              "augment": _augment_name(batch_augment), "seed": seed, "num_classes": num_classes, "n_train": n_train,
+              "n_test": n_test, "steps": total_steps}
     result: dict = {"top1": top1, "top5": top5, "n_train": n_train, "recipe": recipe}
     if return_model:
         result["model"] = model

@@ -6,6 +6,8 @@ where the process group's timeout (``--dist-timeout-s``) would end the run.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -16,11 +18,15 @@ from .precision import autocast
 __all__ = ["MonitorData", "monitor_data", "knn_monitor", "monitor_due"]
 
 
+@dataclass
 class MonitorData:
-    """Train (memory) and test images decoded once at the training crop size, with the normalisation."""
+    """Train (memory) and test images decoded once at the training crop size, as (images, labels) pairs, with the
+    normalisation."""
 
-    def __init__(self, train: tuple, test: tuple, mean, std) -> None:
-        self.train, self.test, self.mean, self.std = train, test, mean, std
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    mean: tuple
+    std: tuple
 
 
 def monitor_data(cfg: PretrainConfig, splits: DataSplits, size: int, mean, std) -> MonitorData | None:

@@ -15,13 +15,15 @@ from ..config import PretrainConfig
 from ..data import DataSplits, class_balanced_subset, load_dataset
 from ..model import ContrastiveModel, build_model
 
-__all__ = ["resolve_preset", "build_view_transform", "build_batch_augment", "build_run_model", "check_output_dir",
+__all__ = ["preset_for", "resolve_preset", "build_view_transform", "build_batch_augment", "build_run_model", "check_output_dir",
            "labels_for_training", "load_splits", "resolve_augment_on", "auto_device_budget", "AugmentSpec"]
 
 
 def check_output_dir(out: str | os.PathLike, min_free_bytes: int = 200 * 2**20) -> Path:
     """Create ``out`` and prove it is writable with enough free space, before any training."""
     path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file; expected a folder to write the run into")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-") as f:
@@ -77,16 +79,28 @@ def resolve_augment_on(choice: str, splits: DataSplits, budget: int | None = Non
     return "device" if nbytes <= (auto_device_budget() if budget is None else budget) else "workers"
 
 
-def resolve_preset(cfg: PretrainConfig, splits: DataSplits) -> AugmentSpec:
-    """The augmentation preset and overrides: ``cifar`` for images of <= 64 px, else ``imagenet``."""
-    native = splits.image_size
-    preset = cfg.preset
-    if preset == "auto":
-        preset = "cifar" if native is not None and native <= 64 else "imagenet"
+def preset_for(preset: str, image_size: int | None) -> str:
+    """What ``--preset auto`` means for images of side ``image_size`` (None: of mixed sizes): ``cifar`` up to 64 px,
+    else ``imagenet``; any other name is checked against the known presets.
+
+    Raises:
+        ValueError: an unknown preset name.
+    """
     from ..augment import PRESETS
 
+    if preset == "auto":
+        preset = "cifar" if image_size is not None and image_size <= 64 else "imagenet"
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return preset
+
+
+def resolve_preset(cfg: PretrainConfig, splits: DataSplits) -> AugmentSpec:
+    """The augmentation preset and overrides: ``cifar`` for images of <= 64 px, else ``imagenet``."""
+    from ..augment import PRESETS
+
+    native = splits.image_size
+    preset = preset_for(cfg.preset, native)
     size = cfg.size or (native if (native is not None and preset != "cifar" and native < 224)
                         else PRESETS[preset]["size"])
     overrides: dict = {"size": size, "crop_scale": tuple(cfg.crop_scale)}

@@ -45,6 +45,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         CheckpointError: ``resume`` with a missing/corrupt checkpoint or one from another model.
         NonFiniteError: a NaN/inf loss or gradient with ``on_nonfinite="stop"``.
     """
+    cfg = cfg.with_method_defaults()  # e.g. SupCon's temperature 0.1 unless one is set
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # a folder as an absolute path
     check_fresh_out(cfg)  # on every rank, before any rank can write to OUT
