@@ -67,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")
     e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain")
-    e.add_argument("--protocol", default="knn", choices=("knn", "linear", "finetune", "retrieval", "all"),
-                   help="evaluation protocol (default: knn)")
+    e.add_argument("--protocol", default="knn", choices=("knn", "linear", "finetune", "retrieval", "all",
+                                                         "classifier"),
+                   help="evaluation protocol; classifier scores a fine-tuned checkpoint's own classifier "
+                        "(default: knn)")
     e.add_argument("--data", default=None, help="data set to evaluate on (default: the checkpoint's; another one "
                                                 "is transfer)")
     e.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the finetune protocol, overriding "
                                                                      "--epochs (default: 30)")
     e.add_argument("--projection", action="store_true", help="evaluate z = g(h) instead of h")
+    e.add_argument("--from-head-layer", type=int, default=0,
+                   help="finetune from the output of the head's first L Linear-BN-ReLU blocks (0: h; SimCLRv2 "
+                        "Sec. 2.2: 1 of a 3-layer head) (default: 0)")
+    e.add_argument("--save", default=None, help="finetune: write the fine-tuned network (encoder, head layers, "
+                                                "classifier) to this checkpoint, for eval, embed and distill")
     e.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     e.add_argument("--seed", type=int, default=0, help="seed of subsets and classifiers (default: 0)")
     e.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
@@ -180,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          epochs=args.epochs, projection=args.projection, device=args.device,
                                          seed=args.seed, num_workers=args.num_workers,
                                          linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
-                                         malloc=args.malloc)
+                                         malloc=args.malloc, from_head_layer=args.from_head_layer,
+                                         save=args.save)
             _print_json(result)
         elif args.command == "embed":
             from .runner import embed_checkpoint

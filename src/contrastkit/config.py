@@ -75,6 +75,8 @@ class PretrainConfig:
     width: float = _opt(1.0, "ResNet width multiplier (0.25 gives 16-32-64-128 channels for ResNet-18)")
     head: str = _opt("mlp", "projection head g: mlp (one hidden layer), linear or none (SimCLR Fig. 8)",
                      choices=("mlp", "linear", "none"))
+    head_layers: int = _opt(2, "Linear layers K of the MLP head: K - 1 Linear-BN-ReLU blocks, then a Linear layer "
+                               "(2: SimCLR; 3: SimCLRv2 Sec. 2.2, which fine-tunes from the first block)")
     proj_dim: int = _opt(128, "output dimension of z (128, SimCLR Sec. 2.1)")
     proj_hidden_dim: int = _opt(0, "hidden width of the MLP head (0: the encoder's feature dimension, as SimCLR)")
 

@@ -51,8 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ._checks import as_labels, check_positive_float, check_positive_int, resolve_device
-from .features import extract_features
+from ..finetuned import FineTunedNetwork, head_prefix_of
+from ..heads import HeadPrefix
+from ._checks import check_positive_float, check_positive_int, resolve_device
+from .classify import classifier_accuracy
 
 __all__ = ["finetune", "random_crop_flip"]
 
@@ -176,8 +178,9 @@ def finetune(
     autocast: bool = False,
     copy_encoder: bool = True,
     return_model: bool = False,
+    head_layer: int = 0,
 ) -> dict:
-    """Fine-tune an encoder plus a new linear layer on a labelled subset.
+    """Fine-tune an encoder (and the first blocks of its head) plus a new linear layer on a labelled subset.
 
     Args:
         encoder: the encoder f (``nn.Module`` (N, 3, H, W) -> (N, F)), or a model
@@ -202,8 +205,13 @@ def finetune(
         eval_batch_size: batch size for scoring the test set.
         autocast: bf16 autocast on CUDA (ignored on CPU).
         copy_encoder: fine-tune a deep copy and leave ``encoder`` untouched.
-        return_model: also return the fine-tuned ``nn.Sequential(encoder, linear)``
-            under ``"model"``.
+        return_model: also return the fine-tuned
+            :class:`~contrastkit.finetuned.FineTunedNetwork` (encoder, head prefix,
+            linear layer) under ``"model"``.
+        head_layer: L, fine-tune from the output of the first L Linear-BN-ReLU
+            blocks of the model's MLP head (SimCLRv2 Sec. 2.2: L = 1 of a 3-layer
+            head); 0 (default) fine-tunes from h. L > 0 needs a model with
+            ``.encoder`` and a :class:`~contrastkit.heads.ProjectionHead` ``.head``.
 
     Returns:
         ``{"top1": float, "top5": float, "n_train": int, "recipe": dict}``
@@ -217,7 +225,8 @@ def finetune(
         TypeError: for wrongly typed arguments.
         ValueError: for empty or out-of-range indices, labels outside
             [0, num_classes), non-positive sizes or lr, an augmentation that
-            changes the batch shape, or an empty test set.
+            changes the batch shape, an empty test set, or a ``head_layer`` the
+            model's head does not have.
         RuntimeError: if the training loss becomes non-finite (names the step).
 
     Shape:
@@ -225,8 +234,15 @@ def finetune(
     """
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
+    if isinstance(head_layer, bool) or not isinstance(head_layer, int):
+        raise TypeError(f"head_layer must be an int, got {type(head_layer).__name__}")
+    whole = encoder
     if isinstance(getattr(encoder, "encoder", None), nn.Module):
         encoder = encoder.encoder
+    elif head_layer:
+        raise ValueError(f"head_layer={head_layer} needs a model with .encoder and .head (a ContrastiveModel); "
+                         f"got a bare {type(encoder).__name__}")
+    prefix = head_prefix_of(whole, head_layer, 0) if head_layer else None  # checks the range before any work
     n_total = len(train_dataset)  # type: ignore[arg-type]
     idx = _check_indices(indices, n_total)
     if len(test_dataset) == 0:  # type: ignore[arg-type]
@@ -251,10 +267,15 @@ def finetune(
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        net = copy.deepcopy(encoder) if copy_encoder else encoder
-        net.to(device)
-        head = nn.Linear(_feature_dim(net, train_dataset, device), num_classes).to(device)
-        model = nn.Sequential(net, head)
+        parts = nn.ModuleList([encoder] + ([prefix] if prefix is not None else []))
+        parts = copy.deepcopy(parts) if copy_encoder else parts  # the prefix shares the head's layers
+        net = parts[0].to(device)
+        if prefix is None:
+            prefix = HeadPrefix([], _feature_dim(net, train_dataset, device))
+        else:
+            prefix = parts[1].to(device)
+        head = nn.Linear(prefix.out_dim, num_classes).to(device)
+        model = FineTunedNetwork(net, prefix, head)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
         loader = DataLoader(
@@ -298,18 +319,9 @@ def finetune(
                 optimizer.step()
                 step += 1
 
-    logits, test_labels = extract_features(
-        model, test_dataset, batch_size=eval_batch_size, device=device, num_workers=num_workers, autocast=autocast
-    )  # (M, C), (M,)
-    test_labels = as_labels("test_dataset labels", test_labels)
-    if int(test_labels.max()) >= num_classes:
-        raise ValueError(
-            f"test_dataset has label {int(test_labels.max())} but num_classes={num_classes}; "
-            f"labels must lie in [0, {num_classes - 1}]"
-        )
-    ranked = logits.topk(min(5, num_classes), dim=1).indices  # (M, 5)
-    top1 = float((ranked[:, 0] == test_labels).float().mean())
-    top5 = float((ranked == test_labels[:, None]).any(dim=1).float().mean())
+    scores = classifier_accuracy(model, test_dataset, num_classes, batch_size=eval_batch_size, device=device,
+                                 num_workers=num_workers, autocast=autocast)
+    top1, top5 = scores["top1"], scores["top5"]
     recipe = {
         "epochs": epochs,
         "lr": lr,
@@ -323,7 +335,8 @@ def finetune(
         "seed": seed,
         "num_classes": num_classes,
         "n_train": n_train,
-        "n_test": int(test_labels.numel()),
+        "n_test": scores["n_test"],
+        "head_layer": head_layer,
         "steps": total_steps,
     }
     result: dict = {"top1": top1, "top5": top5, "n_train": n_train, "recipe": recipe}

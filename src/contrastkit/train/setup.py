@@ -14,6 +14,7 @@ import torch
 from ..config import LOSSES, METHODS, PretrainConfig
 from ..data import DataSplits, load_dataset
 from ..encoders import list_encoders
+from ..heads import check_head_layers
 from ..model import ContrastiveModel, build_model
 
 __all__ = ["validate_config", "resolve_preset", "build_view_transform", "build_batch_augment", "build_run_model",
@@ -76,6 +77,7 @@ def validate_config(cfg: PretrainConfig) -> None:
         bad(f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
     if cfg.proj_dim < 1 or cfg.proj_hidden_dim < 0:
         bad(f"--proj-dim must be >= 1 and --proj-hidden-dim >= 0, got {cfg.proj_dim}, {cfg.proj_hidden_dim}")
+    check_head_layers(cfg.head, cfg.head_layers)
     if not 0 <= cfg.seed < 2**32:
         bad(f"--seed must be in [0, 2**32), got {cfg.seed}")
     from ..augment import PRESETS
@@ -241,6 +243,7 @@ def build_run_model(cfg: PretrainConfig, num_classes: int, image_size: int) -> C
         proj_hidden_dim=cfg.proj_hidden_dim or None,
         proj_dim=cfg.proj_dim,
         num_classes=num_classes if cfg.method == "ce" else None,
+        head_layers=cfg.head_layers,
     )
 
 
