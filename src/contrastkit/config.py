@@ -16,7 +16,7 @@ import yaml
 
 __all__ = ["PretrainConfig", "load_yaml", "METHODS"]
 
-METHODS = ("simclr", "supcon", "ce")
+METHODS = ("simclr", "supcon", "ce", "distill")
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
 
 
@@ -32,7 +32,8 @@ class PretrainConfig:
     """Every option of ``contrastkit pretrain``. See the README for the sources of defaults."""
 
     # what to train
-    method: str = _opt("simclr", "simclr (NT-Xent, SimCLR), supcon (L_out/L_in, SupCon) or ce (cross-entropy baseline)",
+    method: str = _opt("simclr", "simclr (NT-Xent, SimCLR), supcon (L_out/L_in, SupCon), ce (cross-entropy baseline) "
+                       "or distill (a student on a fine-tuned teacher, SimCLRv2; see contrastkit distill)",
                        choices=METHODS)
     loss: str = _opt("ntxent", "loss for --method simclr: ntxent, ntlogistic, margin or npair (SimCLR Table 4)",
                      choices=LOSSES)
@@ -45,6 +46,12 @@ class PretrainConfig:
                                     "raw dot products, the ablation of SimCLR Table 5")
     semi_hard: bool = _opt(False, "semi-hard negative mining for the margin / NT-Logistic losses (SimCLR Table 4)")
     labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
+
+    # distillation (SimCLRv2 Sec. 2.3; contrastkit distill)
+    teacher: str = _opt("", "distill: the fine-tuned teacher (eval --protocol finetune --save)")
+    distill_temperature: float = _opt(1.0, "distill: temperature tau softening teacher and student predictions")
+    labelled_weight: float = _opt(0.0, "distill: weight A of the labelled loss on the teacher's labelled subset, "
+                                       "(1 - A) x distillation + A x cross-entropy (SimCLRv2 eq. 3, A = 1 - alpha)")
 
     # data
     data: str = _opt("digits", "digits (offline default), cifar10, cifar100, stl10, or a folder (ImageFolder layout)")

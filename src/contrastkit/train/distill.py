@@ -9,6 +9,7 @@ Gradient caching works unchanged: the teacher half of the cached outputs receive
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import torch
@@ -17,7 +18,8 @@ from torch import nn
 from ..finetuned import FineTunedNetwork
 from ..losses import DistillationLoss
 
-__all__ = ["DistillationModel", "DistillationObjective"]
+__all__ = ["DistillationModel", "DistillationObjective", "distill", "build_distillation_model",
+           "build_distill_objective", "distill_labels", "student_defaults", "check_distill_config"]
 
 
 class DistillationModel(nn.Module):
@@ -119,3 +121,149 @@ class DistillationObjective(nn.Module):
         y = labels[:, None].expand(n, v).reshape(n * v) if (labels is not None and self.needs_labels) else None
         loss = self.loss(student, teacher, y)
         return torch.where(finite, loss, torch.full((), float("nan"), dtype=loss.dtype, device=loss.device))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ``method="distill"`` in the training loop: options, model, objective, labels, and the whole job.
+
+def check_distill_config(cfg) -> None:
+    """The distillation options of a PretrainConfig (``teacher``, ``distill_temperature``, ``labelled_weight``).
+
+    Raises:
+        ValueError: ``--method distill`` without ``--teacher``, a teacher file that does not exist, a
+            temperature <= 0, a labelled weight outside [0, 1], or distillation options with another method.
+    """
+    if cfg.method != "distill":
+        if cfg.teacher or cfg.labelled_weight != 0.0 or cfg.distill_temperature != 1.0:
+            raise ValueError(f"--teacher, --distill-temperature and --labelled-weight apply to distillation "
+                             f"(contrastkit distill, or --method distill), got --method {cfg.method}")
+        return
+    if not cfg.teacher:
+        raise ValueError("distillation needs --teacher FINETUNED.pt (written by 'contrastkit eval --protocol "
+                         "finetune --save')")
+    from pathlib import Path
+
+    if not Path(cfg.teacher).expanduser().is_file():
+        raise ValueError(f"--teacher {cfg.teacher} does not exist")
+    if not cfg.distill_temperature > 0:
+        raise ValueError(f"--distill-temperature must be a finite number > 0, got {cfg.distill_temperature}")
+    if not 0 <= cfg.labelled_weight <= 1:
+        raise ValueError(f"--labelled-weight must be in [0, 1] (0: distillation alone), got {cfg.labelled_weight}")
+    if cfg.n_views < 1:
+        raise ValueError(f"--n-views must be >= 1 for distillation, got {cfg.n_views}")
+
+
+def _load_teacher(path: str) -> tuple[FineTunedNetwork, dict[str, Any]]:
+    from ..finetuned import load_finetuned
+
+    return load_finetuned(path)
+
+
+def build_distillation_model(cfg, image_size: int) -> DistillationModel:
+    """The teacher of ``cfg.teacher`` and a freshly initialised student of ``cfg``'s architecture (from h).
+
+    Raises:
+        CheckpointError: the teacher is not a fine-tuned checkpoint.
+        ValueError: the run's input size differs from the teacher's.
+    """
+    from ..finetuned import build_finetuned_network
+
+    teacher, info = _load_teacher(cfg.teacher)
+    size = int(info["meta"].get("image_size", 32))
+    if size != image_size:
+        raise ValueError(f"the teacher {cfg.teacher} takes {size} px inputs but this run's crops are {image_size} "
+                         f"px; pass --size {size}")
+    student = build_finetuned_network(cfg.to_dict(), teacher.num_classes, image_size, head_layer=0)
+    return DistillationModel(student, teacher)
+
+
+def build_distill_objective(cfg) -> DistillationObjective:
+    _, info = _load_teacher(cfg.teacher)
+    return DistillationObjective(int(info["classifier"]["num_classes"]), cfg.distill_temperature,
+                                 cfg.labelled_weight)
+
+
+def distill_labels(cfg, targets: list[int]) -> torch.Tensor:
+    """Training labels for distillation: all -1 (unlabelled), except, with ``labelled_weight`` > 0, the
+    teacher's own fine-tuning subset, which keeps its true labels.
+
+    Raises:
+        ValueError: ``labelled_weight`` > 0 with data other than the ones the teacher was fine-tuned on.
+    """
+    labels = torch.full((len(targets),), -1, dtype=torch.long)
+    if cfg.labelled_weight == 0:
+        return labels
+    _, info = _load_teacher(cfg.teacher)
+    result = info.get("result", {})
+    indices = result.get("indices")
+    if indices is None or result.get("data") != cfg.data:
+        raise ValueError(f"--labelled-weight > 0 uses the teacher's labelled subset, so --data must be the data "
+                         f"it was fine-tuned on ({result.get('data')!r}); got {cfg.data!r}")
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    if idx.numel() and int(idx.max()) >= len(targets):
+        raise ValueError(f"the teacher's labelled subset indexes {int(idx.max()) + 1} images but {cfg.data} has "
+                         f"{len(targets)} training images")
+    labels[idx] = torch.as_tensor(targets, dtype=torch.long)[idx]
+    return labels
+
+
+def student_defaults(teacher: str) -> dict[str, Any]:
+    """Options of a self-distillation student: the teacher's encoder, width, stem, preset and input size."""
+    _, info = _load_teacher(teacher)
+    cfg, meta = info["config"], info["meta"]
+    out = {k: cfg[k] for k in ("encoder", "width", "cifar_stem") if k in cfg}
+    if meta.get("preset"):
+        out["preset"] = meta["preset"]
+    if meta.get("image_size"):
+        out["size"] = int(meta["image_size"])
+    return out
+
+
+def distill(cfg) -> dict[str, Any]:
+    """Train a student on a teacher's softened predictions with the training loop; write ``OUT/student.pt``.
+
+    ``cfg.method`` must be ``"distill"``. The loop writes what a pretraining run writes (``last.pt`` holds the
+    student); the student is then saved as a fine-tuned checkpoint (:mod:`contrastkit.finetuned`) and, when
+    the data have a labelled test split, its classifier is scored there.
+
+    Returns:
+        The loop's summary plus ``student`` (the checkpoint's path), ``student_top1`` / ``student_top5`` (or
+        None) and ``teacher_top1`` (the teacher's reported accuracy).
+    """
+    from pathlib import Path
+
+    from ..evaluate.classify import classifier_accuracy
+    from ..finetuned import FineTunedNetwork, save_finetuned
+    from ..runner import evaluation_data
+    from .checkpoint import load_checkpoint
+    from .trainer import pretrain
+
+    if cfg.method != "distill":
+        raise ValueError(f"distill() runs --method distill, got {cfg.method!r}")
+    summary = pretrain(cfg)
+    if summary.get("rank", 0) != 0:
+        return summary
+    out = Path(cfg.out).expanduser()
+    state = load_checkpoint(out / "last.pt")
+    _, info = _load_teacher(cfg.teacher)
+    model = build_distillation_model(cfg, int(state["meta"]["image_size"]))
+    model.load_state_dict(state["model"], strict=True)
+    student: FineTunedNetwork = model.student.eval()
+    meta = state["meta"]
+    scores = {"top1": None, "top5": None}
+    try:
+        data = evaluation_data(cfg.data, meta, cfg.data_root, seed=cfg.seed, num_workers=0)
+    except ValueError:  # unlabelled data: nothing to score on
+        data = None
+    if data is not None and data["num_classes"] == student.num_classes:
+        scores = classifier_accuracy(student, data["test"], student.num_classes, batch_size=512)
+    result = {"kind": "distill", "top1": scores["top1"], "top5": scores["top5"], "data": cfg.data,
+              "teacher": str(cfg.teacher), "teacher_top1": info["result"].get("top1"),
+              "distill_temperature": cfg.distill_temperature, "labelled_weight": cfg.labelled_weight,
+              "global_step": summary["global_step"], "source_checkpoint": str(out / "last.pt")}
+    path = save_finetuned(out / "student.pt", student, cfg.to_dict(), meta, list(info["classifier"]["classes"]),
+                          result)
+    summary.update(student=str(path), student_top1=scores["top1"], student_top5=scores["top5"],
+                   teacher_top1=info["result"].get("top1"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary

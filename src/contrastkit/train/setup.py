@@ -15,6 +15,7 @@ from ..config import LOSSES, METHODS, PretrainConfig
 from ..data import DataSplits, load_dataset
 from ..encoders import list_encoders
 from ..heads import check_head_layers
+from .distill import build_distillation_model, check_distill_config, distill_labels
 from ..model import ContrastiveModel, build_model
 
 __all__ = ["validate_config", "resolve_preset", "build_view_transform", "build_batch_augment", "build_run_model",
@@ -48,7 +49,8 @@ def validate_config(cfg: PretrainConfig) -> None:
         bad(f"--weight-decay must be >= 0 and --momentum in [0, 1), got {cfg.weight_decay}, {cfg.momentum}")
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
         bad(f"--warmup-epochs must be in [0, epochs={cfg.epochs}], got {cfg.warmup_epochs}")
-    if cfg.method != "ce" and cfg.n_views < 2:
+    check_distill_config(cfg)
+    if cfg.method not in ("ce", "distill") and cfg.n_views < 2:
         bad(f"--n-views must be >= 2 for contrastive methods, got {cfg.n_views}")
     if not 0 < cfg.labeled_fraction <= 1:
         bad(f"--labeled-fraction must be in (0, 1], got {cfg.labeled_fraction}")
@@ -234,6 +236,8 @@ def build_batch_augment(spec: AugmentSpec, n_views: int):
 
 
 def build_run_model(cfg: PretrainConfig, num_classes: int, image_size: int) -> ContrastiveModel:
+    if cfg.method == "distill":  # the student and its frozen teacher (train/distill.py)
+        return build_distillation_model(cfg, image_size)
     stem = cfg.cifar_stem == "on" or (cfg.cifar_stem == "auto" and image_size <= 64)
     return build_model(
         cfg.encoder,
@@ -250,6 +254,8 @@ def build_run_model(cfg: PretrainConfig, num_classes: int, image_size: int) -> C
 def labels_for_training(cfg: PretrainConfig, targets: list[int], num_classes: int) -> torch.Tensor:
     """Training labels by index: all -1 for SimCLR; SupCon with ``labeled_fraction`` < 1 keeps a
     seeded class-balanced subset and marks the rest -1 (own views only)."""
+    if cfg.method == "distill":
+        return distill_labels(cfg, targets)
     labels = torch.as_tensor(targets, dtype=torch.long)
     if cfg.method == "simclr":
         return torch.full_like(labels, -1)
