@@ -171,7 +171,7 @@ def _check_finetune_options(protocol: str, from_head_layer: int, save: str | os.
         raise ValueError(f"{flag} applies to --protocol finetune, got --protocol {protocol}")
 
 
-def _save_finetuned(path, res: dict[str, Any], cfg: PretrainConfig, meta: dict[str, Any], evdata: dict[str, Any],
+def save_finetuned_result(path, res: dict[str, Any], cfg: PretrainConfig, meta: dict[str, Any], evdata: dict[str, Any],
                     checkpoint, data_name: str, seed: int) -> str:
     """Write the fine-tuned network of a finetune result as a checkpoint (:mod:`contrastkit.finetuned`)."""
     from .finetuned import save_finetuned
@@ -232,7 +232,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                            epochs=per_protocol.get(name, epochs), projection=projection, device=dev, seed=seed,
                            cfg=cfg, feats=feats, from_head_layer=from_head_layer, keep_model=save is not None)
         if save is not None:
-            res["saved"] = _save_finetuned(save, res, cfg, meta, evdata, checkpoint, data_name, seed)
+            res["saved"] = save_finetuned_result(save, res, cfg, meta, evdata, checkpoint, data_name, seed)
             del res["model"]
         res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != cfg.data,
                    pretrained_on=cfg.data, method=cfg.method, what="z" if projection else "h")
