@@ -158,7 +158,8 @@ def _classifier_scores(model, data: dict[str, Any], device) -> tuple[dict[str, A
     if model.num_classes != data["num_classes"]:
         raise ValueError(f"the checkpoint's classifier has {model.num_classes} classes but the data have "
                          f"{data['num_classes']}")
-    metrics = classifier_accuracy(model, data["test"], model.num_classes, batch_size=512, device=device)
+    # the batch size of finetune()'s own scoring (eval_batch_size), so a reloaded network scores identically
+    metrics = classifier_accuracy(model, data["test"], model.num_classes, batch_size=256, device=device)
     return metrics, {"what": "the checkpoint's own classifier, test split, no augmentation",
                      "from_head_layer": model.from_head_layer}
 

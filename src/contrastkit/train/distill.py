@@ -256,7 +256,7 @@ def distill(cfg) -> dict[str, Any]:
     except ValueError:  # unlabelled data: nothing to score on
         data = None
     if data is not None and data["num_classes"] == student.num_classes:
-        scores = classifier_accuracy(student, data["test"], student.num_classes, batch_size=512)
+        scores = classifier_accuracy(student, data["test"], student.num_classes, batch_size=256)
     result = {"kind": "distill", "top1": scores["top1"], "top5": scores["top5"], "data": cfg.data,
               "teacher": str(cfg.teacher), "teacher_top1": info["result"].get("top1"),
               "distill_temperature": cfg.distill_temperature, "labelled_weight": cfg.labelled_weight,
