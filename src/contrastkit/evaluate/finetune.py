@@ -160,6 +160,16 @@ def _feature_dim(encoder: nn.Module, dataset: Dataset, device: torch.device) -> 
     return int(out.shape[1])
 
 
+def _network(encoder: nn.Module, prefix: HeadPrefix | None, num_classes: int, copy_encoder: bool,
+             dataset: Dataset, device: torch.device) -> FineTunedNetwork:
+    """Encoder, head prefix (None: h itself) and a new linear layer, copied first with ``copy_encoder``."""
+    parts = nn.ModuleList([encoder] + ([prefix] if prefix is not None else []))
+    parts = copy.deepcopy(parts) if copy_encoder else parts  # the prefix shares the head's layers
+    net = parts[0].to(device)
+    prefix = HeadPrefix([], _feature_dim(net, dataset, device)) if prefix is None else parts[1].to(device)
+    return FineTunedNetwork(net, prefix, nn.Linear(prefix.out_dim, num_classes).to(device))
+
+
 def finetune(
     encoder: nn.Module,
     train_dataset: Dataset,
@@ -267,15 +277,7 @@ def finetune(
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        parts = nn.ModuleList([encoder] + ([prefix] if prefix is not None else []))
-        parts = copy.deepcopy(parts) if copy_encoder else parts  # the prefix shares the head's layers
-        net = parts[0].to(device)
-        if prefix is None:
-            prefix = HeadPrefix([], _feature_dim(net, train_dataset, device))
-        else:
-            prefix = parts[1].to(device)
-        head = nn.Linear(prefix.out_dim, num_classes).to(device)
-        model = FineTunedNetwork(net, prefix, head)
+        model = _network(encoder, prefix, num_classes, copy_encoder, train_dataset, device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
         loader = DataLoader(

@@ -318,6 +318,17 @@ def _command(name: str, data: str, budget: Budget, out: Path, device: str, seed:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _add_stages(results: dict[str, Any], stages: list[dict[str, Any]] | None, metric_note: str | None) -> None:
+    """Record an experiment's stages (fine-tuning, distillation) beside its runs, in place."""
+    if stages is not None:
+        results["stages"] = stages
+        results["resumed_runs"] += [r["key"] for r in stages if r.get("resumed")]
+        results["runs_wall_time_s"] = round(results["runs_wall_time_s"]
+                                            + sum(r.get("wall_time_s", 0.0) for r in stages), 1)
+    if metric_note:
+        results["metric_note"] = metric_note
+
+
 def run_experiment(name: str, *, data: str | None = None, budget: str | Budget = "smoke",
                    out: str | os.PathLike | None = None, device: str = "auto", seed: int = 0,
                    progress: bool = True) -> dict[str, Any]:
@@ -392,13 +403,7 @@ def run_experiment(name: str, *, data: str | None = None, budget: str | Budget =
         "resumed_runs": [r["key"] for r in records if r.get("resumed")],
         "figure": figure_path.name,
     }
-    if stages is not None:
-        results["stages"] = stages
-        results["resumed_runs"] += [r["key"] for r in stages if r.get("resumed")]
-        results["runs_wall_time_s"] = round(results["runs_wall_time_s"]
-                                            + sum(r.get("wall_time_s", 0.0) for r in stages), 1)
-    if experiment.metric_note:
-        results["metric_note"] = experiment.metric_note
+    _add_stages(results, stages, experiment.metric_note)
     _write_json(results, out_dir / "results.json")
     md = write_markdown(results, out_dir / "results.md")
     if progress:
