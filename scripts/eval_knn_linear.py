@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from contrastkit.runner import evaluation_data, load_pretrained, run_protocol
-from contrastkit.train.setup import resolve_device
+from contrastkit.device import resolve_device
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from contrastkit.config import PretrainConfig
 from contrastkit.heads import ProjectionHead
 from contrastkit.runner import load_pretrained
 from contrastkit.train.checkpoint import load_checkpoint, save_checkpoint
-from contrastkit.train.setup import validate_config
 
 
 def _pattern(head: ProjectionHead) -> list[type]:
@@ -46,7 +45,7 @@ def test_bad_layer_counts_are_refused(kind, layers, match):
     with pytest.raises(ValueError, match=match):
         ProjectionHead(8, kind=kind, layers=layers)
     with pytest.raises(ValueError, match=match):
-        validate_config(PretrainConfig(head=kind, head_layers=layers))
+        PretrainConfig(head=kind, head_layers=layers).validate()
     with pytest.raises(TypeError, match="must be an integer"):
         ProjectionHead(8, layers=2.5)
 

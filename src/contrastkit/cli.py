@@ -16,13 +16,9 @@ import json
 import sys
 from typing import Any, Sequence
 
-from .config import PretrainConfig, load_yaml
+from .config import PretrainConfig, config_groups, load_yaml, option_flag
 
 __all__ = ["main", "build_parser"]
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -38,23 +34,29 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """One flag per PretrainConfig field (but ``exclude``); defaults are suppressed so that YAML values are not
-    overridden."""
-    for f in dataclasses.fields(PretrainConfig):
-        if f.name in exclude:
+    """One flag per PretrainConfig field (but ``exclude``), in one argument group per section of the config (what
+    to train, distillation, data, augmentation, model, optimisation, run, monitoring); defaults are suppressed so
+    that YAML values are not overridden."""
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    for title, names in config_groups().items():
+        names = [n for n in names if n not in exclude]
+        if not names:
             continue
-        meta = dict(f.metadata)
-        help_text = meta.pop("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, dict):
-            kwargs.update(action="append", type=_key_value, metavar="KEY=VALUE")
-        else:
-            kwargs["type"] = meta.pop("type", type(default))
-            kwargs.update(meta)
-        parser.add_argument(_flag(f.name), **kwargs)
+        group = parser.add_argument_group(title)
+        for name in names:
+            f = fields[name]
+            meta = dict(f.metadata)
+            help_text = meta.pop("help", "")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+            if isinstance(default, bool):
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif isinstance(default, dict):
+                kwargs.update(action="append", type=_key_value, metavar="KEY=VALUE")
+            else:
+                kwargs["type"] = meta.pop("type", type(default))
+                kwargs.update(meta)
+            group.add_argument(option_flag(name), **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,7 +164,7 @@ _NOT_FOR_DISTILL = ("method", "loss", "supcon_variant", "temperature", "margin",
 
 def _distill(args: argparse.Namespace) -> dict[str, Any]:
     """``contrastkit distill``: the teacher's architecture and input size unless given, one view per image."""
-    from .train.distill import distill, student_defaults
+    from .distillation import distill, student_defaults
 
     teacher = getattr(args, "teacher", None)
     if not teacher:

@@ -8,13 +8,14 @@ share one source of truth. Precedence: dataclass defaults < YAML file
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "METHODS"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES"]
 
 METHODS = ("simclr", "supcon", "ce", "distill")
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
@@ -100,6 +101,9 @@ class PretrainConfig:
     weight_decay: float = _opt(5e-4, "weight decay, not applied to biases and norm layers (SimCLR: 1e-6 with LARS)")
     warmup_epochs: float = _opt(0.0, "linear warm-up epochs before cosine decay (SimCLR: 10)")
     min_lr_ratio: float = _opt(0.0, "final learning rate as a fraction of the peak")
+    schedule: str = _opt("steps", "the warm-up + cosine schedule spans the steps of --epochs (steps), or the "
+                                  "--time-budget-s seconds (time: for fixed-time budgets; not bit-exact on resume)",
+                         choices=("steps", "time"))
 
     # run
     seed: int = _opt(0, "random seed (data order, augmentation, initialisation)")
@@ -119,22 +123,37 @@ class PretrainConfig:
     sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under torchrun (global BN, SimCLR Sec. 2.2; GPU only)")
     out: str = _opt("runs/pretrain", "output folder: config.yaml, last.pt, metrics.jsonl, TensorBoard events")
     resume: bool = _opt(False, "continue from OUT/last.pt")
-    knn_every: int = _opt(1, "kNN monitor every this many epochs (0: off)")
-    knn_k: int = _opt(200, "k of the kNN monitor (Wu et al. 2018)")
-    knn_temperature: float = _opt(0.1, "vote temperature of the kNN monitor")
-    log_every: int = _opt(10, "log the loss every this many steps (each log syncs with the device)")
     checkpoint_every_steps: int = _opt(0, "also checkpoint every this many steps within an epoch (0: epoch ends only)")
     on_nonfinite: str = _opt("stop", "a NaN/inf loss or gradient: stop (with step and checkpoint) or skip the step",
                              choices=("stop", "skip"))
     max_steps: int = _opt(0, "stop after this many optimiser steps in total (0: no limit; for tests and budgets)")
     time_budget_s: float = _opt(0.0, "stop training after this many seconds of training (0: no limit)")
-    schedule: str = _opt("steps", "the warm-up + cosine schedule spans the steps of --epochs (steps), or the "
-                                  "--time-budget-s seconds (time: for fixed-time budgets; not bit-exact on resume)",
-                         choices=("steps", "time"))
+    dist_timeout_s: float = _opt(1800.0, "under torchrun: how long a collective waits for the slowest process before "
+                                          "the run fails (torch.distributed's timeout; torch's default is 600 s)")
+
+    # monitoring
+    knn_every: int = _opt(1, "kNN monitor every this many epochs (0: off)")
+    knn_k: int = _opt(200, "k of the kNN monitor (Wu et al. 2018)")
+    knn_temperature: float = _opt(0.1, "vote temperature of the kNN monitor")
+    log_every: int = _opt(10, "log the loss every this many steps (each log syncs with the device)")
     progress: bool = _opt(True, "show a tqdm progress bar")
     sync_debug: bool = _opt(False, "CUDA only: raise at any host synchronisation inside a training step after the "
                                    "first (torch.cuda.set_sync_debug_mode), to check that the loop runs ahead of "
                                    "the GPU; logging and checkpoint steps are outside the check")
+
+    def validate(self) -> None:
+        """Check every option, each with its own message naming the option, what it got and what it takes.
+
+        Called by :func:`~contrastkit.train.pretrain` before anything is created; the checks that need the data
+        (a batch larger than the training set, labels for SupCon) come when the data are loaded.
+
+        Raises:
+            ValueError: the first bad option.
+        """
+        _check_types(self)
+        for check in (_check_training, _check_distillation, _check_data, _check_augmentation, _check_model,
+                      _check_optimisation, _check_run, _check_monitoring):
+            check(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -154,6 +173,172 @@ class PretrainConfig:
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# The sections of PretrainConfig, in order: each named by its first field. They are the groups of `pretrain --help`.
+_GROUP_STARTS = {"method": "what to train", "teacher": "distillation", "data": "data", "preset": "augmentation",
+                 "encoder": "model", "epochs": "optimisation", "seed": "run", "knn_every": "monitoring"}
+
+
+def config_groups() -> dict[str, list[str]]:
+    """The field names of each section of :class:`PretrainConfig` (what to train, distillation, data,
+    augmentation, model, optimisation, run, monitoring), in declaration order."""
+    groups: dict[str, list[str]] = {}
+    title = None
+    for f in dataclasses.fields(PretrainConfig):
+        title = _GROUP_STARTS.get(f.name, title)
+        groups.setdefault(title, []).append(f.name)
+    return groups
+
+
+def option_flag(name: str) -> str:
+    """The command-line flag of a field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _check_types(cfg: PretrainConfig) -> None:
+    """Every option has its field's type (a YAML file can hold anything), numbers are finite, and options with a
+    fixed set of values hold one of them."""
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), option_flag(f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, want = number and math.isfinite(value), "a finite number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (tuple, list)) and len(value) == len(default) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            want = f"{len(default)} finite numbers"
+        elif isinstance(default, dict):
+            ok, want = isinstance(value, dict), "a mapping of KEY=VALUE settings"
+        else:  # a field of another kind: checked by the rules below, if any
+            ok, want = True, ""
+        if not ok:
+            raise ValueError(f"{flag} must be {want}, got {value!r} ({type(value).__name__})")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ValueError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_training(cfg: PretrainConfig) -> None:
+    _require(not (not cfg.l2_normalize and (cfg.method == "ce" or (cfg.method == "simclr" and cfg.loss != "ntxent"))),
+             f"--no-l2-normalize applies to NT-Xent and SupCon; got --method {cfg.method} --loss {cfg.loss}, which "
+             f"has no temperature-scaled dot product to leave unnormalised")
+    _require(0 < cfg.temperature < float("inf"), f"--temperature must be a finite number > 0, got {cfg.temperature}")
+    _require(cfg.margin >= 0, f"--margin must be >= 0, got {cfg.margin}")
+    _require(0 < cfg.labeled_fraction <= 1, f"--labeled-fraction must be in (0, 1], got {cfg.labeled_fraction}")
+    _require(cfg.labeled_fraction == 1 or cfg.method == "supcon",
+             f"--labeled-fraction applies to --method supcon only, got --method {cfg.method}")
+
+
+def _check_distillation(cfg: PretrainConfig) -> None:
+    """The distillation options of a PretrainConfig (``teacher``, ``distill_temperature``, ``labelled_weight``).
+
+    Raises:
+        ValueError: ``--method distill`` without ``--teacher``, a teacher file that does not exist, a
+            temperature <= 0, a labelled weight outside [0, 1], or distillation options with another method.
+    """
+    if cfg.method != "distill":
+        if cfg.teacher or cfg.labelled_weight != 0.0 or cfg.distill_temperature != 1.0:
+            raise ValueError(f"--teacher, --distill-temperature and --labelled-weight apply to distillation "
+                             f"(contrastkit distill, or --method distill), got --method {cfg.method}")
+        return
+    if not cfg.teacher:
+        raise ValueError("distillation needs --teacher FINETUNED.pt (written by 'contrastkit eval --protocol "
+                         "finetune --save')")
+    if not Path(cfg.teacher).expanduser().is_file():
+        raise ValueError(f"--teacher {cfg.teacher} does not exist")
+    if not cfg.distill_temperature > 0:
+        raise ValueError(f"--distill-temperature must be a finite number > 0, got {cfg.distill_temperature}")
+    if not 0 <= cfg.labelled_weight <= 1:
+        raise ValueError(f"--labelled-weight must be in [0, 1] (0: distillation alone), got {cfg.labelled_weight}")
+    if cfg.n_views < 1:
+        raise ValueError(f"--n-views must be >= 1 for distillation, got {cfg.n_views}")
+
+
+def _check_data(cfg: PretrainConfig) -> None:
+    _require(cfg.num_workers >= 0, f"--num-workers must be >= 0, got {cfg.num_workers}")
+    _require(0 < cfg.val_fraction < 1, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
+
+
+def _check_augmentation(cfg: PretrainConfig) -> None:
+    from .augment import PRESETS, preset_config
+
+    _require(cfg.preset == "auto" or cfg.preset in PRESETS,
+             f"--preset must be auto or one of {', '.join(sorted(PRESETS))}, got {cfg.preset!r}")
+    _require(cfg.size >= 0, f"--size must be >= 0 (0: the preset's), got {cfg.size}")
+    lo, hi = cfg.crop_scale
+    _require(0 < lo <= hi <= 1, f"--crop-scale must satisfy 0 < min <= max <= 1, got {lo} {hi}")
+    _require(cfg.method in ("ce", "distill") or cfg.n_views >= 2,
+             f"--n-views must be >= 2 for contrastive methods, got {cfg.n_views}")
+    _require(cfg.method != "simclr" or cfg.loss == "ntxent" or cfg.n_views == 2,
+             f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
+    if cfg.augment:
+        try:
+            preset_config("cifar", **cfg.augment)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--augment {cfg.augment}: {exc}") from exc
+
+
+def _check_model(cfg: PretrainConfig) -> None:
+    from .encoders import list_encoders
+
+    _require(cfg.encoder in list_encoders() or cfg.encoder.startswith("timm:"),
+             f"unknown encoder {cfg.encoder!r}; known encoders: {', '.join(list_encoders())}")
+    _require(cfg.width > 0, f"--width must be > 0, got {cfg.width}")
+    _require(cfg.proj_dim >= 1, f"--proj-dim must be >= 1, got {cfg.proj_dim}")
+    _require(cfg.proj_hidden_dim >= 0, f"--proj-hidden-dim must be >= 0 (0: the encoder's feature dimension), got "
+                                       f"{cfg.proj_hidden_dim}")
+    from .heads import check_head_layers
+
+    check_head_layers(cfg.head, cfg.head_layers)
+
+
+def _check_optimisation(cfg: PretrainConfig) -> None:
+    _require(cfg.epochs > 0, f"--epochs must be a positive integer, got {cfg.epochs!r}")
+    _require(cfg.batch_size > 0, f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
+    _require(cfg.micro_batch_size >= 0 and not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
+             f"--micro-batch-size must divide --batch-size {cfg.batch_size}, got {cfg.micro_batch_size}")
+    _require(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
+    _require(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
+    _require(cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    _require(0 <= cfg.warmup_epochs <= cfg.epochs,
+             f"--warmup-epochs must be in [0, epochs={cfg.epochs}], got {cfg.warmup_epochs}")
+    _require(0 <= cfg.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+    _require(cfg.schedule != "time" or cfg.time_budget_s > 0, "--schedule time needs --time-budget-s > 0")
+
+
+def _check_run(cfg: PretrainConfig) -> None:
+    from .device import resolve_device
+
+    _require(0 <= cfg.seed < 2**32, f"--seed must be in [0, 2**32), got {cfg.seed}")
+    for name in ("checkpoint_every_steps", "max_steps", "time_budget_s"):
+        _require(getattr(cfg, name) >= 0, f"{option_flag(name)} must be >= 0 (0: off), got {getattr(cfg, name)}")
+    _require(cfg.dist_timeout_s > 0, f"--dist-timeout-s must be > 0, got {cfg.dist_timeout_s}")
+    device = resolve_device(cfg.device, "--device")
+    if cfg.sync_debug:
+        _require(device.type == "cuda", f"--sync-debug checks CUDA synchronisations "
+                                        f"(torch.cuda.set_sync_debug_mode); the run's device is {device}")
+        _require(not cfg.sync_bn, "--sync-debug cannot check a run with --sync-bn: SyncBatchNorm reads the device "
+                                  "back in every forward pass (docs/usage.md); leave one of them out")
+
+
+def _check_monitoring(cfg: PretrainConfig) -> None:
+    _require(cfg.knn_every >= 0, f"--knn-every must be >= 0 (0: off), got {cfg.knn_every}")
+    _require(cfg.knn_k >= 1, f"--knn-k must be >= 1, got {cfg.knn_k}")
+    _require(cfg.knn_temperature > 0, f"--knn-temperature must be > 0, got {cfg.knn_temperature}")
+    _require(cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

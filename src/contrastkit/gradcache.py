@@ -26,12 +26,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .train.precision import upcast
+
 __all__ = ["cached_backward"]
-
-
-def _upcast(t: torch.Tensor) -> torch.Tensor:
-    """Half-precision outputs of autocast are upcast to float32 for the loss; float64 stays."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _bn_buffers(model: nn.Module) -> list[tuple[nn.Module, dict[str, torch.Tensor]]]:
@@ -107,7 +104,7 @@ def cached_backward(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
             _, out = model(x)  # (V*n_c, D)
-        return _upcast(out).view(v, m, -1).transpose(0, 1)  # (n_c, V, D)
+        return upcast(out).view(v, m, -1).transpose(0, 1)  # (n_c, V, D)
 
     # Pass 1: embeddings only, no graph; BN running stats restored afterwards.
     bn_saved = _bn_buffers(model)

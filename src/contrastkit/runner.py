@@ -17,11 +17,12 @@ import torch
 
 from .allocator import tune_malloc_for
 from .config import PretrainConfig
-from .data import EvalDataset, decode_to_array, load_dataset
+from .data import EvalDataset, array_cache_key, decode_to_array, load_dataset
+from .device import resolve_device
 from .finetuned import head_prefix_of, is_finetuned, load_finetuned
 from .model import ContrastiveModel
 from .train.checkpoint import CheckpointError, load_checkpoint
-from .train.setup import build_run_model, check_output_dir, resolve_device
+from .train.setup import build_run_model, check_output_dir, preset_for
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",
            "evaluation_data"]
@@ -68,9 +69,8 @@ def evaluation_data(data: str, meta: dict, data_root: str = "~/.cache/contrastki
     if not splits.labelled or splits.test is None:
         raise ValueError(f"evaluation needs labelled train and test splits; {data} has none")
     size = int(meta.get("image_size", 32))
-    key = None if data == "digits" else os.path.abspath(os.path.expanduser(data))
-    tr = decode_to_array(splits.train, size, num_workers=num_workers, cache_key=key and key + "/train")
-    te = decode_to_array(splits.test, size, num_workers=num_workers, cache_key=key and key + "/test")
+    tr = decode_to_array(splits.train, size, num_workers=num_workers, cache_key=array_cache_key(data, "train"))
+    te = decode_to_array(splits.test, size, num_workers=num_workers, cache_key=array_cache_key(data, "test"))
     mean, std = meta.get("mean", (0.5,) * 3), meta.get("std", (0.5,) * 3)
     return {
         "splits": splits,
@@ -214,7 +214,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
             raise ValueError(f"{flag} must be >= 1 (or left out for the protocol's), got {value}")
     per_protocol = {"linear": linear_epochs or epochs, "finetune": finetune_epochs or epochs}
     _check_workers(num_workers)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     tune_malloc_for(dev, malloc)
     model, meta, cfg = load_pretrained(checkpoint, dev)
     if from_head_layer:
@@ -270,7 +270,7 @@ def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, d
     from .evaluate import export_embeddings, extract_features
 
     _check_workers(num_workers)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     model, meta, cfg = load_pretrained(checkpoint, dev)
     data_name = data or meta.get("data") or cfg.data
     splits = load_dataset(data_name, root=data_root, seed=cfg.seed)
@@ -291,15 +291,12 @@ def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, d
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",
                     preset: str = "auto", n_images: int = 6, n_views: int = 4, seed: int = 0) -> Path:
     """Save a PNG grid: each row an image and ``n_views`` augmented views of it."""
-    from .augment import PRESETS, SimCLRTransform, save_preview
+    from .augment import SimCLRTransform, save_preview
 
     if n_images < 1 or n_views < 1:
         raise ValueError(f"--images and --views must be >= 1, got {n_images} and {n_views}")
     splits = load_dataset(data, root=data_root, seed=seed)
-    if preset == "auto":
-        preset = "cifar" if splits.image_size is not None and splits.image_size <= 64 else "imagenet"
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    preset = preset_for(preset, splits.image_size)
     n = min(n_images, len(splits.train))
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(splits.train), generator=g)[:n].tolist()

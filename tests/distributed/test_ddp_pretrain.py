@@ -43,10 +43,10 @@ _SKIP_DRIVER = '''
 import json, os, sys
 import torch
 from contrastkit.cli import main
-from contrastkit.train import trainer
+from contrastkit.train import nonfinite, run
 
 rank = int(os.environ["RANK"])
-real_objective, calls, sums = trainer.build_objective, [], []
+real_objective, calls, sums = run.build_objective, [], []
 
 
 class NaNLossAtStep1(torch.nn.Module):
@@ -65,14 +65,14 @@ class NaNLossAtStep1(torch.nn.Module):
         return loss
 
 
-class Recording(trainer.Rollback):
+class Recording(nonfinite.Rollback):
     def undo_where(self, bad):
         super().undo_where(bad)
         sums.append(float(sum(p.double().sum() for p in self.params)))
 
 
-trainer.build_objective = lambda cfg: NaNLossAtStep1(real_objective(cfg))
-trainer.Rollback = Recording
+run.build_objective = lambda cfg: NaNLossAtStep1(real_objective(cfg))
+nonfinite.Rollback = Recording
 rc = main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
     json.dump({"rc": rc, "sums": sums}, f)

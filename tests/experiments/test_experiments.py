@@ -9,7 +9,7 @@ import pytest
 from contrastkit.experiments import (AUGMENT_OPS, BUDGETS, EXPERIMENTS, get_experiment, materialise_subset,
                                      ops_augment, plan, run_experiment)
 from contrastkit.experiments import execute
-from contrastkit.experiments.augment_overrides import _wrapped_preset, check_augment_overrides
+from contrastkit.experiments.augment_overrides import check_augment_overrides
 from contrastkit.experiments.subsets import subset_folder
 
 NAMES = list(EXPERIMENTS)
@@ -100,18 +100,19 @@ def test_list(capsys):
 
 
 def test_augment_overrides_are_applied_and_then_removed():
+    """The overrides ride on a copy of the config (dataclasses.replace); the original config is left as it was."""
+    import dataclasses
+
     from contrastkit.config import PretrainConfig
     from contrastkit.data import load_dataset
-    from contrastkit.train import trainer
+    from contrastkit.train.setup import resolve_preset
 
     cfg = PretrainConfig(data="digits", preset="cifar")
     splits = load_dataset("digits")
-    original = trainer.resolve_preset
-    with _wrapped_preset({"rotate": 0.5, "color": False}):
-        spec = trainer.resolve_preset(cfg, splits)
-        assert spec.overrides["rotate"] == 0.5 and spec.overrides["color"] is False
-    assert trainer.resolve_preset is original
-    assert "rotate" not in trainer.resolve_preset(cfg, splits).overrides
+    spec = resolve_preset(dataclasses.replace(cfg, augment={"rotate": 0.5, "color": False}), splits)
+    assert spec.overrides["rotate"] == 0.5 and spec.overrides["color"] is False
+    assert cfg.augment == {}
+    assert "rotate" not in resolve_preset(cfg, splits).overrides
     with pytest.raises(TypeError, match="unknown augmentation argument"):
         check_augment_overrides({"sobel": True})
     with pytest.raises(ValueError, match="probability"):

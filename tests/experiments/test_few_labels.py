@@ -68,7 +68,7 @@ def test_smoke_run_end_to_end_then_resume(tmp_path, monkeypatch):
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr(execute, "pretrain_with_augment", no_work)
-    monkeypatch.setattr("contrastkit.train.distill.distill", no_work)
+    monkeypatch.setattr("contrastkit.distillation.distill", no_work)
     monkeypatch.setattr("contrastkit.runner.run_protocol", no_work)
     again = run_experiment("few-labels", budget="smoke", out=out, device="cpu", progress=False)
     assert again["rows"] == results["rows"]

@@ -23,7 +23,7 @@ import contrastkit.runner
 import contrastkit.train
 from contrastkit.cli import build_parser, main
 from contrastkit.train.checkpoint import CheckpointError
-from contrastkit.train.setup import resolve_device, validate_config
+from contrastkit.device import resolve_device
 
 _SUBPARSERS = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
 
@@ -94,7 +94,7 @@ def argvs(draw) -> tuple[list[str], str]:
 def stubbed(monkeypatch):
     """Every command's work replaced by its checks before any work."""
     def pretrain(cfg):
-        validate_config(cfg)
+        cfg.validate()
         resolve_device(cfg.device)
         return {"rank": 0}
 
@@ -105,7 +105,7 @@ def stubbed(monkeypatch):
         raise ValueError(f"stub: {name} not loaded")
 
     def demo(out, epochs=None, seed=0):
-        validate_config(contrastkit.demo.demo_config(out, epochs=epochs, seed=seed))
+        contrastkit.demo.demo_config(out, epochs=epochs, seed=seed).validate()
 
     def experiment(name, **kwargs):
         from contrastkit.experiments import get_budget, get_experiment

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+import contrastkit.train.run as run
 import contrastkit.train.trainer as trainer
 from contrastkit.cli import build_parser, config_from_args, main
 from contrastkit.train import NonFiniteError
@@ -34,12 +35,12 @@ class _NaNAt(nn.Module):
 
 
 def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
-    real = trainer.build_objective
-    monkeypatch.setattr(trainer, "build_objective", lambda cfg: _NaNAt(real(cfg), steps))
+    real = run.build_objective
+    monkeypatch.setattr(run, "build_objective", lambda cfg: _NaNAt(real(cfg), steps))
 
 
 def _nan_images_at(monkeypatch, steps: set[int]) -> None:
-    real, calls = trainer._train_step, []
+    real, calls = trainer.train_step, []
 
     def step(model, objective, views, *args):
         calls.append(1)
@@ -47,7 +48,7 @@ def _nan_images_at(monkeypatch, steps: set[int]) -> None:
             views = torch.full_like(views, float("nan"))
         return real(model, objective, views, *args)
 
-    monkeypatch.setattr(trainer, "_train_step", step)
+    monkeypatch.setattr(trainer, "train_step", step)
 
 
 def test_nan_loss_stops_with_step_epoch_and_checkpoint(folder, tmp_path, monkeypatch, capsys):

@@ -12,7 +12,8 @@ from contrastkit.cli import main
 from contrastkit.config import PretrainConfig
 from contrastkit.train.checkpoint import load_checkpoint, save_checkpoint
 from contrastkit.train.objective import build_objective
-from contrastkit.train.trainer import _train_step, grad_scaler, resolve_precision
+from contrastkit.train.precision import grad_scaler, resolve_precision
+from contrastkit.train.trainer import train_step as _train_step
 
 CPU = torch.device("cpu")
 
@@ -90,7 +91,7 @@ def _inf_gradient_at(monkeypatch, step: int) -> None:
     """An fp16 overflow at ``step``: one gradient entry is inf after the (scaled) backward."""
     import contrastkit.train.trainer as trainer
 
-    real, calls = trainer._train_step, []
+    real, calls = trainer.train_step, []
 
     def train_step(model, *args):
         loss = real(model, *args)
@@ -100,7 +101,7 @@ def _inf_gradient_at(monkeypatch, step: int) -> None:
             grad[(0,) * grad.ndim] = float("inf")
         return loss
 
-    monkeypatch.setattr(trainer, "_train_step", train_step)
+    monkeypatch.setattr(trainer, "train_step", train_step)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
@@ -171,9 +172,9 @@ def test_fp16_lars_step_reads_nothing_back():
 def test_fp16_lars_skip_mode_undoes_a_nan_loss_step(tmp_path, image_folder, capsys, monkeypatch):
     """Skip mode and the overflow undo together: a NaN loss at step 1 is counted as skipped and leaves the model
     (BatchNorm statistics included) and the momentum as after step 0."""
-    import contrastkit.train.trainer as trainer
+    import contrastkit.train.run as run
 
-    real, calls = trainer.build_objective, []
+    real, calls = run.build_objective, []
 
     class NaNAtStep1(torch.nn.Module):
         def __init__(self, inner):
@@ -189,7 +190,7 @@ def test_fp16_lars_skip_mode_undoes_a_nan_loss_step(tmp_path, image_folder, caps
               "--batch-size", "6", "--knn-every", "0", "--device", "cpu", "--precision", "fp16",
               "--optimizer", "lars", "--on-nonfinite", "skip"]
     assert main([*common, "--out", str(tmp_path / "one"), "--max-steps", "1"]) == 0, capsys.readouterr().err
-    monkeypatch.setattr(trainer, "build_objective", lambda cfg: NaNAtStep1(real(cfg)))
+    monkeypatch.setattr(run, "build_objective", lambda cfg: NaNAtStep1(real(cfg)))
     assert main([*common, "--out", str(tmp_path / "two"), "--max-steps", "2"]) == 0, capsys.readouterr().err
     one, two = (load_checkpoint(tmp_path / name / "last.pt") for name in ("one", "two"))
     for key, value in one["model"].items():

@@ -24,7 +24,8 @@ from contrastkit.config import PretrainConfig
 from contrastkit.train.objective import build_objective
 from contrastkit.train.optim import LARS, param_groups
 from contrastkit.train.rollback import Rollback
-from contrastkit.train.trainer import _train_step, first_nonfinite
+from contrastkit.train.nonfinite import first_nonfinite
+from contrastkit.train.trainer import train_step
 
 META = torch.device("meta")
 
@@ -157,7 +158,7 @@ def test_a_training_step_reads_nothing_from_the_device(optimizer, extra):
     views = torch.empty(16, cfg.n_views, 3, 32, 32, device=META)
     labels = torch.empty(16, dtype=torch.long, device=META) if cfg.method == "supcon" else None
     with BlockingCopies() as rec:
-        loss = _train_step(model, objective, views, labels, cfg, META, channels_last=True)
+        loss = train_step(model, objective, views, labels, cfg, META, channels_last=True)
         params = list(model.parameters())
         gnorm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
         finite = torch.isfinite(loss) & torch.isfinite(gnorm)
@@ -182,7 +183,7 @@ def test_a_skip_mode_step_reads_nothing_from_the_device(optimizer):
     with BlockingCopies() as rec:
         for _ in range(2):  # the first step creates the momentum buffers, the second has them to save
             rollback.save()
-            loss = _train_step(model, build_objective(cfg), torch.empty(16, 2, 3, 32, 32, device=META), None, cfg,
+            loss = train_step(model, build_objective(cfg), torch.empty(16, 2, 3, 32, 32, device=META), None, cfg,
                                META, channels_last=True)
             gnorm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), float("inf"))
             finite = torch.isfinite(loss) & torch.isfinite(gnorm)

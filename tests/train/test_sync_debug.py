@@ -13,7 +13,7 @@ import torch
 
 from conftest import TINY, make_image_folder
 from contrastkit.cli import main
-from contrastkit.train.trainer import _sync_guard
+from contrastkit.train.trainer import sync_guard as _sync_guard
 
 CUDA = torch.cuda.is_available()
 

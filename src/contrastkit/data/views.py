@@ -168,6 +168,17 @@ class _Resized(Dataset):
         return torch.from_numpy(arr.copy()).permute(2, 0, 1), int(label)  # (3, S, S)
 
 
+def array_cache_key(data: str, part: str) -> str | None:
+    """The :func:`decode_to_array` cache key of one part (``train``, ``test``, ``train-native``) of a data set.
+
+    ``digits`` is not cached (it is small and built in); any other data set or folder is keyed by its absolute
+    path, so the same folder reached by another relative path shares the cache.
+    """
+    if data == "digits":
+        return None
+    return f"{os.path.abspath(os.path.expanduser(data))}/{part}"
+
+
 def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key: str | None = None,
                     cache_dir: str = "~/.cache/contrastkit/arrays", progress: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ One module per protocol, each usable from Python and wired to the command line
 * :mod:`.features`: :func:`extract_features`, run a frozen encoder once.
 * :mod:`.knn`: :func:`knn_accuracy`, temperature-weighted cosine kNN (Wu et al. 2018).
 * :mod:`.linear`: :func:`linear_eval`, linear classifier on frozen features.
-* :mod:`.subsets`: :func:`class_balanced_subset`, few-label subsets.
+* :func:`class_balanced_subset` (from :mod:`contrastkit.data.subsets`): few-label subsets.
 * :mod:`.finetune`: :func:`finetune`, fine-tune encoder + linear layer (SimCLR App. B.5).
 * :mod:`.retrieval`: :func:`retrieval_metrics`, Recall@K, MAP@R, R-precision, NMI.
 * :mod:`.embed`: :func:`export_embeddings` / :func:`load_embeddings`.
@@ -24,7 +24,7 @@ from .linear import WEIGHT_DECAY_GRID, linear_eval, standardize_features
 from .plots import plot_curves, plot_embedding_2d
 from .report import format_table, read_jsonl, to_jsonable, write_json
 from .retrieval import retrieval_metrics
-from .subsets import class_balanced_subset, dataset_labels
+from ..data.subsets import class_balanced_subset, dataset_labels  # a data concern, re-exported here
 
 __all__ = [
     "extract_features",

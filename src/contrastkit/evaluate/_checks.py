@@ -11,7 +11,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-# One number check (a finite real > 0, or >= 0) for the losses and the evaluation protocols.
+# One number check (a finite real > 0, or >= 0) for the losses and the evaluation protocols, one device rule for all
+from ..data.labels import as_tensor, as_labels
+from ..device import resolve_device
 from ..losses._validation import check_positive_float
 
 __all__ = [
@@ -23,16 +25,6 @@ __all__ = [
     "infer_num_classes",
     "resolve_device",
 ]
-
-
-def _to_tensor(name: str, x: Any) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    if isinstance(x, (list, tuple)):
-        return torch.as_tensor(x)
-    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
 def as_features(name: str, x: Any, *, allow_empty: bool = False) -> torch.Tensor:
@@ -53,7 +45,7 @@ def as_features(name: str, x: Any, *, allow_empty: bool = False) -> torch.Tensor
     Shape:
         x (N, F) -> (N, F).
     """
-    t = _to_tensor(name, x)
+    t = as_tensor(name, x)
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     if t.dim() != 2:
@@ -64,38 +56,6 @@ def as_features(name: str, x: Any, *, allow_empty: bool = False) -> torch.Tensor
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
         raise ValueError(f"{name} has non-finite values (NaN or inf) in {bad} of {t.shape[0]} rows")
     return t.float()
-
-
-def as_labels(name: str, y: Any, n: int | None = None, *, n_name: str = "features") -> torch.Tensor:
-    """Check a label vector and return it as a long tensor.
-
-    Args:
-        name: argument name used in error messages.
-        y: integer tensor, array or sequence of shape (N,).
-        n: expected length (the number of feature rows), or None.
-        n_name: name of the tensor that fixes ``n``, for the message.
-
-    Returns:
-        The labels as an int64 tensor.
-
-    Raises:
-        TypeError: if the labels are not integers.
-        ValueError: if the shape is not (n,) or a label is negative.
-
-    Shape:
-        y (N,) -> (N,).
-    """
-    t = _to_tensor(name, y)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
-    if t.dim() != 1:
-        raise ValueError(f"{name} must have shape (N,), got shape {tuple(t.shape)}")
-    if n is not None and t.shape[0] != n:
-        raise ValueError(f"{name} has shape {tuple(t.shape)} but {n_name} has N={n} samples")
-    t = t.long()
-    if t.numel() and int(t.min()) < 0:
-        raise ValueError(f"{name} must be non-negative class indices, got minimum {int(t.min())}")
-    return t
 
 
 def as_train_test(
@@ -145,15 +105,3 @@ def infer_num_classes(num_classes: int | None, *label_sets: torch.Tensor, names:
             f"labels must lie in [0, {num_classes - 1}]"
         )
     return num_classes
-
-
-def resolve_device(device: Any) -> torch.device:
-    """Turn ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` into a device."""
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device {device!r} is not a valid torch device string (e.g. 'cpu', 'cuda:0')") from exc

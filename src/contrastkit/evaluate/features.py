@@ -49,6 +49,37 @@ def _as_label_tensor(y: Any, batch_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _loader(dataset: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
+    """``dataset`` itself when it is a DataLoader, else an in-order loader over it."""
+    if isinstance(dataset, DataLoader):
+        return dataset
+    batch_size = check_positive_int("batch_size", batch_size)
+    num_workers = check_positive_int("num_workers", num_workers, minimum=0)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("dataset is empty: expected at least one (image, label) sample")
+    # A private generator: iterating a DataLoader otherwise draws its worker base
+    # seed from the global RNG, and a kNN monitor would change the training run.
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _encoder_and_head(model_or_encoder: nn.Module, use_projection: bool) -> tuple[nn.Module, nn.Module | None]:
+    """The encoder f and, for a model that has one, the head g."""
+    if _has_encoder_and_head(model_or_encoder):
+        return model_or_encoder.encoder, model_or_encoder.head
+    if use_projection:
+        raise ValueError(
+            f"use_projection=True needs a model with .encoder and .head, got a bare "
+            f"{type(model_or_encoder).__name__}"
+        )
+    return model_or_encoder, None
+
+
 def extract_features(
     model_or_encoder: nn.Module,
     dataset: Dataset | DataLoader,
@@ -92,33 +123,8 @@ def extract_features(
     if not isinstance(model_or_encoder, nn.Module):
         raise TypeError(f"model_or_encoder must be an nn.Module, got {type(model_or_encoder).__name__}")
     device = resolve_device(device)
-    if isinstance(dataset, DataLoader):
-        loader = dataset
-    else:
-        batch_size = check_positive_int("batch_size", batch_size)
-        num_workers = check_positive_int("num_workers", num_workers, minimum=0)
-        if len(dataset) == 0:  # type: ignore[arg-type]
-            raise ValueError("dataset is empty: expected at least one (image, label) sample")
-        # A private generator: iterating a DataLoader otherwise draws its worker base
-        # seed from the global RNG, and a kNN monitor would change the training run.
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=num_workers,
-            generator=torch.Generator().manual_seed(0),
-        )
-
-    if _has_encoder_and_head(model_or_encoder):
-        encoder: nn.Module = model_or_encoder.encoder
-        head: nn.Module | None = model_or_encoder.head
-    else:
-        if use_projection:
-            raise ValueError(
-                f"use_projection=True needs a model with .encoder and .head, got a bare "
-                f"{type(model_or_encoder).__name__}"
-            )
-        encoder, head = model_or_encoder, None
+    loader = _loader(dataset, batch_size, num_workers)
+    encoder, head = _encoder_and_head(model_or_encoder, use_projection)
 
     module = model_or_encoder
     previous_modes = [(m, m.training) for m in module.modules()]

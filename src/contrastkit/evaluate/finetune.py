@@ -160,14 +160,86 @@ def _feature_dim(encoder: nn.Module, dataset: Dataset, device: torch.device) -> 
     return int(out.shape[1])
 
 
-def _network(encoder: nn.Module, prefix: HeadPrefix | None, num_classes: int, copy_encoder: bool,
-             dataset: Dataset, device: torch.device) -> FineTunedNetwork:
-    """Encoder, head prefix (None: h itself) and a new linear layer, copied first with ``copy_encoder``."""
+def _training_batch(x: torch.Tensor, y: Any, num_classes: int, batch_augment: Callable | None,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch on ``device``, its labels checked against ``num_classes``, augmented when asked."""
+    x = x.to(device, non_blocking=True)  # (B, 3, H, W)
+    y = torch.as_tensor(y).long().to(device)  # (B,)
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(
+            f"train_dataset has label {int(y.max()) if int(y.max()) >= num_classes else int(y.min())} "
+            f"but num_classes={num_classes}; labels must lie in [0, {num_classes - 1}]"
+        )
+    if batch_augment is not None:
+        x_aug = batch_augment(x)
+        if not isinstance(x_aug, torch.Tensor) or x_aug.shape != x.shape:
+            got = tuple(x_aug.shape) if isinstance(x_aug, torch.Tensor) else type(x_aug).__name__
+            raise ValueError(f"batch_augment must keep the batch shape {tuple(x.shape)}, returned {got}")
+        x = x_aug
+    return x, y
+
+
+def _parts(encoder: nn.Module, head_layer: Any) -> tuple[nn.Module, HeadPrefix | None]:
+    """The encoder f (a model's ``.encoder``; its head is discarded, as in SimCLR) and, for ``head_layer`` L > 0,
+    the first L blocks of the model's MLP head (range checked here, before any work)."""
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
+    if isinstance(head_layer, bool) or not isinstance(head_layer, int):
+        raise TypeError(f"head_layer must be an int, got {type(head_layer).__name__}")
+    if not isinstance(getattr(encoder, "encoder", None), nn.Module):
+        if head_layer:
+            raise ValueError(f"head_layer={head_layer} needs a model with .encoder and .head (a ContrastiveModel); "
+                             f"got a bare {type(encoder).__name__}")
+        return encoder, None
+    return encoder.encoder, (head_prefix_of(encoder, head_layer, 0) if head_layer else None)
+
+
+def _check_seed_and_augment(seed: Any, batch_augment: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if batch_augment is not None and not callable(batch_augment):
+        raise TypeError(f"batch_augment must be callable or None, got {type(batch_augment).__name__}")
+
+
+def _model_and_optimizer(encoder: nn.Module, prefix: HeadPrefix | None, train_dataset: Dataset, num_classes: int,
+                         lr: float, weight_decay: float, device: torch.device, copy_encoder: bool
+                         ) -> tuple[FineTunedNetwork, torch.optim.Optimizer]:
+    """Encoder, head prefix (None: h itself) and a new linear layer on ``device``, copied first with
+    ``copy_encoder``, and their SGD (momentum 0.9, Nesterov)."""
     parts = nn.ModuleList([encoder] + ([prefix] if prefix is not None else []))
     parts = copy.deepcopy(parts) if copy_encoder else parts  # the prefix shares the head's layers
     net = parts[0].to(device)
-    prefix = HeadPrefix([], _feature_dim(net, dataset, device)) if prefix is None else parts[1].to(device)
-    return FineTunedNetwork(net, prefix, nn.Linear(prefix.out_dim, num_classes).to(device))
+    prefix = HeadPrefix([], _feature_dim(net, train_dataset, device)) if prefix is None else parts[1].to(device)
+    model = FineTunedNetwork(net, prefix, nn.Linear(prefix.out_dim, num_classes).to(device))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    return model, optimizer
+
+
+def _train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, epochs: int, lr: float,
+           num_classes: int, batch_augment: Callable | None, device: torch.device, use_amp: bool) -> int:
+    """``epochs`` passes of SGD with a per-step cosine schedule from ``lr``; returns the number of steps."""
+    total_steps = epochs * len(loader)
+    step = 0
+    model.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = _training_batch(x, y, num_classes, batch_augment, device)  # (B, 3, H, W), (B,)
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)  # (B, C)
+            loss = F.cross_entropy(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(
+                    f"fine-tuning diverged: loss is {loss.item()} at step {step} of {total_steps} (lr={lr}); "
+                    "try a smaller lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+    return total_steps
 
 
 def finetune(
@@ -215,133 +287,58 @@ def finetune(
         eval_batch_size: batch size for scoring the test set.
         autocast: bf16 autocast on CUDA (ignored on CPU).
         copy_encoder: fine-tune a deep copy and leave ``encoder`` untouched.
-        return_model: also return the fine-tuned
-            :class:`~contrastkit.finetuned.FineTunedNetwork` (encoder, head prefix,
-            linear layer) under ``"model"``.
-        head_layer: L, fine-tune from the output of the first L Linear-BN-ReLU
-            blocks of the model's MLP head (SimCLRv2 Sec. 2.2: L = 1 of a 3-layer
-            head); 0 (default) fine-tunes from h. L > 0 needs a model with
-            ``.encoder`` and a :class:`~contrastkit.heads.ProjectionHead` ``.head``.
+        return_model: also return the :class:`~contrastkit.finetuned.FineTunedNetwork` under ``"model"``.
+        head_layer: L, fine-tune from the first L Linear-BN-ReLU blocks of the model's MLP head (SimCLRv2
+            Sec. 2.2: 1 of a 3-layer head; needs ``.encoder`` and a ProjectionHead ``.head``); 0: from h.
 
     Returns:
-        ``{"top1": float, "top5": float, "n_train": int, "recipe": dict}``
-        (plus ``"model"`` with ``return_model``); accuracies in [0, 1], top-5 is
-        top-min(5, C). ``recipe`` holds ``epochs``, ``lr``, ``batch_size``,
-        ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``,
-        ``schedule``, ``augment``, ``seed``, ``num_classes``, ``n_train``,
-        ``n_test``, ``steps``.
+        ``{"top1": float, "top5": float, "n_train": int, "recipe": dict}`` (plus ``"model"`` with
+        ``return_model``); accuracies in [0, 1], top-5 is top-min(5, C). ``recipe`` holds ``epochs``, ``lr``,
+        ``batch_size``, ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``, ``schedule``, ``augment``,
+        ``seed``, ``num_classes``, ``n_train``, ``n_test``, ``head_layer``, ``steps``.
 
     Raises:
         TypeError: for wrongly typed arguments.
-        ValueError: for empty or out-of-range indices, labels outside
-            [0, num_classes), non-positive sizes or lr, an augmentation that
-            changes the batch shape, an empty test set, or a ``head_layer`` the
-            model's head does not have.
+        ValueError: for empty or out-of-range indices, labels outside [0, num_classes), non-positive sizes or
+            lr, an augmentation that changes the batch shape, an empty test set, or a head layer out of range.
         RuntimeError: if the training loss becomes non-finite (names the step).
 
     Shape:
         images (B, 3, H, W) -> logits (B, num_classes).
     """
-    if not isinstance(encoder, nn.Module):
-        raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
-    if isinstance(head_layer, bool) or not isinstance(head_layer, int):
-        raise TypeError(f"head_layer must be an int, got {type(head_layer).__name__}")
-    whole = encoder
-    if isinstance(getattr(encoder, "encoder", None), nn.Module):
-        encoder = encoder.encoder
-    elif head_layer:
-        raise ValueError(f"head_layer={head_layer} needs a model with .encoder and .head (a ContrastiveModel); "
-                         f"got a bare {type(encoder).__name__}")
-    prefix = head_prefix_of(whole, head_layer, 0) if head_layer else None  # checks the range before any work
+    encoder, prefix = _parts(encoder, head_layer)
     n_total = len(train_dataset)  # type: ignore[arg-type]
     idx = _check_indices(indices, n_total)
     if len(test_dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("test_dataset is empty: expected at least one (image, label) sample")
-    num_classes = check_positive_int("num_classes", num_classes, minimum=2)
-    epochs = check_positive_int("epochs", epochs)
-    batch_size = check_positive_int("batch_size", batch_size)
-    eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
-    num_workers = check_positive_int("num_workers", num_workers, minimum=0)
+    num_classes, epochs, batch_size, eval_batch_size, num_workers = (
+        check_positive_int(name, value, minimum) for name, value, minimum in (
+            ("num_classes", num_classes, 2), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)))
     lr = 0.05 * batch_size / 256 if lr is None else check_positive_float("lr", lr)
     weight_decay = check_positive_float("weight_decay", weight_decay, allow_zero=True)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if batch_augment is not None and not callable(batch_augment):
-        raise TypeError(f"batch_augment must be callable or None, got {type(batch_augment).__name__}")
+    _check_seed_and_augment(seed, batch_augment)
     device = resolve_device(device)
     use_amp = bool(autocast) and device.type == "cuda"
 
     n_train = int(idx.numel())
-    fork_devices = []
-    if device.type == "cuda":
-        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=fork_devices):
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = _network(encoder, prefix, num_classes, copy_encoder, train_dataset, device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        model, optimizer = _model_and_optimizer(encoder, prefix, train_dataset, num_classes, lr, weight_decay,
+                                                device, copy_encoder)
         loader = DataLoader(
-            Subset(train_dataset, idx.tolist()),
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=num_workers,
-            generator=torch.Generator().manual_seed(seed),
-            drop_last=n_train > 1 and n_train % batch_size == 1,
+            Subset(train_dataset, idx.tolist()), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+            generator=torch.Generator().manual_seed(seed), drop_last=n_train > 1 and n_train % batch_size == 1,
         )
-        total_steps = epochs * len(loader)
-        step = 0
-        model.train()
-        for _ in range(epochs):
-            for x, y in loader:
-                x = x.to(device, non_blocking=True)  # (B, 3, H, W)
-                y = torch.as_tensor(y).long().to(device)  # (B,)
-                if int(y.min()) < 0 or int(y.max()) >= num_classes:
-                    raise ValueError(
-                        f"train_dataset has label {int(y.max()) if int(y.max()) >= num_classes else int(y.min())} "
-                        f"but num_classes={num_classes}; labels must lie in [0, {num_classes - 1}]"
-                    )
-                if batch_augment is not None:
-                    x_aug = batch_augment(x)
-                    if not isinstance(x_aug, torch.Tensor) or x_aug.shape != x.shape:
-                        got = tuple(x_aug.shape) if isinstance(x_aug, torch.Tensor) else type(x_aug).__name__
-                        raise ValueError(f"batch_augment must keep the batch shape {tuple(x.shape)}, returned {got}")
-                    x = x_aug
-                for group in optimizer.param_groups:
-                    group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(x)  # (B, C)
-                loss = F.cross_entropy(logits.float(), y)
-                if not math.isfinite(loss.item()):
-                    raise RuntimeError(
-                        f"fine-tuning diverged: loss is {loss.item()} at step {step} of {total_steps} (lr={lr}); "
-                        "try a smaller lr"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
+        total_steps = _train(model, loader, optimizer, epochs, lr, num_classes, batch_augment, device, use_amp)
 
     scores = classifier_accuracy(model, test_dataset, num_classes, batch_size=eval_batch_size, device=device,
-                                 num_workers=num_workers, autocast=autocast)
-    top1, top5 = scores["top1"], scores["top5"]
-    recipe = {
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "optimizer": "sgd",
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": weight_decay,
-        "schedule": "cosine (per step, no warm-up)",
-        "augment": _augment_name(batch_augment),
-        "seed": seed,
-        "num_classes": num_classes,
-        "n_train": n_train,
-        "n_test": scores["n_test"],
-        "head_layer": head_layer,
-        "steps": total_steps,
-    }
-    result: dict = {"top1": top1, "top5": top5, "n_train": n_train, "recipe": recipe}
+                                 num_workers=num_workers, autocast=autocast)  # top1, top5, n_test
+    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "momentum": 0.9,
+              "nesterov": True, "weight_decay": weight_decay, "schedule": "cosine (per step, no warm-up)",
+              "augment": _augment_name(batch_augment), "seed": seed, "num_classes": num_classes, "n_train": n_train,
+              "n_test": scores["n_test"], "head_layer": head_layer, "steps": total_steps}
+    result: dict = {"top1": scores["top1"], "top5": scores["top5"], "n_train": n_train, "recipe": recipe}
     if return_model:
         result["model"] = model
     return result

@@ -30,7 +30,8 @@ __all__ = ["plot_embedding_2d", "plot_curves", "EMBEDDING_METHODS"]
 EMBEDDING_METHODS = ("pca", "tsne")
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib Figure of ``width`` x ``height`` inches at 100 dpi on the Agg canvas (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -117,7 +118,7 @@ def plot_embedding_2d(
         x, y = x[keep], y[keep]
     coords = _project_2d(x, method, seed)  # (n, 2)
 
-    fig = _new_figure(6.0, 5.5)
+    fig = new_figure(6.0, 5.5)
     ax = fig.add_subplot(1, 1, 1)
     classes = torch.unique(y).tolist()
     from matplotlib import colormaps
@@ -181,7 +182,7 @@ def plot_curves(
         raise ValueError(f"keys {missing} appear in no record; available keys: {available}")
     use_x = any(x in row for row in records)
 
-    fig = _new_figure(4.5 * len(keys), 3.5)
+    fig = new_figure(4.5 * len(keys), 3.5)
     for j, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), j + 1)
         xs, ys = [], []

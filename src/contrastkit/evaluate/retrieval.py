@@ -92,6 +92,50 @@ def _faiss_search(index, queries: torch.Tensor, query_ids: torch.Tensor | None, 
 
 
 @torch.no_grad()
+def _faiss_index(gallery: torch.Tensor):
+    """An exact inner-product faiss index over the (normalised) gallery."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ValueError("backend='faiss' needs faiss installed (faiss-cpu or faiss-gpu)") from exc
+    index = faiss.IndexFlatIP(gallery.shape[1])
+    index.add(gallery.cpu().numpy().astype(np.float32))
+    return index
+
+
+def _scores(queries: torch.Tensor, q_labels: torch.Tensor, gallery: torch.Tensor, gallery_labels: torch.Tensor,
+            r: torch.Tensor, scored: torch.Tensor, ks: list[int], chunk_size: int, leave_one_out: bool,
+            index) -> tuple[torch.Tensor, float, float]:
+    """Summed over the scored queries, ``chunk_size`` at a time: Recall@K hits per K, R-precision and AP@R."""
+    recall_hits = torch.zeros(len(ks), dtype=torch.float64)
+    r_precision_sum = 0.0
+    map_sum = 0.0
+    for start in range(0, queries.shape[0], chunk_size):
+        stop = min(start + chunk_size, queries.shape[0])
+        keep = scored[start:stop]  # (Q_c,)
+        if not bool(keep.any()):
+            continue
+        ids = torch.arange(start, stop, device=gallery.device)[keep]  # (Q_c',)
+        q = queries[ids]  # (Q_c', D)
+        y = q_labels[ids]  # (Q_c',)
+        r_c = r[ids]  # (Q_c',)
+        k_needed = max(max(ks), int(r_c.max()))
+        if index is None:
+            nn_idx = _torch_search(q, ids if leave_one_out else None, gallery, k_needed)  # (Q_c', k)
+        else:
+            nn_idx = _faiss_search(index, q, ids if leave_one_out else None, k_needed).to(gallery.device)
+        match = gallery_labels[nn_idx] == y[:, None]  # (Q_c', k)
+        for j, k in enumerate(ks):
+            recall_hits[j] += float(match[:, :k].any(dim=1).sum())
+        rank = torch.arange(1, k_needed + 1, device=gallery.device)  # (k,)
+        within_r = rank[None, :] <= r_c[:, None]  # (Q_c', k)
+        rel = (match & within_r).double()  # (Q_c', k)
+        r_precision_sum += float((rel.sum(dim=1) / r_c).sum())
+        precision_at_i = rel.cumsum(dim=1) / rank[None, :]  # (Q_c', k)
+        map_sum += float(((precision_at_i * rel).sum(dim=1) / r_c).sum())
+    return recall_hits, r_precision_sum, map_sum
+
+
 def retrieval_metrics(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -179,41 +223,10 @@ def retrieval_metrics(
             stacklevel=2,
         )
 
-    index = None
-    if backend == "faiss":
-        try:
-            import faiss
-        except ImportError as exc:
-            raise ValueError("backend='faiss' needs faiss installed (faiss-cpu or faiss-gpu)") from exc
-        index = faiss.IndexFlatIP(gallery.shape[1])
-        index.add(gallery.cpu().numpy().astype(np.float32))
+    index = _faiss_index(gallery) if backend == "faiss" else None
 
-    recall_hits = torch.zeros(len(ks), dtype=torch.float64)
-    r_precision_sum = 0.0
-    map_sum = 0.0
-    for start in range(0, queries.shape[0], chunk_size):
-        stop = min(start + chunk_size, queries.shape[0])
-        keep = scored[start:stop]  # (Q_c,)
-        if not bool(keep.any()):
-            continue
-        ids = torch.arange(start, stop, device=gallery.device)[keep]  # (Q_c',)
-        q = queries[ids]  # (Q_c', D)
-        y = q_labels[ids]  # (Q_c',)
-        r_c = r[ids]  # (Q_c',)
-        k_needed = max(max(ks), int(r_c.max()))
-        if index is None:
-            nn_idx = _torch_search(q, ids if leave_one_out else None, gallery, k_needed)  # (Q_c', k)
-        else:
-            nn_idx = _faiss_search(index, q, ids if leave_one_out else None, k_needed).to(gallery.device)
-        match = gallery_labels[nn_idx] == y[:, None]  # (Q_c', k)
-        for j, k in enumerate(ks):
-            recall_hits[j] += float(match[:, :k].any(dim=1).sum())
-        rank = torch.arange(1, k_needed + 1, device=gallery.device)  # (k,)
-        within_r = rank[None, :] <= r_c[:, None]  # (Q_c', k)
-        rel = (match & within_r).double()  # (Q_c', k)
-        r_precision_sum += float((rel.sum(dim=1) / r_c).sum())
-        precision_at_i = rel.cumsum(dim=1) / rank[None, :]  # (Q_c', k)
-        map_sum += float(((precision_at_i * rel).sum(dim=1) / r_c).sum())
+    recall_hits, r_precision_sum, map_sum = _scores(queries, q_labels, gallery, gallery_labels, r, scored, ks,
+                                                    chunk_size, leave_one_out, index)
 
     results = {f"recall@{k}": float(recall_hits[j]) / n_scored for j, k in enumerate(ks)}
     results["map@r"] = map_sum / n_scored

@@ -97,7 +97,7 @@ BUDGETS: dict[str, Budget] = {
                   crop_scale=(0.2, 1.0), log_every=10, progress=True),
         # Measured on 2 cores shared with other jobs (load 3 to 7), one thread: a SimCLR or SupCon step of
         # 128 images takes 1.0 to 3 s (less with channels_last), a cross-entropy step about 0.5 to 1.1 s, and
-        # evaluating a run about 30 to 40 s. Wall times of the session-2 runs (docs/claims.md):
+        # evaluating a run about 30 to 40 s. Measured wall times of each experiment (docs/claims.md):
         per_experiment={
             "augmentations": {"epochs": 1},  # 15 runs, measured 35 min
             "color-strength": {"epochs": 2},  # 5 SimCLR + 5 CE runs, measured 41 min

@@ -104,8 +104,6 @@ def plan(name: str, budget: str | Budget = "smoke", *, data: str | None = None, 
     out_dir = Path(out) if out is not None else _default_out(name)
     source = data or b.default_data
     run_data = subset_folder(source, b.train_per_class, b.test_per_class, seed)
-    from ..train.setup import validate_config
-
     planned = []
     for spec in experiment.runs(b):
         if spec.key == BASELINE_KEY or "/" in spec.key or spec.key.startswith("."):
@@ -116,7 +114,7 @@ def plan(name: str, budget: str | Budget = "smoke", *, data: str | None = None, 
         if not b.runs_progress:
             fields["progress"] = False
         cfg = PretrainConfig.from_dict(fields)
-        validate_config(cfg)
+        cfg.validate()
         check_augment_overrides(spec.augment)
         planned.append(PlannedRun(spec, cfg, b.linear_epochs))
     keys = [p.key for p in planned]
@@ -190,7 +188,7 @@ class _Evaluator:
     """Linear and kNN evaluation of frozen features; the evaluation data are decoded once and shared."""
 
     def __init__(self, device: str, linear_epochs: int, seed: int) -> None:
-        from ..train.setup import resolve_device
+        from ..device import resolve_device
 
         self.device = resolve_device(device)
         self.linear_epochs = linear_epochs

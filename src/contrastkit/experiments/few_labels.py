@@ -170,14 +170,13 @@ def _finetune_stage(row, fraction, pre, evaluator, epochs, out, teacher_path=Non
 
 
 def _distill_stage(fraction, pre, teacher_record, teacher_path, settings, out, progress) -> dict[str, Any]:
-    from ..train.distill import distill
-    from ..train.setup import validate_config
+    from ..distillation import distill
     from .execute import _VOLATILE
 
     cfg = dataclasses.replace(pre.config, method="distill", teacher=str(teacher_path), n_views=1, knn_every=0,
                               out=str(out / "runs" / f"distill-{_pct(fraction)}"), progress=progress,
                               **settings)
-    validate_config(cfg)
+    cfg.validate()
     fingerprint = {"config": {k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE},
                    "teacher": teacher_record["fingerprint"]}
 

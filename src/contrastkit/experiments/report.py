@@ -86,15 +86,6 @@ def write_markdown(results: dict[str, Any], path: str | Path) -> str:
     return text
 
 
-def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _bars(fig, spec: dict[str, Any], baseline: dict[str, Any] | None) -> None:
     import numpy as np
 
@@ -161,6 +152,8 @@ def write_figure(spec: dict[str, Any], path: str | Path, baseline: dict[str, Any
     Raises:
         ValueError: an unknown figure kind or a path that does not end in ``.png``.
     """
+    from ..evaluate.plots import new_figure
+
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"figure path must end in .png, got {str(path)!r}")
@@ -168,10 +161,10 @@ def write_figure(spec: dict[str, Any], path: str | Path, baseline: dict[str, Any
     if kind == "bars":
         n_panels = max(1, sum(1 for p in spec["panels"]
                               if any(v is not None for s in p["series"].values() for v in s)))
-        fig = _new_figure(4.2 * n_panels + 0.8, 3.8)
+        fig = new_figure(4.2 * n_panels + 0.8, 3.8)
         _bars(fig, spec, baseline)
     elif kind == "heatmap":
-        fig = _new_figure(6.0, 5.0)
+        fig = new_figure(6.0, 5.0)
         _heatmap(fig, spec)
     else:
         raise ValueError(f"unknown figure kind {kind!r}; expected 'bars' or 'heatmap'")

@@ -1,61 +1,26 @@
 """The exact tiled kernel behind NTXentLoss and SupConLoss.
 
-One ``torch.autograd.Function`` computes the SupCon family (L_out, L_in) for any
-number of views, with or without labels: NT-Xent is the case V = 2 where every
-sample is its own group. The (VN, VN) similarity matrix is never held in memory:
-anchors are processed ``chunk`` rows at a time against all M = VN candidates.
-
-Notation (SEED.md): z_i are the L2-normalised rows, L_ij = z_i.z_j / tau the
-logits, A(i) every candidate but i, P(i) the candidates of i's group, i excluded.
-For anchor i::
+One ``torch.autograd.Function`` computes the SupCon family (L_out, L_in) for any number of views, with or without
+labels; NT-Xent is V = 2 with every sample its own group. Anchors are processed ``chunk`` rows at a time against all
+M = VN candidates, so the (M, M) similarity matrix is never held: memory is one (chunk, M) tile (two for L_in) plus
+O(M D). With L_ij = z_i.z_j / tau, A(i) every candidate but i and P(i) the others of i's group (SEED.md)::
 
     lse_i = log sum_{a in A(i)} exp(L_ia)
     L_out:  l_i = lse_i - 1/|P(i)| sum_{p in P(i)} L_ip
     L_in:   l_i = lse_i - log sum_{p in P(i)} exp(L_ip) + log |P(i)|
 
-and the derivative of l_i with respect to L_ij is ``p_ij - w_ij`` where
-``p_ij = exp(L_ij - lse_i)`` (softmax over A(i)) and ``w_ij`` is 1/|P(i)| on
-positives for L_out, ``exp(L_ij - lse^P_i)`` on positives for L_in.
+and d l_i / d L_ij = p_ij - w_ij (softmax over A(i) minus the positives' weights). Each tile takes three
+(c x M x D) matmuls: the logits, then, once its row sums give the softmax, the gradient's row side ``P @ Z`` and
+column side ``P^T @ Z_tile``, accumulated into an (M, D) buffer during the forward; the backward only scales it.
+L_out's positive part is linear in the logits and goes through per-group sums of z, never through the tile.
 
-One sweep, three matmuls. Per tile of anchors ``[i0, i1)`` the forward does one
-matmul for the logits ``(c, D) @ (D, M)``, an in-place ``exp_`` of the shifted
-logits ``e_ij = exp(L_ij - 1/tau)`` and the row sums. Once a tile's row sums are
-known its softmax is known (``p_ij = e_ij / sum_j e_ij``), so, when a gradient
-is needed, the same tile also gives the gradient's row side ``P @ Z`` and column
-side ``P^T @ Z_tile`` (the similarity is symmetric: z_j receives gradient both
-as an anchor and as a candidate). The forward thus accumulates d loss / d z in
-an (M, D) buffer, and the backward only scales it by the incoming gradient: no
-tile is stored and none is recomputed. That is three (c x M x D) matmuls and
-one ``exp`` per tile element in all, the arithmetic floor of the exact loss and
-gradient; a backward that recomputes the tile needs a fourth matmul (or, using
-the symmetry, two more ``exp`` passes). For L_out the row sums come out of the
-row-side matmul as an extra column, ``e @ (Z, 1)``. Without a gradient (eval,
-``torch.no_grad``) only the logits matmul runs.
+Stability: unit rows bound the logits by 1/tau, so a fixed shift ``exp(L_ij - 1/tau)`` cannot overflow. Rows whose
+sum underflows are redone exactly with a per-row ``logsumexp``; for very small tau (2/tau + log M beyond the
+exponent range) each row is shifted by its own max and shifted logits are clamped above the subnormals.
+``sync_free`` avoids the underflow search (a device read) by always shifting by the row max.
 
-* Positive part of L_out: linear in the logits, so it never needs the tile.
-  ``sum_{p in P(i)} z_p = S_g(i) - z_i`` with ``S_g`` the sum of the rows of group
-  g; forward and backward use these group sums, O(M D) work and memory.
-* Positive part of L_in: a label comparison inside the tile (``g_i == g_j`` on a
-  (c, M) boolean tile, never (M, M)).
-
-Stability: the rows are unit vectors, so L_ij <= 1/tau and ``exp(L_ij - 1/tau)``
-cannot overflow; that fixed shift costs nothing (an extra column of the logits
-matmul). A row whose sum still underflows (its nearest candidate has cosine
-below about 1 - 46 tau) is redone exactly with a per-row ``logsumexp``, loss and
-gradient. When 2/tau + log M exceeds the exponent range (tau below ~0.03 in
-float32), each row is shifted by its own max instead (two more passes per tile)
-and the shifted logits are clamped at ~exp(-79): such terms are below 1e-14 of
-the row sum, and subnormal numbers would slow the matmuls down. For L_in, an
-anchor whose positives all underflow is redone exactly as well.
-
-Second-order gradients are not supported (the backward is once-differentiable).
-
-Distributed use: the anchors are a contiguous block of rows
-``[anchor_start, anchor_start + anchor_count)`` of the candidates, so a rank can
-hold all gathered candidates and compute only its own anchors.
-
-Memory: one (chunk, M) tile (two for L_in) plus O(M D) for the gradient and
-group sums.
+The backward is once-differentiable. A rank may compute only its anchors ``[anchor_start, anchor_start +
+anchor_count)`` against all gathered candidates (distributed use).
 """
 from __future__ import annotations
 
@@ -135,24 +100,8 @@ class _SupConTiled(torch.autograd.Function):
         inv_tau = 1.0 / temperature
         dtype, device = z.dtype, z.device
         floor = _exp_floor(dtype)
-        # Small tau: the logits span more than exp can represent, so shift each row by its own max
-        # (two more passes per tile) and clamp the shifted logits above the subnormals. Otherwise
-        # the fixed shift 1/tau is exact and free (folded into the matmul). Rows that are not unit vectors
-        # have no such bound on their logits: always shift by the row max.
-        row_max_shift = not unit_norm or 2.0 * inv_tau + math.log(max(M, 2)) > -floor
-        # Can a row's shifted sum fall below _UNDERFLOW_THRESHOLD? Not under the row-max shift for L_out: the
-        # row's largest term is exp(0) = 1. Not under the fixed shift when its smallest possible term,
-        # exp(-2/tau) (unit rows: L_ij >= -1/tau), stays above it, i.e. tau >= 0.0435; for L_in the positives'
-        # sum obeys the same bound. Only otherwise does each tile look for such rows, which reads the device
-        # (a host synchronisation on GPUs).
-        fixed_may_underflow = not row_max_shift and -2.0 * 1.001 * inv_tau < math.log(_UNDERFLOW_THRESHOLD)
-        check_underflow = (variant == "in" and row_max_shift) or fixed_may_underflow
-        # sync_free: no search. The row-max shift instead of the fixed one (the row's largest term is then 1), and
-        # for L_in the positives' sum gets a shift of its own, their max (its largest term is 1 too): one more
-        # pass over the tile's positives, no read.
-        positive_shift = False
-        if check_underflow and sync_free:
-            row_max_shift, check_underflow, positive_shift = True, False, variant == "in"
+        row_max_shift, check_underflow, positive_shift = _shift_plan(M, inv_tau, floor, variant, unit_norm,
+                                                                     sync_free)
 
         za = z[local]  # (na, D)
         g_anchor = groups[local]  # (na,)
@@ -161,23 +110,9 @@ class _SupConTiled(torch.autograd.Function):
         valid = num_pos > 0  # (na,) anchors without positive are left out
         valid_f = valid.to(dtype)
 
-        lse = torch.empty(na, dtype=dtype, device=device)
-        lse_pos = torch.empty(na, dtype=dtype, device=device) if variant == "in" else None
-        # d(sum_i valid_i l_i)/dz in units of 1/tau, anchor (row) side and candidate (column) side.
-        grad_soft = torch.zeros(M, D, dtype=dtype, device=device) if with_grad else None  # (M, D)
-        rows_max = min(chunk, na)
-        tile = torch.empty(rows_max, M, dtype=dtype, device=device)
-        tile2 = torch.empty(rows_max, M, dtype=dtype, device=device) if variant == "in" else None
-        # Anchors are pre-scaled by 1/tau, so a matmul gives logits. An extra column folds the shift
-        # into that matmul, (z_i / tau, -1/tau) . (z_j, 1), and gives the row sums of the row-side
-        # matmul for free, (e_i.) @ (Z, 1).
+        lse, lse_pos, grad_soft, tile, tile2 = _buffers(M, D, na, chunk, variant, with_grad, dtype, device)
         fixed_shift = 0.0 if row_max_shift else inv_tau
-        z_aug = torch.empty(M, D + 1, dtype=dtype, device=device)  # (M, D+1)
-        z_aug[:, :D] = z
-        z_aug[:, D] = 1.0
-        zs_aug = torch.empty(na, D + 1, dtype=dtype, device=device)  # (na, D+1)
-        torch.mul(za, inv_tau, out=zs_aug[:, :D])
-        zs_aug[:, D] = -fixed_shift
+        z_aug, zs_aug = _augmented(z, za, inv_tau, fixed_shift)  # (M, D+1), (na, D+1)
         zs = zs_aug[:, :D]  # (na, D) z_i / tau
         fused = with_grad and variant == "out"
         for i0 in range(0, na, chunk):
@@ -217,16 +152,9 @@ class _SupConTiled(torch.autograd.Function):
                     lse_pos[i0:i1] += pshift
             keep = valid[i0:i1]  # (c,)
             if check_underflow:
-                low = total < _UNDERFLOW_THRESHOLD
-                if variant == "in":
-                    low |= (pos_total < _UNDERFLOW_THRESHOLD) & keep
-                bad = low.nonzero().flatten()  # (k,) rows redone exactly
-                if bad.numel() > 0:
-                    _exact_rows(z, zs, groups, a0, i0 + bad, valid_f, lse, lse_pos, grad_soft)
-                    if variant == "in":
-                        t[bad] = 0
-                        em[bad] = 0
-                keep = keep & ~low
+                keep = _redo_underflowing(z, zs, groups, a0, i0, valid_f, lse, lse_pos, grad_soft, t,
+                                          em if variant == "in" else None, total,
+                                          pos_total if variant == "in" else None, keep)
             if not with_grad:
                 continue
             # p_ij = e_ij * a_i with a_i = valid_i / total_i (0 for the rows redone above).
@@ -241,18 +169,7 @@ class _SupConTiled(torch.autograd.Function):
             grad_soft[a0 + i0 : a0 + i1].addcmul_(row, a[:, None])  # row side
             grad_soft.addmm_(t.t(), za[i0:i1] * a[:, None])  # (M, D) column side: rows with a_i = 0 add nothing
 
-        if lse_pos is not None:
-            lse_pos = torch.where(valid, lse_pos, lse)  # finite placeholder; these anchors are left out
-        npos_safe = num_pos.clamp_min(1).to(dtype)
-        group_sum = None
-        if variant == "out":
-            group_sum = torch.zeros(num_groups, D, dtype=dtype, device=device).index_add_(0, groups, z)  # (G, D)
-            positive_sum = group_sum[g_anchor] - za  # (na, D): sum of z_p over P(i)
-            pos_logit_mean = (zs * positive_sum).sum(dim=1) / npos_safe  # (na,)
-            per_anchor = lse - pos_logit_mean
-        else:
-            per_anchor = lse - lse_pos + npos_safe.log()
-        per_anchor = torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
+        per_anchor, group_sum = _per_anchor_loss(z, zs, groups, num_groups, local, num_pos, lse, lse_pos, variant)
         loss = per_anchor.sum() * scale
 
         if with_grad:
@@ -281,6 +198,108 @@ class _SupConTiled(torch.autograd.Function):
             grad_z -= anchor_sum[groups]  # column side, includes j = i ...
             grad_z[local] += cz  # ... which is not a positive of itself
         return grad_z, None, None, None, None, None, None, None, None, None, None, None
+
+
+def _augmented(z: torch.Tensor, za: torch.Tensor, inv_tau: float, fixed_shift: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates with a column of ones, ``(z_j, 1)``, and the anchors scaled by 1/tau with the shift,
+    ``(z_i / tau, -shift)``: a matmul of the two gives the shifted logits, and the row-side matmul
+    ``(e_i.) @ (Z, 1)`` gives the row sums for free in its last column.
+
+    Shape:
+        z (M, D), za (na, D) -> (M, D+1), (na, D+1).
+    """
+    (M, D), na, dtype, device = z.shape, za.shape[0], z.dtype, z.device
+    z_aug = torch.empty(M, D + 1, dtype=dtype, device=device)  # (M, D+1)
+    z_aug[:, :D] = z
+    z_aug[:, D] = 1.0
+    zs_aug = torch.empty(na, D + 1, dtype=dtype, device=device)  # (na, D+1)
+    torch.mul(za, inv_tau, out=zs_aug[:, :D])
+    zs_aug[:, D] = -fixed_shift
+    return z_aug, zs_aug
+
+
+def _buffers(M: int, D: int, na: int, chunk: int, variant: str, with_grad: bool, dtype: torch.dtype,
+             device: torch.device) -> tuple:
+    """The forward's outputs and work space: lse (na,), lse_pos (na,) for L_in, the gradient (M, D) when one is
+    needed, and one (chunk, M) tile (two for L_in)."""
+    lse = torch.empty(na, dtype=dtype, device=device)
+    lse_pos = torch.empty(na, dtype=dtype, device=device) if variant == "in" else None
+    # d(sum_i valid_i l_i)/dz in units of 1/tau, anchor (row) side and candidate (column) side.
+    grad_soft = torch.zeros(M, D, dtype=dtype, device=device) if with_grad else None  # (M, D)
+    rows_max = min(chunk, na)
+    tile = torch.empty(rows_max, M, dtype=dtype, device=device)
+    tile2 = torch.empty(rows_max, M, dtype=dtype, device=device) if variant == "in" else None
+    return lse, lse_pos, grad_soft, tile, tile2
+
+
+def _redo_underflowing(z: torch.Tensor, zs: torch.Tensor, groups: torch.Tensor, a0: int, i0: int,
+                       valid_f: torch.Tensor, lse: torch.Tensor, lse_pos: torch.Tensor | None,
+                       grad_soft: torch.Tensor | None, t: torch.Tensor, em: torch.Tensor | None,
+                       total: torch.Tensor, pos_total: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+    """Redo the tile's rows whose sum (or, for L_in, positives' sum) underflowed with :func:`_exact_rows`;
+    returns ``keep`` without them (their gradient is already in ``grad_soft``). Reads the device."""
+    low = total < _UNDERFLOW_THRESHOLD
+    if pos_total is not None:
+        low |= (pos_total < _UNDERFLOW_THRESHOLD) & keep
+    bad = low.nonzero().flatten()  # (k,) rows redone exactly
+    if bad.numel() > 0:
+        _exact_rows(z, zs, groups, a0, i0 + bad, valid_f, lse, lse_pos, grad_soft)
+        if em is not None:
+            t[bad] = 0
+            em[bad] = 0
+    return keep & ~low
+
+
+def _shift_plan(M: int, inv_tau: float, floor: float, variant: str, unit_norm: bool, sync_free: bool
+                ) -> tuple[bool, bool, bool]:
+    """How a tile's logits are shifted before ``exp``: (row_max_shift, check_underflow, positive_shift)."""
+    # Small tau: the logits span more than exp can represent, so shift each row by its own max
+    # (two more passes per tile) and clamp the shifted logits above the subnormals. Otherwise
+    # the fixed shift 1/tau is exact and free (folded into the matmul). Rows that are not unit vectors
+    # have no such bound on their logits: always shift by the row max.
+    row_max_shift = not unit_norm or 2.0 * inv_tau + math.log(max(M, 2)) > -floor
+    # Can a row's shifted sum fall below _UNDERFLOW_THRESHOLD? Not under the row-max shift for L_out: the
+    # row's largest term is exp(0) = 1. Not under the fixed shift when its smallest possible term,
+    # exp(-2/tau) (unit rows: L_ij >= -1/tau), stays above it, i.e. tau >= 0.0435; for L_in the positives'
+    # sum obeys the same bound. Only otherwise does each tile look for such rows, which reads the device
+    # (a host synchronisation on GPUs).
+    fixed_may_underflow = not row_max_shift and -2.0 * 1.001 * inv_tau < math.log(_UNDERFLOW_THRESHOLD)
+    check_underflow = (variant == "in" and row_max_shift) or fixed_may_underflow
+    # sync_free: no search. The row-max shift instead of the fixed one (the row's largest term is then 1), and
+    # for L_in the positives' sum gets a shift of its own, their max (its largest term is 1 too): one more
+    # pass over the tile's positives, no read.
+    positive_shift = False
+    if check_underflow and sync_free:
+        row_max_shift, check_underflow, positive_shift = True, False, variant == "in"
+    return row_max_shift, check_underflow, positive_shift
+
+
+def _per_anchor_loss(z: torch.Tensor, zs: torch.Tensor, groups: torch.Tensor, num_groups: int, local: slice,
+                     num_pos: torch.Tensor, lse: torch.Tensor, lse_pos: torch.Tensor | None, variant: str
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """l_i of every anchor (0 for an anchor without positive) from its log-sum-exps, and for L_out the group sums
+    of the rows (the backward's positive part).
+
+    Shape:
+        z (M, D), zs (na, D) anchors / tau, lse and lse_pos (na,) -> (na,), (G, D).
+    """
+    D, dtype, device = z.shape[1], z.dtype, z.device
+    za, g_anchor = z[local], groups[local]  # (na, D), (na,)
+    valid = num_pos > 0  # (na,)
+    if lse_pos is not None:
+        lse_pos = torch.where(valid, lse_pos, lse)  # finite placeholder; these anchors are left out
+    npos_safe = num_pos.clamp_min(1).to(dtype)
+    group_sum = None
+    if variant == "out":
+        group_sum = torch.zeros(num_groups, D, dtype=dtype, device=device).index_add_(0, groups, z)  # (G, D)
+        positive_sum = group_sum[g_anchor] - za  # (na, D): sum of z_p over P(i)
+        pos_logit_mean = (zs * positive_sum).sum(dim=1) / npos_safe  # (na,)
+        per_anchor = lse - pos_logit_mean
+    else:
+        per_anchor = lse - lse_pos + npos_safe.log()
+    per_anchor = torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
+    return per_anchor, group_sum
 
 
 def _exact_rows(

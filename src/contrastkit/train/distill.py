@@ -9,7 +9,6 @@ Gradient caching works unchanged: the teacher half of the cached outputs receive
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
 import torch
@@ -18,8 +17,8 @@ from torch import nn
 from ..finetuned import FineTunedNetwork
 from ..losses import DistillationLoss
 
-__all__ = ["DistillationModel", "DistillationObjective", "distill", "build_distillation_model",
-           "build_distill_objective", "distill_labels", "student_defaults", "check_distill_config"]
+__all__ = ["DistillationModel", "DistillationObjective", "build_distillation_model",
+           "build_distill_objective", "distill_labels"]
 
 
 class DistillationModel(nn.Module):
@@ -124,34 +123,7 @@ class DistillationObjective(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# ``method="distill"`` in the training loop: options, model, objective, labels, and the whole job.
-
-def check_distill_config(cfg) -> None:
-    """The distillation options of a PretrainConfig (``teacher``, ``distill_temperature``, ``labelled_weight``).
-
-    Raises:
-        ValueError: ``--method distill`` without ``--teacher``, a teacher file that does not exist, a
-            temperature <= 0, a labelled weight outside [0, 1], or distillation options with another method.
-    """
-    if cfg.method != "distill":
-        if cfg.teacher or cfg.labelled_weight != 0.0 or cfg.distill_temperature != 1.0:
-            raise ValueError(f"--teacher, --distill-temperature and --labelled-weight apply to distillation "
-                             f"(contrastkit distill, or --method distill), got --method {cfg.method}")
-        return
-    if not cfg.teacher:
-        raise ValueError("distillation needs --teacher FINETUNED.pt (written by 'contrastkit eval --protocol "
-                         "finetune --save')")
-    from pathlib import Path
-
-    if not Path(cfg.teacher).expanduser().is_file():
-        raise ValueError(f"--teacher {cfg.teacher} does not exist")
-    if not cfg.distill_temperature > 0:
-        raise ValueError(f"--distill-temperature must be a finite number > 0, got {cfg.distill_temperature}")
-    if not 0 <= cfg.labelled_weight <= 1:
-        raise ValueError(f"--labelled-weight must be in [0, 1] (0: distillation alone), got {cfg.labelled_weight}")
-    if cfg.n_views < 1:
-        raise ValueError(f"--n-views must be >= 1 for distillation, got {cfg.n_views}")
-
+# ``method="distill"`` in the training loop: model, objective and labels (the job is contrastkit.distillation).
 
 def _load_teacher(path: str) -> tuple[FineTunedNetwork, dict[str, Any]]:
     from ..finetuned import load_finetuned
@@ -205,65 +177,3 @@ def distill_labels(cfg, targets: list[int]) -> torch.Tensor:
                          f"{len(targets)} training images")
     labels[idx] = torch.as_tensor(targets, dtype=torch.long)[idx]
     return labels
-
-
-def student_defaults(teacher: str) -> dict[str, Any]:
-    """Options of a self-distillation student: the teacher's encoder, width, stem, preset and input size."""
-    _, info = _load_teacher(teacher)
-    cfg, meta = info["config"], info["meta"]
-    out = {k: cfg[k] for k in ("encoder", "width", "cifar_stem") if k in cfg}
-    if meta.get("preset"):
-        out["preset"] = meta["preset"]
-    if meta.get("image_size"):
-        out["size"] = int(meta["image_size"])
-    return out
-
-
-def distill(cfg) -> dict[str, Any]:
-    """Train a student on a teacher's softened predictions with the training loop; write ``OUT/student.pt``.
-
-    ``cfg.method`` must be ``"distill"``. The loop writes what a pretraining run writes (``last.pt`` holds the
-    student); the student is then saved as a fine-tuned checkpoint (:mod:`contrastkit.finetuned`) and, when
-    the data have a labelled test split, its classifier is scored there.
-
-    Returns:
-        The loop's summary plus ``student`` (the checkpoint's path), ``student_top1`` / ``student_top5`` (or
-        None) and ``teacher_top1`` (the teacher's reported accuracy).
-    """
-    from pathlib import Path
-
-    from ..evaluate.classify import classifier_accuracy
-    from ..finetuned import FineTunedNetwork, save_finetuned
-    from ..runner import evaluation_data
-    from .checkpoint import load_checkpoint
-    from .trainer import pretrain
-
-    if cfg.method != "distill":
-        raise ValueError(f"distill() runs --method distill, got {cfg.method!r}")
-    summary = pretrain(cfg)
-    if summary.get("rank", 0) != 0:
-        return summary
-    out = Path(cfg.out).expanduser()
-    state = load_checkpoint(out / "last.pt")
-    _, info = _load_teacher(cfg.teacher)
-    model = build_distillation_model(cfg, int(state["meta"]["image_size"]))
-    model.load_state_dict(state["model"], strict=True)
-    student: FineTunedNetwork = model.student.eval()
-    meta = state["meta"]
-    scores = {"top1": None, "top5": None}
-    try:
-        data = evaluation_data(cfg.data, meta, cfg.data_root, seed=cfg.seed, num_workers=0)
-    except ValueError:  # unlabelled data: nothing to score on
-        data = None
-    if data is not None and data["num_classes"] == student.num_classes:
-        scores = classifier_accuracy(student, data["test"], student.num_classes, batch_size=256)
-    result = {"kind": "distill", "top1": scores["top1"], "top5": scores["top5"], "data": cfg.data,
-              "teacher": str(cfg.teacher), "teacher_top1": info["result"].get("top1"),
-              "distill_temperature": cfg.distill_temperature, "labelled_weight": cfg.labelled_weight,
-              "global_step": summary["global_step"], "source_checkpoint": str(out / "last.pt")}
-    path = save_finetuned(out / "student.pt", student, cfg.to_dict(), meta, list(info["classifier"]["classes"]),
-                          result)
-    summary.update(student=str(path), student_top1=scores["top1"], student_top5=scores["top5"],
-                   teacher_top1=info["result"].get("top1"))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    return summary

@@ -1,8 +1,8 @@
-"""Turning a :class:`PretrainConfig` into data, transforms and a model, with validation up front."""
+"""The pieces a run is built from: the data splits and labels, the augmentation preset and transforms, the model,
+and the output folder. :mod:`.run` puts them together; evaluation rebuilds a checkpoint's model with
+:func:`build_run_model`."""
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import shutil
 import tempfile
@@ -11,120 +11,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import LOSSES, METHODS, PretrainConfig
-from ..data import DataSplits, load_dataset
-from ..encoders import list_encoders
-from ..heads import check_head_layers
-from .distill import build_distillation_model, check_distill_config, distill_labels
+from ..config import PretrainConfig
+from ..data import DataSplits, class_balanced_subset, load_dataset
 from ..model import ContrastiveModel, build_model
+from .distill import build_distillation_model, distill_labels
 
-__all__ = ["validate_config", "resolve_preset", "build_view_transform", "build_batch_augment", "build_run_model",
-           "resolve_device", "check_output_dir", "labels_for_training", "AugmentSpec"]
-
-
-def validate_config(cfg: PretrainConfig) -> None:
-    """Reject bad options before any work starts (clear ValueErrors naming the option)."""
-    def bad(msg: str) -> None:
-        raise ValueError(msg)
-
-    _check_types(cfg)
-    if cfg.method not in METHODS:
-        bad(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if cfg.loss not in LOSSES:
-        bad(f"--loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
-    if not cfg.l2_normalize and (cfg.method == "ce" or (cfg.method == "simclr" and cfg.loss != "ntxent")):
-        bad(f"--no-l2-normalize applies to NT-Xent and SupCon; got --method {cfg.method} --loss {cfg.loss}, which "
-            f"has no temperature-scaled dot product to leave unnormalised")
-    if not isinstance(cfg.epochs, int) or cfg.epochs <= 0:
-        bad(f"--epochs must be a positive integer, got {cfg.epochs!r}")
-    if not isinstance(cfg.batch_size, int) or cfg.batch_size <= 0:
-        bad(f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
-    if cfg.micro_batch_size < 0 or (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size):
-        bad(f"--micro-batch-size must divide --batch-size {cfg.batch_size}, got {cfg.micro_batch_size}")
-    if not (cfg.temperature > 0 and cfg.temperature < float("inf")):
-        bad(f"--temperature must be a finite number > 0, got {cfg.temperature}")
-    if not cfg.lr > 0:
-        bad(f"--lr must be > 0, got {cfg.lr}")
-    if cfg.weight_decay < 0 or not 0 <= cfg.momentum < 1:
-        bad(f"--weight-decay must be >= 0 and --momentum in [0, 1), got {cfg.weight_decay}, {cfg.momentum}")
-    if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
-        bad(f"--warmup-epochs must be in [0, epochs={cfg.epochs}], got {cfg.warmup_epochs}")
-    check_distill_config(cfg)
-    if cfg.method not in ("ce", "distill") and cfg.n_views < 2:
-        bad(f"--n-views must be >= 2 for contrastive methods, got {cfg.n_views}")
-    if not 0 < cfg.labeled_fraction <= 1:
-        bad(f"--labeled-fraction must be in (0, 1], got {cfg.labeled_fraction}")
-    if cfg.labeled_fraction < 1 and cfg.method != "supcon":
-        bad(f"--labeled-fraction applies to --method supcon only, got --method {cfg.method}")
-    if cfg.num_workers < 0:
-        bad(f"--num-workers must be >= 0, got {cfg.num_workers}")
-    lo, hi = cfg.crop_scale
-    if not 0 < lo <= hi <= 1:
-        bad(f"--crop-scale must satisfy 0 < min <= max <= 1, got {lo} {hi}")
-    if cfg.size < 0 or cfg.width <= 0:
-        bad(f"--size must be >= 0 and --width > 0, got {cfg.size}, {cfg.width}")
-    if not (cfg.encoder in list_encoders() or cfg.encoder.startswith("timm:")):
-        bad(f"unknown encoder {cfg.encoder!r}; known encoders: {', '.join(list_encoders())}")
-    if cfg.knn_k < 1 or cfg.knn_every < 0 or cfg.log_every < 1:
-        bad(f"--knn-k must be >= 1, --knn-every >= 0 and --log-every >= 1, got {cfg.knn_k}, {cfg.knn_every}, "
-            f"{cfg.log_every}")
-    if cfg.time_budget_s < 0 or cfg.max_steps < 0 or cfg.checkpoint_every_steps < 0:
-        bad(f"--time-budget-s, --max-steps and --checkpoint-every-steps must be >= 0, got {cfg.time_budget_s}, "
-            f"{cfg.max_steps}, {cfg.checkpoint_every_steps}")
-    if not 0 <= cfg.min_lr_ratio <= 1:
-        bad(f"--min-lr-ratio must be in [0, 1], got {cfg.min_lr_ratio}")
-    if not cfg.knn_temperature > 0 or cfg.margin < 0:
-        bad(f"--knn-temperature must be > 0 and --margin >= 0, got {cfg.knn_temperature}, {cfg.margin}")
-    if not 0 < cfg.val_fraction < 1:
-        bad(f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
-    if cfg.proj_dim < 1 or cfg.proj_hidden_dim < 0:
-        bad(f"--proj-dim must be >= 1 and --proj-hidden-dim >= 0, got {cfg.proj_dim}, {cfg.proj_hidden_dim}")
-    check_head_layers(cfg.head, cfg.head_layers)
-    if not 0 <= cfg.seed < 2**32:
-        bad(f"--seed must be in [0, 2**32), got {cfg.seed}")
-    from ..augment import PRESETS
-
-    if cfg.preset != "auto" and cfg.preset not in PRESETS:
-        bad(f"--preset must be auto or one of {', '.join(sorted(PRESETS))}, got {cfg.preset!r}")
-    if cfg.schedule == "time" and not cfg.time_budget_s:
-        bad("--schedule time needs --time-budget-s > 0")
-    if cfg.augment:
-        from ..augment import preset_config
-
-        try:
-            preset_config("cifar", **cfg.augment)
-        except (TypeError, ValueError) as exc:
-            bad(f"--augment {cfg.augment}: {exc}")
-
-
-def _check_types(cfg: PretrainConfig) -> None:
-    """Every option has its field's type (a YAML file can hold anything), numbers are finite,
-    and options with a fixed set of values hold one of them."""
-    for f in dataclasses.fields(cfg):
-        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(default, bool):
-            ok, want = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(default, float):
-            ok, want = number and math.isfinite(value), "a finite number"
-        elif isinstance(default, str):
-            ok, want = isinstance(value, str), "a string"
-        elif isinstance(default, tuple):
-            ok = isinstance(value, (tuple, list)) and len(value) == len(default) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            want = f"{len(default)} finite numbers"
-        elif isinstance(default, dict):
-            ok, want = isinstance(value, dict), "a mapping of KEY=VALUE settings"
-        else:  # a field of another kind: checked by the rules below, if any
-            ok, want = True, ""
-        if not ok:
-            raise ValueError(f"{flag} must be {want}, got {value!r} ({type(value).__name__})")
-        choices = f.metadata.get("choices")
-        if choices and value not in choices:
-            raise ValueError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+__all__ = ["preset_for", "resolve_preset", "build_view_transform", "build_batch_augment", "build_run_model", "check_output_dir",
+           "labels_for_training", "load_splits", "resolve_augment_on", "auto_device_budget", "AugmentSpec"]
 
 
 def check_output_dir(out: str | os.PathLike, min_free_bytes: int = 200 * 2**20) -> Path:
@@ -143,21 +36,6 @@ def check_output_dir(out: str | os.PathLike, min_free_bytes: int = 200 * 2**20) 
         raise ValueError(f"output folder {path} has only {free / 2**20:.0f} MiB free; "
                          f"checkpoints need at least {min_free_bytes / 2**20:.0f} MiB")
     return path
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", 0))
-            return torch.device("cuda", local)
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for, but CUDA is not available")
-    return device
 
 
 @dataclass
@@ -200,16 +78,28 @@ def resolve_augment_on(choice: str, splits: DataSplits, budget: int | None = Non
     return "device" if nbytes <= (auto_device_budget() if budget is None else budget) else "workers"
 
 
-def resolve_preset(cfg: PretrainConfig, splits: DataSplits) -> AugmentSpec:
-    """The augmentation preset and overrides: ``cifar`` for images of <= 64 px, else ``imagenet``."""
-    native = splits.image_size
-    preset = cfg.preset
-    if preset == "auto":
-        preset = "cifar" if native is not None and native <= 64 else "imagenet"
+def preset_for(preset: str, image_size: int | None) -> str:
+    """What ``--preset auto`` means for images of side ``image_size`` (None: of mixed sizes): ``cifar`` up to 64 px,
+    else ``imagenet``; any other name is checked against the known presets.
+
+    Raises:
+        ValueError: an unknown preset name.
+    """
     from ..augment import PRESETS
 
+    if preset == "auto":
+        preset = "cifar" if image_size is not None and image_size <= 64 else "imagenet"
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return preset
+
+
+def resolve_preset(cfg: PretrainConfig, splits: DataSplits) -> AugmentSpec:
+    """The augmentation preset and overrides: ``cifar`` for images of <= 64 px, else ``imagenet``."""
+    from ..augment import PRESETS
+
+    native = splits.image_size
+    preset = preset_for(cfg.preset, native)
     size = cfg.size or (native if (native is not None and preset != "cifar" and native < 224)
                         else PRESETS[preset]["size"])
     overrides: dict = {"size": size, "crop_scale": tuple(cfg.crop_scale)}
@@ -264,8 +154,6 @@ def labels_for_training(cfg: PretrainConfig, targets: list[int], num_classes: in
                          f"{int((labels < 0).sum())} unlabelled images (use --method simclr, or a folder with "
                          f"one subfolder per class)")
     if cfg.method == "supcon" and cfg.labeled_fraction < 1:
-        from ..evaluate import class_balanced_subset
-
         keep = class_balanced_subset(labels, cfg.labeled_fraction, seed=cfg.seed)
         partial = torch.full_like(labels, -1)
         partial[keep] = labels[keep]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ._checks import as_labels
+from .labels import as_labels
 
 __all__ = ["class_balanced_subset", "dataset_labels"]
 

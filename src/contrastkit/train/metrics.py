@@ -1,0 +1,93 @@
+"""What a run records as it trains: ``metrics.jsonl`` (one JSON row per log step and per epoch), TensorBoard
+scalars when tensorboard is installed, and the progress line on the console. Only rank 0 records."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "ProgressLine"]
+
+
+class MetricsLog:
+    """Appends rows to ``OUT/metrics.jsonl`` and, when tensorboard is installed, to ``OUT/tensorboard``.
+
+    Args:
+        out: the run's output folder.
+        enabled: False on ranks other than 0 (every method is then a no-op).
+        fresh: a new run (not a resume): an existing ``metrics.jsonl`` is emptied first.
+    """
+
+    def __init__(self, out: Path, enabled: bool, fresh: bool = False) -> None:
+        self.enabled = enabled
+        self.file = None
+        self.tb = None
+        if not enabled:
+            return
+        self.file = open(out / "metrics.jsonl", "w" if fresh else "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except Exception:  # tensorboard missing: metrics.jsonl still holds everything
+            self.tb = None
+
+    def write(self, row: dict[str, Any], step: int) -> None:
+        """Append ``row`` (``kind`` ``step`` or ``epoch``); its numbers also go to TensorBoard at ``step``."""
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            prefix = "epoch" if row.get("kind") == "epoch" else "train"
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+            self.file = None
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+class ProgressLine:
+    """The console's tqdm bar: steps done, the epoch, and the latest loss, learning rate, images/s and kNN.
+
+    Args:
+        enabled: show it (``--progress``, rank 0).
+        total: the run's steps; initial: those done before (resume).
+        method: the bar's label.
+        epochs: the run's epochs, shown as ``epoch e/E``.
+    """
+
+    def __init__(self, enabled: bool, total: int, initial: int, method: str, epochs: int) -> None:
+        self.bar = None
+        self.method, self.epochs = method, epochs
+        self.fields: dict[str, str] = {}
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=method, dynamic_ncols=True)
+
+    def epoch(self, epoch: int) -> None:
+        """Show that epoch ``epoch`` (0-based) is running."""
+        if self.bar is not None:
+            self.bar.set_description(f"{self.method} epoch {epoch + 1}/{self.epochs}", refresh=False)
+
+    def show(self, **fields: str) -> None:
+        """Set (or update) the fields shown after the bar, e.g. ``loss="0.512"``."""
+        if self.bar is not None:
+            self.fields.update(fields)
+            self.bar.set_postfix(self.fields)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

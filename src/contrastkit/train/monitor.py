@@ -1,0 +1,58 @@
+"""The kNN monitor: top-1 accuracy of a kNN classifier on the encoder's features, every ``--knn-every`` epochs.
+
+It uses evaluation's feature extraction and kNN (as torchvision's training loop calls its ``evaluate``). Every
+rank decodes the arrays and runs the monitor: no rank works alone while the others wait inside a collective,
+where the process group's timeout (``--dist-timeout-s``) would end the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import PretrainConfig
+from ..data import DataSplits, EvalDataset, array_cache_key, decode_to_array
+from .precision import autocast
+
+__all__ = ["MonitorData", "monitor_data", "knn_monitor", "monitor_due"]
+
+
+@dataclass
+class MonitorData:
+    """Train (memory) and test images decoded once at the training crop size, as (images, labels) pairs, with the
+    normalisation."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    mean: tuple
+    std: tuple
+
+
+def monitor_data(cfg: PretrainConfig, splits: DataSplits, size: int, mean, std) -> MonitorData | None:
+    """The monitor's arrays, or None when the monitor is off or the data have no labelled test split."""
+    if not (cfg.knn_every > 0 and splits.labelled and splits.test is not None):
+        return None
+    train = decode_to_array(splits.train, size, num_workers=cfg.num_workers,
+                            cache_key=array_cache_key(cfg.data, "train"))
+    test = decode_to_array(splits.test, size, num_workers=cfg.num_workers, cache_key=array_cache_key(cfg.data, "test"))
+    return MonitorData(train, test, mean, std)
+
+
+def monitor_due(cfg: PretrainConfig, epoch: int, finished_epoch: bool, stopping: bool) -> bool:
+    """Whether the monitor runs after ``epoch``: every ``knn_every`` epochs, after the last one, and at an early
+    stop; never after a part of an epoch that the run goes on with."""
+    return (finished_epoch or stopping) and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs or stopping)
+
+
+def knn_monitor(encoder: nn.Module, data: MonitorData, cfg: PretrainConfig, device: torch.device) -> float:
+    """kNN top-1 on the test split with the training split as memory (cosine, ``knn_k``, weighted votes)."""
+    from ..evaluate import extract_features, knn_accuracy
+
+    with autocast(device, cfg.precision):
+        ftr, ltr = extract_features(encoder, EvalDataset(*data.train, mean=data.mean, std=data.std), batch_size=512,
+                                    device=device)
+        fte, lte = extract_features(encoder, EvalDataset(*data.test, mean=data.mean, std=data.std), batch_size=512,
+                                    device=device)
+    return float(knn_accuracy(ftr.float(), ltr, fte.float(), lte, k=cfg.knn_k,
+                              temperature=cfg.knn_temperature)["top1"])

@@ -1,0 +1,128 @@
+"""Where a run stands (:class:`TrainState`), what its checkpoint holds, and resuming from one.
+
+A checkpoint is ``{model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, config, rng, history,
+epoch_loss, meta}``, written atomically by :func:`~.checkpoint.save_checkpoint` at the end of every epoch (and every
+``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run continues bit-exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import PretrainConfig
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+from .run import Run
+
+__all__ = ["TrainState", "load_resume", "restore", "checkpoint_state"]
+
+# what a resumed run must share with the checkpoint's: the model, the data, the batch, the schedule and the seed
+_SAME_RUN_KEYS = ("method", "encoder", "width", "head", "head_layers", "proj_dim", "proj_hidden_dim", "cifar_stem",
+                  "data", "n_views", "batch_size", "epochs", "seed", "teacher")
+
+
+@dataclass
+class TrainState:
+    """The counters of a run. The epoch's loss sum and count stay on the device (read at the epoch's end)."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    train_time: float = 0.0
+    history: list = field(default_factory=list)
+    loss_sum: torch.Tensor | None = None
+    loss_count: torch.Tensor | None = None
+    images_seen: int = 0
+    steady_time: float = 0.0  # throughput after the first 5 steps of this process
+    steady_images: int = 0
+    steps_this_run: int = 0
+    stop_reason: str = "completed"
+    last_log_time: float = 0.0  # when the last step row was logged, and the images seen then (images/s)
+    last_log_images: int = 0
+    epoch_started: float = 0.0
+
+    def reset_epoch_loss(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.loss_count = torch.zeros((), dtype=torch.long, device=device)
+
+    def add_loss(self, loss: torch.Tensor, finite: torch.Tensor, skip: bool) -> None:
+        """Count the step's loss into the epoch's mean (a skipped step's not), on the device."""
+        if skip:
+            self.loss_sum += torch.where(finite, loss, 0.0)
+            self.loss_count += finite
+        else:
+            self.loss_sum += loss
+            self.loss_count += 1
+
+
+def load_resume(cfg: PretrainConfig) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``--resume``), checked to be from the same run; None for a fresh run.
+
+    Raises:
+        CheckpointError: missing or corrupt, or written by a run with other options.
+    """
+    if not cfg.resume:
+        return None
+    path = Path(cfg.out).expanduser() / "last.pt"
+    saved = load_checkpoint(path)  # raises, naming the file, if missing or corrupt
+    old = saved["config"]
+    diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in _SAME_RUN_KEYS
+             if old.get(k) != getattr(cfg, k)]
+    if diffs:
+        raise CheckpointError(f"--resume: checkpoint {path} was written by a different run ({'; '.join(diffs)}); "
+                              f"use another --out or the same options")
+    return saved
+
+
+def restore(run: Run, saved: dict[str, Any] | None) -> TrainState:
+    """The state a run starts from: zero, or the checkpoint's (weights, optimiser, schedule, scaler, RNG).
+
+    Raises:
+        CheckpointError: the checkpoint's weights do not fit the model (loaded strictly).
+    """
+    state = TrainState()
+    state.reset_epoch_loss(run.device)
+    if saved is None:
+        return state
+    try:
+        run.model.load_state_dict(saved["model"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {run.checkpoint} does not match the model: {exc}") from exc
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    if run.scaler is not None and saved.get("scaler"):
+        run.scaler.load_state_dict(saved["scaler"])
+    state.epoch, state.step_in_epoch = int(saved["epoch"]), int(saved["step_in_epoch"])
+    state.global_step = int(saved["global_step"])
+    state.history = list(saved.get("history", []))
+    set_rng_state(saved["rng"])
+    if state.step_in_epoch >= run.data.steps_per_epoch:
+        state.epoch, state.step_in_epoch = state.epoch + 1, 0
+    if "epoch_loss" in saved:  # the resumed epoch's mean covers all its steps
+        state.loss_sum = saved["epoch_loss"]["sum"].to(run.device)
+        state.loss_count += int(saved["epoch_loss"]["count"])
+    return state
+
+
+def checkpoint_state(run: Run, state: TrainState, epoch: int, step_in_epoch: int) -> dict[str, Any]:
+    """The checkpoint of ``run`` at (``epoch``, ``step_in_epoch``): everything :func:`restore` reads."""
+    data = run.data
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "global_step": state.global_step,
+        "config": run.cfg.to_dict(),
+        "rng": rng_state(),
+        "history": state.history,
+        "epoch_loss": {"sum": state.loss_sum.detach().cpu().clone(), "count": int(state.loss_count)},
+        "meta": {"encoder": run.cfg.encoder, "feature_dim": run.model.encoder.feature_dim,
+                 "image_size": data.spec.size, "preset": data.spec.preset, "mean": list(data.mean),
+                 "std": list(data.std), "classes": data.splits.classes, "data": run.cfg.data,
+                 "method": run.cfg.method},
+    }
