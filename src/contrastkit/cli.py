@@ -35,8 +35,8 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One flag per PretrainConfig field (but ``exclude``), in one argument group per section of the config (what
-    to train, distillation, data, augmentation, model, optimisation, run, monitoring); defaults are suppressed so
-    that YAML values are not overridden."""
+    to train, data, augmentation, model, optimisation, run, monitoring); defaults are suppressed so that YAML
+    values are not overridden."""
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     for title, names in config_groups().items():
         names = [n for n in names if n not in exclude]

@@ -48,7 +48,7 @@ class PretrainConfig:
     semi_hard: bool = _opt(False, "semi-hard negative mining for the margin / NT-Logistic losses (SimCLR Table 4)")
     labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
 
-    # distillation (SimCLRv2 Sec. 2.3; contrastkit distill)
+    # what to train: distillation (SimCLRv2 Sec. 2.3; contrastkit distill)
     teacher: str = _opt("", "distill: the fine-tuned teacher (eval --protocol finetune --save)")
     distill_temperature: float = _opt(1.0, "distill: temperature tau softening teacher and student predictions")
     labelled_weight: float = _opt(0.0, "distill: weight A of the labelled loss on the teacher's labelled subset, "
@@ -176,13 +176,13 @@ class PretrainConfig:
 
 
 # The sections of PretrainConfig, in order: each named by its first field. They are the groups of `pretrain --help`.
-_GROUP_STARTS = {"method": "what to train", "teacher": "distillation", "data": "data", "preset": "augmentation",
-                 "encoder": "model", "epochs": "optimisation", "seed": "run", "knn_every": "monitoring"}
+_GROUP_STARTS = {"method": "what to train", "data": "data", "preset": "augmentation", "encoder": "model",
+                 "epochs": "optimisation", "seed": "run", "knn_every": "monitoring"}
 
 
 def config_groups() -> dict[str, list[str]]:
-    """The field names of each section of :class:`PretrainConfig` (what to train, distillation, data,
-    augmentation, model, optimisation, run, monitoring), in declaration order."""
+    """The field names of each section of :class:`PretrainConfig` (what to train, data, augmentation, model,
+    optimisation, run, monitoring), in declaration order."""
     groups: dict[str, list[str]] = {}
     title = None
     for f in dataclasses.fields(PretrainConfig):
