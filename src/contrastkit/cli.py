@@ -48,7 +48,8 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...
             meta = dict(f.metadata)
             help_text = meta.pop("help", "")
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+            shown = meta.pop("default_help", default)
+            kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {shown})"}
             if isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif isinstance(default, dict):

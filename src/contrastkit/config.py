@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES", "METHOD_DEFAULTS"]
 
 METHODS = ("simclr", "supcon", "ce", "distill")
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
+# options whose default depends on the method (None in PretrainConfig until the method's value is filled in)
+METHOD_DEFAULTS = {"temperature": {"simclr": 0.5, "supcon": 0.1, "ce": 0.5}}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -40,7 +42,9 @@ class PretrainConfig:
                      choices=LOSSES)
     supcon_variant: str = _opt("out", "SupCon loss variant: out (L_out, better: SupCon Table 1) or in (L_in)",
                                choices=("out", "in"))
-    temperature: float = _opt(0.5, "softmax temperature tau (0.5: SimCLR CIFAR-10, App. B.9; SupCon uses 0.1)")
+    temperature: float | None = _opt(None, "softmax temperature tau; unset: the method's, 0.5 for simclr (SimCLR "
+                                           "CIFAR-10, App. B.9) and 0.1 for supcon (SupCon Sec. 4)",
+                                     type=float, default_help="the method's")
     margin: float = _opt(0.1, "margin m of the margin triplet loss on cosine similarities (FaceNet's 0.2 on squared "
                               "distances; SimCLR Table 4 tunes it)")
     l2_normalize: bool = _opt(True, "L2-normalise z in NT-Xent / SupCon (cosine similarity); --no-l2-normalize uses "
@@ -141,6 +145,13 @@ class PretrainConfig:
                                    "first (torch.cuda.set_sync_debug_mode), to check that the loop runs ahead of "
                                    "the GPU; logging and checkpoint steps are outside the check")
 
+    def with_method_defaults(self) -> "PretrainConfig":
+        """A copy with every option left unset (None) given its method's default (:data:`METHOD_DEFAULTS`); the
+        run records these values in its config.yaml and checkpoint."""
+        unset = {name: by_method[self.method] for name, by_method in METHOD_DEFAULTS.items()
+                 if getattr(self, name) is None and self.method in by_method}
+        return dataclasses.replace(self, **unset) if unset else self
+
     def validate(self) -> None:
         """Check every option, each with its own message naming the option, what it got and what it takes.
 
@@ -202,6 +213,10 @@ def _check_types(cfg: PretrainConfig) -> None:
     for f in dataclasses.fields(cfg):
         value, flag = getattr(cfg, f.name), option_flag(f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if default is None:  # an option whose default is the method's: unset, or of its declared type
+            if value is None:
+                continue
+            default = f.metadata["type"]()
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
@@ -235,7 +250,8 @@ def _check_training(cfg: PretrainConfig) -> None:
     _require(not (not cfg.l2_normalize and (cfg.method == "ce" or (cfg.method == "simclr" and cfg.loss != "ntxent"))),
              f"--no-l2-normalize applies to NT-Xent and SupCon; got --method {cfg.method} --loss {cfg.loss}, which "
              f"has no temperature-scaled dot product to leave unnormalised")
-    _require(0 < cfg.temperature < float("inf"), f"--temperature must be a finite number > 0, got {cfg.temperature}")
+    _require(cfg.temperature is None or 0 < cfg.temperature < float("inf"),
+             f"--temperature must be a finite number > 0, got {cfg.temperature}")
     _require(cfg.margin >= 0, f"--margin must be >= 0, got {cfg.margin}")
     _require(0 < cfg.labeled_fraction <= 1, f"--labeled-fraction must be in (0, 1], got {cfg.labeled_fraction}")
     _require(cfg.labeled_fraction == 1 or cfg.method == "supcon",
@@ -308,6 +324,8 @@ def _check_model(cfg: PretrainConfig) -> None:
 def _check_optimisation(cfg: PretrainConfig) -> None:
     _require(cfg.epochs > 0, f"--epochs must be a positive integer, got {cfg.epochs!r}")
     _require(cfg.batch_size > 0, f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
+    _require(cfg.method == "ce" or cfg.batch_size >= 2, f"--batch-size must be >= 2 for --method {cfg.method} (each "
+                                                      f"image is contrasted with the others), got {cfg.batch_size}")
     _require(cfg.micro_batch_size >= 0 and not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
              f"--micro-batch-size must divide --batch-size {cfg.batch_size}, got {cfg.micro_batch_size}")
     _require(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")

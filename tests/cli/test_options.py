@@ -103,3 +103,67 @@ def test_the_process_group_timeout_is_the_option(monkeypatch):
     monkeypatch.setattr(run_module.dist, "init_process_group", lambda **kwargs: seen.update(kwargs))
     run_module.init_distributed(torch.device("cpu"), 90.0)
     assert seen == {"backend": "gloo", "timeout": datetime.timedelta(seconds=90)}
+
+
+def test_supcon_takes_its_own_temperature_unless_one_is_set(tmp_path):
+    """Issue 21: a method's defaults follow the method (SupCon Sec. 4: 0.1; SimCLR App. B.9: 0.5)."""
+    import yaml
+
+    from conftest import TINY, make_image_folder
+    from contrastkit.cli import config_from_args, main
+    from contrastkit.train.objective import build_objective
+
+    def parsed(*argv):
+        return config_from_args(build_parser().parse_args(["pretrain", *argv]))
+
+    assert parsed("--method", "supcon").temperature is None  # unset until the run fills in the method's
+    assert parsed("--method", "supcon").with_method_defaults().temperature == 0.1
+    assert parsed("--method", "simclr").with_method_defaults().temperature == 0.5
+    assert parsed("--method", "supcon", "--temperature", "0.3").with_method_defaults().temperature == 0.3
+    assert build_objective(PretrainConfig(method="supcon")).loss.temperature == 0.1
+    assert build_objective(PretrainConfig(method="simclr")).loss.temperature == 0.5
+
+    folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    common = ["pretrain", "--method", "supcon", "--data", str(folder), "--epochs", "1", *TINY, "--batch-size", "6",
+              "--size", "16", "--preset", "cifar", "--knn-every", "0", "--device", "cpu", "--max-steps", "1"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["temperature"] == 0.1
+    assert main([*common, "--out", str(tmp_path / "b"), "--temperature", "0.25"]) == 0
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["temperature"] == 0.25
+
+
+def _failed_start(tmp_path, capsys, folder, *extra):
+    from conftest import TINY
+    from contrastkit.cli import main
+
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(folder), "--epochs", "1", *TINY, "--batch-size", "6", "--size", "16",
+            "--preset", "cifar", "--knn-every", "0", "--device", "cpu", "--out", str(out), *extra]
+    assert main(argv) == 2
+    return out, capsys.readouterr().err
+
+
+def test_failed_starts_leave_no_output_folder(tmp_path, capsys):
+    """Issue 21: the data and the model are built before OUT is created, so a failed start leaves nothing."""
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    out, err = _failed_start(tmp_path, capsys, folder, "--encoder", "timm:no_such_model")
+    assert "no_such_model" in err and not out.exists()
+    out, err = _failed_start(tmp_path, capsys, folder, "--batch-size", "1")
+    assert "--batch-size must be >= 2 for --method simclr" in err and not out.exists()
+    out, err = _failed_start(tmp_path, capsys, folder, "--method", "supcon", "--batch-size", "100")
+    assert "larger than the training set" in err and not out.exists()
+    bad = folder / "train" / "class_1" / "001.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out, err = _failed_start(tmp_path, capsys, folder, "--augment-on", "device", "--num-workers", "0")
+    assert f"cannot read image file {str(bad)!r}" in err and not out.exists()
+
+
+def test_out_naming_a_file(tmp_path, capsys):
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    (tmp_path / "run").write_text("not a folder")
+    out, err = _failed_start(tmp_path, capsys, folder)
+    assert f"--out {out} is a file; expected a folder" in err and "Errno" not in err

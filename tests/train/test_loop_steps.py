@@ -160,3 +160,14 @@ def test_the_progress_line_shows_the_epoch_and_its_knn(cfg, capsys):
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err
     assert re.search(r"knn=[01]\.\d{3}", err), err[-500:]
+
+
+def test_the_monitor_runs_on_every_rank_and_only_rank_0_writes(cfg):
+    """Issue 16: rank 1 runs the kNN monitor itself (no rank waits alone in a collective); it writes nothing."""
+    run = build_run(cfg, CPU, rank=1, world=2)  # the rank's view of a 2-process run, without a process group
+    state = restore(run, None)
+    log, bar = _quiet(run.out)
+    train_one_epoch(run, state, 0, log, bar)
+    row = end_epoch(run, state, 0, False, log, bar)
+    assert 0.0 <= row["knn_top1"] <= 1.0
+    assert not run.out.exists()  # rank 0 creates OUT and writes the checkpoint

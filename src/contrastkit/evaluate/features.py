@@ -48,7 +48,6 @@ def _as_label_tensor(y: Any, batch_size: int) -> torch.Tensor:
     return t.long()
 
 
-@torch.no_grad()
 def _loader(dataset: Dataset | DataLoader, batch_size: int, num_workers: int) -> DataLoader:
     """``dataset`` itself when it is a DataLoader, else an in-order loader over it."""
     if isinstance(dataset, DataLoader):
@@ -80,6 +79,7 @@ def _encoder_and_head(model_or_encoder: nn.Module, use_projection: bool) -> tupl
     return model_or_encoder, None
 
 
+@torch.no_grad()
 def extract_features(
     model_or_encoder: nn.Module,
     dataset: Dataset | DataLoader,

@@ -91,7 +91,6 @@ def _faiss_search(index, queries: torch.Tensor, query_ids: torch.Tensor | None, 
     return found_t[~is_self].view(found_t.shape[0], k)  # (Q, k)
 
 
-@torch.no_grad()
 def _faiss_index(gallery: torch.Tensor):
     """An exact inner-product faiss index over the (normalised) gallery."""
     try:
@@ -136,6 +135,7 @@ def _scores(queries: torch.Tensor, q_labels: torch.Tensor, gallery: torch.Tensor
     return recall_hits, r_precision_sum, map_sum
 
 
+@torch.no_grad()
 def retrieval_metrics(
     embeddings: torch.Tensor,
     labels: torch.Tensor,

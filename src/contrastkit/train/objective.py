@@ -55,6 +55,7 @@ def build_objective(cfg: PretrainConfig) -> nn.Module:
         from .distill import build_distill_objective
 
         return build_distill_objective(cfg)
+    cfg = cfg.with_method_defaults()  # the method's temperature unless one is set
     # check_values=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read).
     # even_batches=True: the trainer's DistributedSampler and DataLoader drop the last short batch, so every rank
     # passes the same batch size and the gathers under torchrun need no size exchange (no device read either).

@@ -225,8 +225,20 @@ def wrap_model(model: nn.Module, cfg: PretrainConfig, device: torch.device, worl
     return train_model
 
 
+def _prepare_out(out: Path, rank: int, fresh: bool) -> Path:
+    """Create ``out`` on rank 0, checked writable with room for checkpoints; returns its ``bad_files.txt`` (emptied
+    for a fresh run)."""
+    bad_files_log = out / "bad_files.txt"
+    if rank == 0:
+        check_output_dir(out)
+        if fresh:
+            bad_files_log.write_text("")
+    return bad_files_log
+
+
 def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, fresh: bool = True) -> Run:
-    """Every step above, in order: data (checked before ``OUT`` is created), model, objective, optimisation.
+    """Every step above, in order: data, model, objective (all before ``OUT`` is created, unless
+    ``--skip-bad-files`` needs it for its list), optimisation.
 
     Args:
         cfg: a validated config.
@@ -236,14 +248,14 @@ def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, 
     out = Path(cfg.out).expanduser()
     splits = load_splits(cfg)
     check_data(cfg, splits, world)
-    if rank == 0:
-        check_output_dir(out)
-    bad_files_log = out / "bad_files.txt" if cfg.skip_bad_files else None
-    if bad_files_log is not None and rank == 0 and fresh:
-        bad_files_log.write_text("")
+    bad_files_log = None
+    if cfg.skip_bad_files:  # the loader workers write the list of skipped files into OUT while decoding
+        bad_files_log = _prepare_out(out, rank, fresh)
     data = build_data(cfg, splits, device, rank, world, bad_files_log)
     model, channels_last = build_model(cfg, data, device, world, rank == 0)
     objective = build_objective(cfg).to(device)
+    if not cfg.skip_bad_files:  # a failed start (unreadable image, unknown timm model) leaves no OUT behind
+        _prepare_out(out, rank, fresh)
     optimizer, schedule, scheduler, scaler = build_optimisation(cfg, model, data.steps_per_epoch, device)
     guard = NonFiniteGuard(cfg.on_nonfinite, model, optimizer, scaler, device, out / "last.pt")
     return Run(cfg=cfg, device=device, rank=rank, world=world, out=out, data=data, model=model,

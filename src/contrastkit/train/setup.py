@@ -23,6 +23,8 @@ __all__ = ["preset_for", "resolve_preset", "build_view_transform", "build_batch_
 def check_output_dir(out: str | os.PathLike, min_free_bytes: int = 200 * 2**20) -> Path:
     """Create ``out`` and prove it is writable with enough free space, before any training."""
     path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file; expected a folder to write the run into")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-") as f:

@@ -42,6 +42,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         CheckpointError: ``resume`` with a missing/corrupt checkpoint or one from another model.
         NonFiniteError: a NaN/inf loss or gradient with ``on_nonfinite="stop"``.
     """
+    cfg = cfg.with_method_defaults()  # e.g. SupCon's temperature 0.1 unless one is set
     cfg.validate()
     device = resolve_device(cfg.device, "--device")
     rank, world = init_distributed(device, cfg.dist_timeout_s)
