@@ -3,6 +3,7 @@
     contrastkit pretrain --method simclr --data digits --epochs 10 --out runs/x
     contrastkit eval --checkpoint runs/x/last.pt --protocol knn|linear|finetune|retrieval|all
     contrastkit embed --checkpoint runs/x/last.pt --out runs/x/embeddings
+    contrastkit distill --teacher runs/x/finetuned.pt --data DATA --out runs/d
     contrastkit preview-augment --data digits --out grid.png
     contrastkit demo --out runs/demo
     contrastkit experiment NAME --budget smoke|cpu|gpu --out DIR
@@ -32,12 +33,15 @@ def _key_value(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"the value of {text!r} is not valid YAML ({exc.__class__.__name__})")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per PretrainConfig field, in one argument group per section of the config (what to train, data,
-    augmentation, model, optimisation, run, monitoring); defaults are suppressed so that YAML values are not
-    overridden."""
+def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per PretrainConfig field (but ``exclude``), in one argument group per section of the config (what
+    to train, data, augmentation, model, optimisation, run, monitoring); defaults are suppressed so that YAML
+    values are not overridden."""
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     for title, names in config_groups().items():
+        names = [n for n in names if n not in exclude]
+        if not names:
+            continue
         group = parser.add_argument_group(title)
         for name in names:
             f = fields[name]
@@ -70,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")
     e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain")
-    e.add_argument("--protocol", default="knn", choices=("knn", "linear", "finetune", "retrieval", "all"),
-                   help="evaluation protocol (default: knn)")
+    e.add_argument("--protocol", default="knn", choices=("knn", "linear", "finetune", "retrieval", "all",
+                                                         "classifier"),
+                   help="evaluation protocol; classifier scores a fine-tuned checkpoint's own classifier "
+                        "(default: knn)")
     e.add_argument("--data", default=None, help="data set to evaluate on (default: the checkpoint's; another one "
                                                 "is transfer)")
     e.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
@@ -86,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the finetune protocol, overriding "
                                                                      "--epochs (default: 30)")
     e.add_argument("--projection", action="store_true", help="evaluate z = g(h) instead of h")
+    e.add_argument("--from-head-layer", type=int, default=0,
+                   help="finetune from the output of the head's first L Linear-BN-ReLU blocks (0: h; SimCLRv2 "
+                        "Sec. 2.2: 1 of a 3-layer head) (default: 0)")
+    e.add_argument("--save", default=None, help="finetune: write the fine-tuned network (encoder, head layers, "
+                                                "classifier) to this checkpoint, for eval, embed and distill")
     e.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     e.add_argument("--seed", type=int, default=0, help="seed of subsets and classifiers (default: 0)")
     e.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
@@ -117,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's)")
     d.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
 
+    _add_distill_parser(sub)
+
     x = sub.add_parser("experiment", help="reproduce one of the seed's claims (tables and plots)")
     x.add_argument("name", help="experiment name (run 'contrastkit experiment list')")
     x.add_argument("--data", default=None, help="data set or folder (default: the budget's: digits for smoke, the "
@@ -129,8 +142,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> PretrainConfig:
-    values: dict[str, Any] = {}
+def _add_distill_parser(sub) -> None:
+    p = sub.add_parser("distill", help="distil a fine-tuned teacher into a student on unlabelled images "
+                                       "(SimCLRv2 Sec. 2.3); every pretrain option applies",
+                       description="contrastkit distill --teacher FINETUNED.pt --data DATA --out OUT: train a "
+                                   "student (default: the teacher's architecture, self-distillation) on the "
+                                   "teacher's softened predictions with the pretraining loop; writes what "
+                                   "pretrain writes and OUT/student.pt, a fine-tuned checkpoint for eval.")
+    p.add_argument("--config", help="YAML file of options; command-line flags override it")
+    p.add_argument("--recipe", help="a named set of options (contrastkit.recipes); the YAML file and flags "
+                                    "override it")
+    p.add_argument("--student", dest="encoder", default=argparse.SUPPRESS,
+                   help="the student's encoder (default: the teacher's; same as --encoder)")
+    _add_config_options(p, exclude=_NOT_FOR_DISTILL)
+
+
+#: Pretrain options that do not apply to distillation (the loss is the distillation loss; the student has no
+#: projection head).
+_NOT_FOR_DISTILL = ("method", "loss", "supcon_variant", "temperature", "margin", "l2_normalize", "semi_hard",
+                    "labeled_fraction", "head", "proj_dim", "proj_hidden_dim", "head_layers")
+
+
+def _distill(args: argparse.Namespace) -> dict[str, Any]:
+    """``contrastkit distill``: the teacher's architecture and input size unless given, one view per image."""
+    from .distillation import distill, student_defaults
+
+    teacher = getattr(args, "teacher", None)
+    if not teacher:
+        raise ValueError("--teacher FINETUNED.pt is required (write one with 'contrastkit eval --protocol "
+                         "finetune --save PATH')")
+    base = {**student_defaults(teacher), "method": "distill", "n_views": 1, "out": "runs/distill"}
+    return distill(config_from_args(args, base))
+
+
+def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> PretrainConfig:
+    """Options from ``base`` < ``--recipe`` < ``--config`` YAML < flags."""
+    values: dict[str, Any] = dict(base or {})
     if getattr(args, "recipe", None):
         from .recipes import get_recipe
 
@@ -192,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = pretrain(cfg)
             if summary.get("rank", 0) == 0:  # under torchrun, one summary line
                 _print_json(summary)
+        elif args.command == "distill":
+            summary = _distill(args)
+            if summary.get("rank", 0) == 0:
+                _print_json(summary)
         elif args.command == "eval":
             from .runner import evaluate_checkpoint
 
@@ -200,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          epochs=args.epochs, projection=args.projection, device=args.device,
                                          seed=args.seed, num_workers=args.num_workers,
                                          linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
-                                         malloc=args.malloc)
+                                         malloc=args.malloc, from_head_layer=args.from_head_layer,
+                                         save=args.save)
             _print_json(result)
         elif args.command == "embed":
             from .runner import embed_checkpoint

@@ -17,7 +17,7 @@ import yaml
 
 __all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES", "METHOD_DEFAULTS"]
 
-METHODS = ("simclr", "supcon", "ce")
+METHODS = ("simclr", "supcon", "ce", "distill")
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
 # options whose default depends on the method (None in PretrainConfig until the method's value is filled in)
 METHOD_DEFAULTS = {"temperature": {"simclr": 0.5, "supcon": 0.1, "ce": 0.5}}
@@ -35,7 +35,8 @@ class PretrainConfig:
     """Every option of ``contrastkit pretrain``. See the README for the sources of defaults."""
 
     # what to train
-    method: str = _opt("simclr", "simclr (NT-Xent, SimCLR), supcon (L_out/L_in, SupCon) or ce (cross-entropy baseline)",
+    method: str = _opt("simclr", "simclr (NT-Xent, SimCLR), supcon (L_out/L_in, SupCon), ce (cross-entropy baseline) "
+                       "or distill (a student on a fine-tuned teacher, SimCLRv2; see contrastkit distill)",
                        choices=METHODS)
     loss: str = _opt("ntxent", "loss for --method simclr: ntxent, ntlogistic, margin or npair (SimCLR Table 4)",
                      choices=LOSSES)
@@ -50,6 +51,12 @@ class PretrainConfig:
                                     "raw dot products, the ablation of SimCLR Table 5")
     semi_hard: bool = _opt(False, "semi-hard negative mining for the margin / NT-Logistic losses (SimCLR Table 4)")
     labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
+
+    # what to train: distillation (SimCLRv2 Sec. 2.3; contrastkit distill)
+    teacher: str = _opt("", "distill: the fine-tuned teacher (eval --protocol finetune --save)")
+    distill_temperature: float = _opt(1.0, "distill: temperature tau softening teacher and student predictions")
+    labelled_weight: float = _opt(0.0, "distill: weight A of the labelled loss on the teacher's labelled subset, "
+                                       "(1 - A) x distillation + A x cross-entropy (SimCLRv2 eq. 3, A = 1 - alpha)")
 
     # data
     data: str = _opt("digits", "digits (offline default), cifar10, cifar100, stl10, or a folder (ImageFolder layout)")
@@ -80,6 +87,8 @@ class PretrainConfig:
     width: float = _opt(1.0, "ResNet width multiplier (0.25 gives 16-32-64-128 channels for ResNet-18)")
     head: str = _opt("mlp", "projection head g: mlp (one hidden layer), linear or none (SimCLR Fig. 8)",
                      choices=("mlp", "linear", "none"))
+    head_layers: int = _opt(2, "Linear layers K of the MLP head: K - 1 Linear-BN-ReLU blocks, then a Linear layer "
+                               "(2: SimCLR; 3: SimCLRv2 Sec. 2.2, which fine-tunes from the first block)")
     proj_dim: int = _opt(128, "output dimension of z (128, SimCLR Sec. 2.1)")
     proj_hidden_dim: int = _opt(0, "hidden width of the MLP head (0: the encoder's feature dimension, as SimCLR)")
 
@@ -158,8 +167,8 @@ class PretrainConfig:
             ValueError: the first bad option.
         """
         _check_types(self)
-        for check in (_check_training, _check_data, _check_augmentation, _check_model, _check_optimisation,
-                      _check_run, _check_monitoring):
+        for check in (_check_training, _check_distillation, _check_data, _check_augmentation, _check_model,
+                      _check_optimisation, _check_run, _check_monitoring):
             check(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +263,31 @@ def _check_training(cfg: PretrainConfig) -> None:
              f"--labeled-fraction applies to --method supcon only, got --method {cfg.method}")
 
 
+def _check_distillation(cfg: PretrainConfig) -> None:
+    """The distillation options of a PretrainConfig (``teacher``, ``distill_temperature``, ``labelled_weight``).
+
+    Raises:
+        ValueError: ``--method distill`` without ``--teacher``, a teacher file that does not exist, a
+            temperature <= 0, a labelled weight outside [0, 1], or distillation options with another method.
+    """
+    if cfg.method != "distill":
+        if cfg.teacher or cfg.labelled_weight != 0.0 or cfg.distill_temperature != 1.0:
+            raise ValueError(f"--teacher, --distill-temperature and --labelled-weight apply to distillation "
+                             f"(contrastkit distill, or --method distill), got --method {cfg.method}")
+        return
+    if not cfg.teacher:
+        raise ValueError("distillation needs --teacher FINETUNED.pt (written by 'contrastkit eval --protocol "
+                         "finetune --save')")
+    if not Path(cfg.teacher).expanduser().is_file():
+        raise ValueError(f"--teacher {cfg.teacher} does not exist")
+    if not cfg.distill_temperature > 0:
+        raise ValueError(f"--distill-temperature must be a finite number > 0, got {cfg.distill_temperature}")
+    if not 0 <= cfg.labelled_weight <= 1:
+        raise ValueError(f"--labelled-weight must be in [0, 1] (0: distillation alone), got {cfg.labelled_weight}")
+    if cfg.n_views < 1:
+        raise ValueError(f"--n-views must be >= 1 for distillation, got {cfg.n_views}")
+
+
 def _check_data(cfg: PretrainConfig) -> None:
     _require(cfg.num_workers >= 0, f"--num-workers must be >= 0, got {cfg.num_workers}")
     _require(0 < cfg.val_fraction < 1, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
@@ -267,7 +301,8 @@ def _check_augmentation(cfg: PretrainConfig) -> None:
     _require(cfg.size >= 0, f"--size must be >= 0 (0: the preset's), got {cfg.size}")
     lo, hi = cfg.crop_scale
     _require(0 < lo <= hi <= 1, f"--crop-scale must satisfy 0 < min <= max <= 1, got {lo} {hi}")
-    _require(cfg.method == "ce" or cfg.n_views >= 2, f"--n-views must be >= 2 for contrastive methods, got {cfg.n_views}")
+    _require(cfg.method in ("ce", "distill") or cfg.n_views >= 2,
+             f"--n-views must be >= 2 for contrastive methods, got {cfg.n_views}")
     _require(cfg.method != "simclr" or cfg.loss == "ntxent" or cfg.n_views == 2,
              f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
     if cfg.augment:
@@ -286,6 +321,9 @@ def _check_model(cfg: PretrainConfig) -> None:
     _require(cfg.proj_dim >= 1, f"--proj-dim must be >= 1, got {cfg.proj_dim}")
     _require(cfg.proj_hidden_dim >= 0, f"--proj-hidden-dim must be >= 0 (0: the encoder's feature dimension), got "
                                        f"{cfg.proj_hidden_dim}")
+    from .heads import check_head_layers
+
+    check_head_layers(cfg.head, cfg.head_layers)
 
 
 def _check_optimisation(cfg: PretrainConfig) -> None:

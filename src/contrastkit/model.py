@@ -37,16 +37,18 @@ def build_model(
     proj_hidden_dim: int | None = None,
     proj_dim: int = 128,
     num_classes: int | None = None,
+    head_layers: int = 2,
 ) -> ContrastiveModel:
     """Build f and g from names.
 
-    With ``num_classes`` set (the cross-entropy baseline), the head is a linear
-    classifier on h instead of a projection head.
+    ``head_layers`` is the number K of Linear layers of the MLP head (2: SimCLR; 3: SimCLRv2). With
+    ``num_classes`` set (the cross-entropy baseline), the head is a linear classifier on h instead of a
+    projection head.
     """
     kwargs = {"cifar_stem": cifar_stem, "width": width} if not encoder.startswith("timm:") else {}
     f = create_encoder(encoder, **kwargs)
     if num_classes is not None:
         g: nn.Module = nn.Linear(f.feature_dim, num_classes)
     else:
-        g = ProjectionHead(f.feature_dim, proj_hidden_dim, proj_dim, kind=head)
+        g = ProjectionHead(f.feature_dim, proj_hidden_dim, proj_dim, kind=head, layers=head_layers)
     return ContrastiveModel(f, g)

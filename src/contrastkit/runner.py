@@ -18,15 +18,18 @@ import torch
 from .allocator import tune_malloc_for
 from .config import PretrainConfig
 from .data import EvalDataset, array_cache_key, decode_to_array, load_dataset, resolve_data
+from .device import resolve_device
+from .finetuned import head_prefix_of, is_finetuned, load_finetuned
 from .model import ContrastiveModel
 from .train.checkpoint import CheckpointError, load_checkpoint
-from .device import resolve_device
-from .train.setup import build_run_model, preset_for
+from .train.setup import build_run_model, check_output_dir, preset_for
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",
            "evaluation_data"]
 
 PROTOCOLS = ("knn", "linear", "finetune", "retrieval")
+#: Protocols run only when named: ``classifier`` scores a fine-tuned checkpoint's own classifier.
+EXTRA_PROTOCOLS = ("classifier",)
 
 
 def _check_workers(num_workers: int) -> None:
@@ -38,12 +41,19 @@ def load_pretrained(checkpoint: str | os.PathLike, device: str | torch.device = 
                     ) -> tuple[ContrastiveModel, dict[str, Any], PretrainConfig]:
     """Rebuild the model of a checkpoint and load its weights strictly.
 
+    A fine-tuned checkpoint (:mod:`contrastkit.finetuned`) gives its
+    :class:`~contrastkit.finetuned.FineTunedNetwork` (also with ``.encoder``), and ``meta["finetuned"]``
+    holds its classifier and result.
+
     Returns:
         (model in eval mode, meta dict, the run's config).
     """
     state = load_checkpoint(checkpoint)
     cfg = PretrainConfig.from_dict(state["config"])
     meta = state.get("meta", {})
+    if is_finetuned(state):  # a fine-tuned network: .encoder is f, .head its head prefix
+        model, info = load_finetuned(checkpoint)
+        return model.to(device).eval(), {**meta, "finetuned": info}, cfg
     model = build_run_model(cfg, len(meta.get("classes", [])), int(meta.get("image_size", 32)))
     try:
         model.load_state_dict(state["model"], strict=True)
@@ -80,8 +90,14 @@ def _features(model, ds, projection: bool, device) -> tuple[torch.Tensor, torch.
 def run_protocol(protocol: str, model: ContrastiveModel, data: dict[str, Any], *, label_fraction: float = 0.1,
                  from_scratch: bool = False, epochs: int | None = None, projection: bool = False,
                  device: torch.device | str = "cpu", seed: int = 0, cfg: PretrainConfig | None = None,
-                 feats: dict | None = None, knn_k: int = 200) -> dict[str, Any]:
-    """One protocol on an in-memory model and evaluation data; ``feats`` caches frozen features."""
+                 feats: dict | None = None, knn_k: int = 200, from_head_layer: int = 0,
+                 keep_model: bool = False) -> dict[str, Any]:
+    """One protocol on an in-memory model and evaluation data; ``feats`` caches frozen features.
+
+    ``finetune`` starts from layer ``from_head_layer`` of the head (0: h); with ``keep_model`` its result holds
+    the fine-tuned :class:`~contrastkit.finetuned.FineTunedNetwork` under ``"model"``. ``classifier`` scores
+    the model's own classifier (a fine-tuned network) on the test split.
+    """
     from . import evaluate as ev
 
     device = torch.device(device)
@@ -105,23 +121,70 @@ def run_protocol(protocol: str, model: ContrastiveModel, data: dict[str, Any], *
             recipe = {"queries": "test split, leave-one-out", "similarity": "cosine"}
     elif protocol == "finetune":
         indices = ev.class_balanced_subset(data["train_labels"], label_fraction, seed=seed)
-        encoder = model.encoder
+        source = model  # the whole model: fine-tuning from a head layer takes the head's first blocks too
         if from_scratch:
             if cfg is None:
                 raise ValueError("from_scratch needs the run's config to build a fresh encoder")
             torch.manual_seed(seed)
-            encoder = build_run_model(cfg, data["num_classes"], data["image_size"]).encoder
-        metrics = ev.finetune(encoder, data["train"], data["test"], indices, data["num_classes"],
-                              epochs=epochs or 30, seed=seed, device=device)
+            source = build_run_model(cfg, data["num_classes"], data["image_size"])
+        metrics = ev.finetune(source, data["train"], data["test"], indices, data["num_classes"],
+                              epochs=epochs or 30, seed=seed, device=device, head_layer=from_head_layer,
+                              return_model=keep_model)
         recipe = metrics.pop("recipe", {})
         metrics.pop("indices", None)
         metrics["label_fraction"] = label_fraction
         metrics["from_scratch"] = from_scratch
+        metrics["from_head_layer"] = from_head_layer
         metrics["_indices"] = indices.tolist()
+    elif protocol == "classifier":
+        metrics, recipe = _classifier_scores(model, data, device)
     else:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)} or all")
-    return {"protocol": protocol, "metrics": metrics, "recipe": recipe,
-            "wall_time_s": round(time.perf_counter() - t0, 2)}
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS + EXTRA_PROTOCOLS)} or all")
+    result = {"protocol": protocol, "metrics": metrics, "recipe": recipe,
+              "wall_time_s": round(time.perf_counter() - t0, 2)}
+    if "model" in metrics:
+        result["model"] = metrics.pop("model")
+    return result
+
+
+def _classifier_scores(model, data: dict[str, Any], device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Top-1 / top-5 of a fine-tuned network's own classifier on the test split."""
+    from .evaluate.classify import classifier_accuracy
+    from .finetuned import FineTunedNetwork
+
+    if not isinstance(model, FineTunedNetwork):
+        raise ValueError("--protocol classifier scores the classifier of a fine-tuned checkpoint (written by "
+                         "'eval --protocol finetune --save' or by 'distill'); this is a pretraining checkpoint")
+    if model.num_classes != data["num_classes"]:
+        raise ValueError(f"the checkpoint's classifier has {model.num_classes} classes but the data have "
+                         f"{data['num_classes']}")
+    # the batch size of finetune()'s own scoring (eval_batch_size), so a reloaded network scores identically
+    metrics = classifier_accuracy(model, data["test"], model.num_classes, batch_size=256, device=device)
+    return metrics, {"what": "the checkpoint's own classifier, test split, no augmentation",
+                     "from_head_layer": model.from_head_layer}
+
+
+def _check_finetune_options(protocol: str, from_head_layer: int, save: str | os.PathLike | None) -> None:
+    if isinstance(from_head_layer, bool) or not isinstance(from_head_layer, int) or from_head_layer < 0:
+        raise ValueError(f"--from-head-layer must be an integer >= 0 (0: h), got {from_head_layer!r}")
+    if (from_head_layer or save is not None) and protocol != "finetune":
+        flag = "--save" if save is not None else "--from-head-layer"
+        raise ValueError(f"{flag} applies to --protocol finetune, got --protocol {protocol}")
+
+
+def save_finetuned_result(path, res: dict[str, Any], cfg: PretrainConfig, meta: dict[str, Any], evdata: dict[str, Any],
+                    checkpoint, data_name: str, seed: int) -> str:
+    """Write the fine-tuned network of a finetune result as a checkpoint (:mod:`contrastkit.finetuned`)."""
+    from .finetuned import save_finetuned
+
+    m = res["metrics"]
+    result = {"kind": "finetune", "top1": m["top1"], "top5": m["top5"], "data": data_name,
+              "label_fraction": m["label_fraction"], "from_scratch": m["from_scratch"],
+              "from_head_layer": m["from_head_layer"], "seed": seed, "n_train": m["n_train"],
+              "indices": list(m["_indices"]), "recipe": res["recipe"], "source_checkpoint": str(checkpoint)}
+    meta = {k: v for k, v in meta.items() if k != "finetuned"}
+    return str(save_finetuned(path, res["model"], cfg.to_dict(), {**meta, "data": data_name},
+                              list(evdata["splits"].classes), result))
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *, data: str | None = None,
@@ -129,14 +192,20 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                         from_scratch: bool = False, epochs: int | None = None, projection: bool = False,
                         device: str = "auto", seed: int = 0, num_workers: int = 2,
                         linear_epochs: int | None = None, finetune_epochs: int | None = None,
-                        malloc: str = "auto") -> dict[str, Any]:
+                        malloc: str = "auto", from_head_layer: int = 0,
+                        save: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``).
+
+    ``finetune`` starts from layer ``from_head_layer`` of the head (0: h; SimCLRv2: 1 of a 3-layer head), and
+    with ``save`` writes the fine-tuned network as a checkpoint (:mod:`contrastkit.finetuned`) that ``eval``,
+    ``embed`` and ``distill`` load. ``classifier`` scores a fine-tuned checkpoint's own classifier.
 
     ``malloc="auto"`` tunes glibc malloc on CPU runs as ``pretrain`` does (:mod:`contrastkit.allocator`); ``"off"``
     leaves it alone.
     """
-    if protocol != "all" and protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)} or all")
+    if protocol != "all" and protocol not in PROTOCOLS + EXTRA_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS + EXTRA_PROTOCOLS)} or all")
+    _check_finetune_options(protocol, from_head_layer, save)
     if not 0 < label_fraction <= 1:
         raise ValueError(f"--label-fraction must be in (0, 1], got {label_fraction}")
     for flag, value in (("--epochs", epochs), ("--linear-epochs", linear_epochs),
@@ -148,6 +217,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     dev = resolve_device(device, "--device")
     tune_malloc_for(dev, malloc)
     model, meta, cfg = load_pretrained(checkpoint, dev)
+    if from_head_layer:
+        head_prefix_of(model, from_head_layer, 0)  # out of range: refused before the data are read
+    if save is not None:
+        check_output_dir(Path(save).expanduser().parent)
     cfg.data = resolve_data(cfg.data)  # a checkpoint of an older version holds --data as typed
     data_name = resolve_data(data or meta.get("data") or cfg.data)
     evdata = evaluation_data(data_name, meta, data_root, seed=cfg.seed, num_workers=num_workers)
@@ -159,12 +232,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     for name in protocols:
         res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
                            epochs=per_protocol.get(name, epochs), projection=projection, device=dev, seed=seed,
-                           cfg=cfg, feats=feats)
+                           cfg=cfg, feats=feats, from_head_layer=from_head_layer, keep_model=save is not None)
+        if save is not None:
+            res["saved"] = save_finetuned_result(save, res, cfg, meta, evdata, checkpoint, data_name, seed)
+            del res["model"]
         res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != cfg.data,
                    pretrained_on=cfg.data, method=cfg.method, what="z" if projection else "h")
         tag = name
         if name == "finetune":
-            tag = f"finetune_{label_fraction:g}" + ("_scratch" if from_scratch else "")
+            tag = f"finetune_{label_fraction:g}" + ("_scratch" if from_scratch else "") + \
+                (f"_layer{from_head_layer}" if from_head_layer else "")
             idx_file = ckpt_dir / f"eval_{tag}{suffix}_indices.json"
             idx_file.write_text(json.dumps(res["metrics"].pop("_indices")))
             res["indices_file"] = str(idx_file)

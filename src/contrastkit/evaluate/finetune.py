@@ -51,8 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ._checks import as_labels, check_positive_float, check_positive_int, resolve_device
-from .features import extract_features
+from ..finetuned import FineTunedNetwork, head_prefix_of
+from ..heads import HeadPrefix
+from ._checks import check_positive_float, check_positive_int, resolve_device
+from .classify import classifier_accuracy
 
 __all__ = ["finetune", "random_crop_flip"]
 
@@ -177,13 +179,19 @@ def _training_batch(x: torch.Tensor, y: Any, num_classes: int, batch_augment: Ca
     return x, y
 
 
-def _as_encoder(encoder: nn.Module) -> nn.Module:
-    """The encoder f itself, or the ``.encoder`` of a model (its projection head is discarded, as in SimCLR)."""
+def _parts(encoder: nn.Module, head_layer: Any) -> tuple[nn.Module, HeadPrefix | None]:
+    """The encoder f (a model's ``.encoder``; its head is discarded, as in SimCLR) and, for ``head_layer`` L > 0,
+    the first L blocks of the model's MLP head (range checked here, before any work)."""
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
-    if isinstance(getattr(encoder, "encoder", None), nn.Module):
-        return encoder.encoder
-    return encoder
+    if isinstance(head_layer, bool) or not isinstance(head_layer, int):
+        raise TypeError(f"head_layer must be an int, got {type(head_layer).__name__}")
+    if not isinstance(getattr(encoder, "encoder", None), nn.Module):
+        if head_layer:
+            raise ValueError(f"head_layer={head_layer} needs a model with .encoder and .head (a ContrastiveModel); "
+                             f"got a bare {type(encoder).__name__}")
+        return encoder, None
+    return encoder.encoder, (head_prefix_of(encoder, head_layer, 0) if head_layer else None)
 
 
 def _check_seed_and_augment(seed: Any, batch_augment: Any) -> None:
@@ -193,14 +201,16 @@ def _check_seed_and_augment(seed: Any, batch_augment: Any) -> None:
         raise TypeError(f"batch_augment must be callable or None, got {type(batch_augment).__name__}")
 
 
-def _model_and_optimizer(encoder: nn.Module, train_dataset: Dataset, num_classes: int, lr: float,
-                         weight_decay: float, device: torch.device, copy_encoder: bool
-                         ) -> tuple[nn.Sequential, torch.optim.Optimizer]:
-    """``nn.Sequential(encoder, new linear layer)`` on ``device`` and its SGD (momentum 0.9, Nesterov)."""
-    net = copy.deepcopy(encoder) if copy_encoder else encoder
-    net.to(device)
-    head = nn.Linear(_feature_dim(net, train_dataset, device), num_classes).to(device)
-    model = nn.Sequential(net, head)
+def _model_and_optimizer(encoder: nn.Module, prefix: HeadPrefix | None, train_dataset: Dataset, num_classes: int,
+                         lr: float, weight_decay: float, device: torch.device, copy_encoder: bool
+                         ) -> tuple[FineTunedNetwork, torch.optim.Optimizer]:
+    """Encoder, head prefix (None: h itself) and a new linear layer on ``device``, copied first with
+    ``copy_encoder``, and their SGD (momentum 0.9, Nesterov)."""
+    parts = nn.ModuleList([encoder] + ([prefix] if prefix is not None else []))
+    parts = copy.deepcopy(parts) if copy_encoder else parts  # the prefix shares the head's layers
+    net = parts[0].to(device)
+    prefix = HeadPrefix([], _feature_dim(net, train_dataset, device)) if prefix is None else parts[1].to(device)
+    model = FineTunedNetwork(net, prefix, nn.Linear(prefix.out_dim, num_classes).to(device))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     return model, optimizer
@@ -232,24 +242,6 @@ def _train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimize
     return total_steps
 
 
-def _score(model: nn.Module, test_dataset: Dataset, num_classes: int, batch_size: int, device: torch.device,
-           num_workers: int, autocast: bool) -> tuple[float, float, int]:
-    """Top-1 and top-5 accuracy of ``model`` on ``test_dataset``, and the number of test samples."""
-    logits, test_labels = extract_features(
-        model, test_dataset, batch_size=batch_size, device=device, num_workers=num_workers, autocast=autocast
-    )  # (M, C), (M,)
-    test_labels = as_labels("test_dataset labels", test_labels)
-    if int(test_labels.max()) >= num_classes:
-        raise ValueError(
-            f"test_dataset has label {int(test_labels.max())} but num_classes={num_classes}; "
-            f"labels must lie in [0, {num_classes - 1}]"
-        )
-    ranked = logits.topk(min(5, num_classes), dim=1).indices  # (M, 5)
-    top1 = float((ranked[:, 0] == test_labels).float().mean())
-    top5 = float((ranked == test_labels[:, None]).any(dim=1).float().mean())
-    return top1, top5, int(test_labels.numel())
-
-
 def finetune(
     encoder: nn.Module,
     train_dataset: Dataset,
@@ -268,8 +260,9 @@ def finetune(
     autocast: bool = False,
     copy_encoder: bool = True,
     return_model: bool = False,
+    head_layer: int = 0,
 ) -> dict:
-    """Fine-tune an encoder plus a new linear layer on a labelled subset.
+    """Fine-tune an encoder (and the first blocks of its head) plus a new linear layer on a labelled subset.
 
     Args:
         encoder: the encoder f (``nn.Module`` (N, 3, H, W) -> (N, F)), or a model
@@ -294,28 +287,26 @@ def finetune(
         eval_batch_size: batch size for scoring the test set.
         autocast: bf16 autocast on CUDA (ignored on CPU).
         copy_encoder: fine-tune a deep copy and leave ``encoder`` untouched.
-        return_model: also return the fine-tuned ``nn.Sequential(encoder, linear)``
-            under ``"model"``.
+        return_model: also return the :class:`~contrastkit.finetuned.FineTunedNetwork` under ``"model"``.
+        head_layer: L, fine-tune from the first L Linear-BN-ReLU blocks of the model's MLP head (SimCLRv2
+            Sec. 2.2: 1 of a 3-layer head; needs ``.encoder`` and a ProjectionHead ``.head``); 0: from h.
 
     Returns:
-        ``{"top1": float, "top5": float, "n_train": int, "recipe": dict}``
-        (plus ``"model"`` with ``return_model``); accuracies in [0, 1], top-5 is
-        top-min(5, C). ``recipe`` holds ``epochs``, ``lr``, ``batch_size``,
-        ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``,
-        ``schedule``, ``augment``, ``seed``, ``num_classes``, ``n_train``,
-        ``n_test``, ``steps``.
+        ``{"top1": float, "top5": float, "n_train": int, "recipe": dict}`` (plus ``"model"`` with
+        ``return_model``); accuracies in [0, 1], top-5 is top-min(5, C). ``recipe`` holds ``epochs``, ``lr``,
+        ``batch_size``, ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``, ``schedule``, ``augment``,
+        ``seed``, ``num_classes``, ``n_train``, ``n_test``, ``head_layer``, ``steps``.
 
     Raises:
         TypeError: for wrongly typed arguments.
-        ValueError: for empty or out-of-range indices, labels outside
-            [0, num_classes), non-positive sizes or lr, an augmentation that
-            changes the batch shape, or an empty test set.
+        ValueError: for empty or out-of-range indices, labels outside [0, num_classes), non-positive sizes or
+            lr, an augmentation that changes the batch shape, an empty test set, or a head layer out of range.
         RuntimeError: if the training loss becomes non-finite (names the step).
 
     Shape:
         images (B, 3, H, W) -> logits (B, num_classes).
     """
-    encoder = _as_encoder(encoder)
+    encoder, prefix = _parts(encoder, head_layer)
     n_total = len(train_dataset)  # type: ignore[arg-type]
     idx = _check_indices(indices, n_total)
     if len(test_dataset) == 0:  # type: ignore[arg-type]
@@ -333,20 +324,21 @@ def finetune(
     n_train = int(idx.numel())
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model, optimizer = _model_and_optimizer(encoder, train_dataset, num_classes, lr, weight_decay, device,
-                                                copy_encoder)
+        model, optimizer = _model_and_optimizer(encoder, prefix, train_dataset, num_classes, lr, weight_decay,
+                                                device, copy_encoder)
         loader = DataLoader(
             Subset(train_dataset, idx.tolist()), batch_size=batch_size, shuffle=True, num_workers=num_workers,
             generator=torch.Generator().manual_seed(seed), drop_last=n_train > 1 and n_train % batch_size == 1,
         )
         total_steps = _train(model, loader, optimizer, epochs, lr, num_classes, batch_augment, device, use_amp)
 
-    top1, top5, n_test = _score(model, test_dataset, num_classes, eval_batch_size, device, num_workers, autocast)
+    scores = classifier_accuracy(model, test_dataset, num_classes, batch_size=eval_batch_size, device=device,
+                                 num_workers=num_workers, autocast=autocast)  # top1, top5, n_test
     recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "momentum": 0.9,
               "nesterov": True, "weight_decay": weight_decay, "schedule": "cosine (per step, no warm-up)",
               "augment": _augment_name(batch_augment), "seed": seed, "num_classes": num_classes, "n_train": n_train,
-              "n_test": n_test, "steps": total_steps}
-    result: dict = {"top1": top1, "top5": top5, "n_train": n_train, "recipe": recipe}
+              "n_test": scores["n_test"], "head_layer": head_layer, "steps": total_steps}
+    result: dict = {"top1": scores["top1"], "top5": scores["top5"], "n_train": n_train, "recipe": recipe}
     if return_model:
         result["model"] = model
     return result

@@ -1,4 +1,4 @@
-"""The eight experiments, one per claim of the seed (docs/SEED.md).
+"""The experiments: eight claims of the seed (docs/SEED.md) and SimCLRv2's few-label pipeline.
 
 Every run is evaluated on the frozen encoder output h with the linear protocol
 (and kNN); the tables report top-1 in percent. Each experiment's verdict
@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from .budgets import Budget
+from .few_labels import PAPER_FEW_LABELS, few_labels_runs, few_labels_summary, run_few_labels
 from .paper import PAPER
 from .spec import Experiment, RunSpec, Summary
 
@@ -482,6 +483,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                PAPER["supcon-variants"]),
     Experiment("supcon-vs-ce", "SupCon beats cross-entropy; both beat SimCLR on labelled data.", "SupCon Table 2",
                _sce_runs, _sce_summary, PAPER["supcon-vs-ce"]),
+    Experiment("few-labels", "With 1% or 10% of the labels: fine-tuning beats scratch; head layer 1 beats h; "
+               "distillation improves on the fine-tuned teacher.", "SimCLRv2 Sec. 2",
+               few_labels_runs, few_labels_summary, PAPER_FEW_LABELS, stages=run_few_labels,
+               metric_note="Accuracies are top-1 in percent on the test split, from each fine-tuned or distilled "
+                           "network's own classifier (the runs below: linear and kNN on h of the pretrained "
+                           "encoders)"),
 )}
 
 

@@ -317,6 +317,17 @@ def _command(name: str, data: str, budget: Budget, out: Path, device: str, seed:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _add_stages(results: dict[str, Any], stages: list[dict[str, Any]] | None, metric_note: str | None) -> None:
+    """Record an experiment's stages (fine-tuning, distillation) beside its runs, in place."""
+    if stages is not None:
+        results["stages"] = stages
+        results["resumed_runs"] += [r["key"] for r in stages if r.get("resumed")]
+        results["runs_wall_time_s"] = round(results["runs_wall_time_s"]
+                                            + sum(r.get("wall_time_s", 0.0) for r in stages), 1)
+    if metric_note:
+        results["metric_note"] = metric_note
+
+
 def run_experiment(name: str, *, data: str | None = None, budget: str | Budget = "smoke",
                    out: str | os.PathLike | None = None, device: str = "auto", seed: int = 0,
                    progress: bool = True) -> dict[str, Any]:
@@ -367,8 +378,12 @@ def run_experiment(name: str, *, data: str | None = None, budget: str | Budget =
             _write_json({**header, "status": "running", "runs": records}, out_dir / "results.json")
         bar.close()
         baseline = _random_baseline(runs, records, evaluator, out_dir)
+        stages = None
+        if experiment.stages is not None:  # fine-tuning and distillation on the finished runs (few-labels)
+            stages = experiment.stages(experiment, b, runs, evaluator, out_dir, progress)
 
-    summary = experiment.summarise([r for r in records if r.get("status") == "ok"], experiment.paper)
+    judged = stages if stages is not None else [r for r in records if r.get("status") == "ok"]
+    summary = experiment.summarise([r for r in judged if r.get("status") == "ok"], experiment.paper)
     from .report import write_figure, write_markdown
 
     figure_path = write_figure(summary.figure, out_dir / f"{name}.png", baseline=baseline,
@@ -387,6 +402,7 @@ def run_experiment(name: str, *, data: str | None = None, budget: str | Budget =
         "resumed_runs": [r["key"] for r in records if r.get("resumed")],
         "figure": figure_path.name,
     }
+    _add_stages(results, stages, experiment.metric_note)
     _write_json(results, out_dir / "results.json")
     md = write_markdown(results, out_dir / "results.md")
     if progress:

@@ -52,8 +52,9 @@ def write_markdown(results: dict[str, Any], path: str | Path) -> str:
         f"({results['invocation_wall_time_s']:.0f} s in the last invocation; resumed runs: "
         f"{len(results['resumed_runs'])})",
         "",
-        "Accuracies are top-1 in percent on the test split, from a linear classifier (and a kNN classifier, "
-        "k = 200) on the frozen encoder output h" + (f"; paper numbers: {paper['source']}" if paper else "") + ".",
+        (results.get("metric_note") or "Accuracies are top-1 in percent on the test split, from a linear "
+         "classifier (and a kNN classifier, k = 200) on the frozen encoder output h")
+        + (f"; paper numbers: {paper['source']}" if paper else "") + ".",
         "",
         markdown_table(results["rows"]),
         "",
@@ -75,6 +76,11 @@ def write_markdown(results: dict[str, Any], path: str | Path) -> str:
                          "train s": train.get("train_time_s"), "wall s": r.get("wall_time_s"),
                          "status": r.get("status", "ok") + (" (resumed)" if r.get("resumed") else "")})
     lines += [markdown_table(run_rows), ""]
+    if results.get("stages"):
+        stage_rows = [{"stage": r["key"], **r.get("metrics", {}), "wall s": r.get("wall_time_s"),
+                       "status": r.get("status", "ok") + (" (resumed)" if r.get("resumed") else "")}
+                      for r in results["stages"]]
+        lines += ["## Stages", "", markdown_table(stage_rows), ""]
     text = "\n".join(lines)
     Path(path).write_text(text)
     return text

@@ -66,6 +66,10 @@ class Experiment:
             the finished runs' records (each with ``key``, ``labels`` and ``metrics``).
         paper: the published numbers that are compared against (see
             :mod:`~contrastkit.experiments.paper`), or None.
+        stages: further work after the pretraining runs (fine-tuning, distillation),
+            ``stages(experiment, budget, planned_runs, evaluator, out, progress) -> records``;
+            ``summarise`` then judges these records instead of the runs'. None for most.
+        metric_note: what the table's accuracies are, for ``results.md`` (default: linear and kNN on h).
     """
 
     name: str
@@ -74,3 +78,5 @@ class Experiment:
     runs: Callable[[Budget], list[RunSpec]]
     summarise: Callable[[list[dict[str, Any]], dict[str, Any] | None], Summary]
     paper: dict[str, Any] | None = None
+    stages: Callable[..., list[dict[str, Any]]] | None = None
+    metric_note: str | None = None

@@ -4,11 +4,13 @@
   memory-lean kernel of ``_tiled.py`` and gather across ranks when distributed.
 * :class:`NTLogisticLoss`, :class:`MarginTripletLoss` and :class:`NPairLoss` are
   the alternatives SimCLR compares against (Table 2, Table 4).
+* :class:`DistillationLoss`: SimCLRv2's distillation of a fine-tuned teacher (Sec. 2.3).
 """
+from .distill import DistillationLoss
 from .npair import NPairLoss
 from .ntlogistic import NTLogisticLoss
 from .ntxent import NTXentLoss
 from .supcon import SupConLoss
 from .triplet import MarginTripletLoss
 
-__all__ = ["NTXentLoss", "SupConLoss", "NTLogisticLoss", "MarginTripletLoss", "NPairLoss"]
+__all__ = ["NTXentLoss", "SupConLoss", "NTLogisticLoss", "MarginTripletLoss", "NPairLoss", "DistillationLoss"]

@@ -45,12 +45,16 @@ class Objective(nn.Module):
         return torch.where(finite, loss, torch.full((), float("nan"), dtype=loss.dtype, device=loss.device))
 
 
-def build_objective(cfg: PretrainConfig) -> Objective:
+def build_objective(cfg: PretrainConfig) -> nn.Module:
     """The loss of ``cfg.method`` (and ``cfg.loss`` for simclr) with the configured temperature."""
     from .. import losses
 
     if cfg.method == "ce":
         return Objective("ce", None, False)
+    if cfg.method == "distill":  # student and teacher logits side by side (train/distill.py)
+        from .distill import build_distill_objective
+
+        return build_distill_objective(cfg)
     cfg = cfg.with_method_defaults()  # the method's temperature unless one is set
     # check_values=False: Objective.forward already turns non-finite embeddings into a NaN loss (no device read).
     # even_batches=True: the trainer's DistributedSampler and DataLoader drop the last short batch, so every rank

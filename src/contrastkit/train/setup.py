@@ -14,6 +14,7 @@ import torch
 from ..config import PretrainConfig
 from ..data import DataSplits, class_balanced_subset, load_dataset
 from ..model import ContrastiveModel, build_model
+from .distill import build_distillation_model, distill_labels
 
 __all__ = ["preset_for", "resolve_preset", "build_view_transform", "build_batch_augment", "build_run_model", "check_output_dir",
            "labels_for_training", "load_splits", "resolve_augment_on", "auto_device_budget", "AugmentSpec"]
@@ -127,6 +128,8 @@ def build_batch_augment(spec: AugmentSpec, n_views: int):
 
 
 def build_run_model(cfg: PretrainConfig, num_classes: int, image_size: int) -> ContrastiveModel:
+    if cfg.method == "distill":  # the student and its frozen teacher (train/distill.py)
+        return build_distillation_model(cfg, image_size)
     stem = cfg.cifar_stem == "on" or (cfg.cifar_stem == "auto" and image_size <= 64)
     return build_model(
         cfg.encoder,
@@ -136,12 +139,15 @@ def build_run_model(cfg: PretrainConfig, num_classes: int, image_size: int) -> C
         proj_hidden_dim=cfg.proj_hidden_dim or None,
         proj_dim=cfg.proj_dim,
         num_classes=num_classes if cfg.method == "ce" else None,
+        head_layers=cfg.head_layers,
     )
 
 
 def labels_for_training(cfg: PretrainConfig, targets: list[int], num_classes: int) -> torch.Tensor:
     """Training labels by index: all -1 for SimCLR; SupCon with ``labeled_fraction`` < 1 keeps a
     seeded class-balanced subset and marks the rest -1 (own views only)."""
+    if cfg.method == "distill":
+        return distill_labels(cfg, targets)
     labels = torch.as_tensor(targets, dtype=torch.long)
     if cfg.method == "simclr":
         return torch.full_like(labels, -1)

@@ -22,8 +22,8 @@ from .run import Run
 __all__ = ["TrainState", "load_resume", "restore", "checkpoint_state", "check_extension", "extension"]
 
 # what a resumed run must share with the checkpoint's: the model, the data, the batch, the schedule and the seed
-_SAME_RUN_KEYS = ("method", "encoder", "width", "head", "proj_dim", "proj_hidden_dim", "cifar_stem", "data",
-                  "n_views", "batch_size", "epochs", "seed")
+_SAME_RUN_KEYS = ("method", "encoder", "width", "head", "head_layers", "proj_dim", "proj_hidden_dim", "cifar_stem",
+                  "data", "n_views", "batch_size", "epochs", "seed", "teacher")
 
 
 @dataclass
