@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench-deps clean
+.PHONY: demo test test-avx2 bench-deps clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
+
+# The suite as a CPU without AVX-512 or AMX runs it (kernels of another instruction set round differently).
+test-avx2: $(VENV)/.installed-test
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(PY) -m pytest
 
 # Peers used by benchmarks/ only (optional extra, never a runtime dependency).
 bench-deps: $(VENV)/.installed-test

@@ -3,7 +3,9 @@
 The peer recipe (issue 10): CIFAR-stem ResNet-18 of base width 16 (16-32-64-128), channels_last, head
 Linear(128, 512)-BN-ReLU-Linear(512, 128); lightly ``SimCLRTransform(input_size=32, cj_strength=0.5,
 gaussian_blur=0.0)`` per image in 2 DataLoader workers; lightly ``NTXentLoss(temperature=0.5)``; SGD lr
-0.06 x B/256, momentum 0.9, weight decay 5e-4, cosine over all steps; batch 256.
+0.06 x B/256, momentum 0.9, weight decay 5e-4, cosine over all steps; batch 256. Under a time budget the cosine
+spans the steps that fit the budget, estimated from a short calibration (:func:`steps_for_budget`), not whole
+epochs, so the peer trains for the whole budget as contrastkit's time schedule does.
 
 kNN protocol: k=200, cosine similarity, votes weighted by exp(sim / 0.1), on h (128-d), memory = train/,
 queries = test/, images normalised with the CIFAR-10 mean/std.
@@ -50,12 +52,14 @@ def peer_loader(batch_size: int = 256, workers: int = 2, pin_memory: bool = Fals
 
 def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int = 2, max_steps: int = 0,
                warmup_steps_excluded: int = 0, log=print, bf16: bool = False, device: str = "cpu",
-               width: float = 0.25):
+               width: float = 0.25, total_steps: int = 0):
     """The lightly-based recipe for ``epochs`` epochs (cosine over all their steps), stopping at ``budget_s``.
 
-    ``bf16`` wraps the peer's forward in ``torch.autocast(device, torch.bfloat16)`` (not something lightly does by
-    itself: the benchmark's like-for-like row when contrastkit runs with ``--precision bf16``). On a GPU the
-    batches come from pinned memory with non-blocking copies; images/s then counts queued steps (no
+    ``total_steps`` > 0 (a time budget): the cosine spans that many steps instead, and training goes on across
+    epochs until ``budget_s`` seconds of training (the learning rate stays at its final value, 0, past the planned
+    steps). ``bf16`` wraps the peer's forward in ``torch.autocast(device, torch.bfloat16)`` (not something lightly
+    does by itself: the benchmark's like-for-like row when contrastkit runs with ``--precision bf16``). On a GPU
+    the batches come from pinned memory with non-blocking copies; images/s then counts queued steps (no
     synchronisation per step, as contrastkit's trainer), and ``epoch_times_s`` (each finished epoch, wall time
     from its first batch to its last step done on the device) is the exact figure.
     Returns (model, stats) with images/s measured after ``warmup_steps_excluded`` steps.
@@ -68,24 +72,18 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
     loader = peer_loader(batch_size, workers, pin_memory=cuda)
     criterion = NTXentLoss(temperature=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06 * batch_size / 256, momentum=0.9, weight_decay=5e-4)
-    total = epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    total = total_steps or epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total)
+                                                                                            / total)))
     step, train_time, t_measured, imgs_measured = 0, 0.0, 0.0, 0
     done = False
     epoch_times = []
     t_wall = time.perf_counter()
-    for epoch in range(epochs):
+    epoch = 0
+    while not done and (total_steps or epoch < epochs):
         t0 = t_epoch = time.perf_counter()
         for (x0, x1), _ in loader:
-            x0 = x0.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            x1 = x1.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                _, z0 = model(x0)
-                _, z1 = model(x1)
-            loss = criterion(z0.float(), z1.float())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = _peer_step(model, criterion, optimizer, x0, x1, dev, bf16)
             scheduler.step()
             step += 1
             now = time.perf_counter()
@@ -105,11 +103,26 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
         if cuda:
             torch.cuda.synchronize(dev)
         epoch_times.append(round(time.perf_counter() - t_epoch, 2))
-    stats = {"steps": step, "epochs_done": step / len(loader), "train_time_s": round(train_time, 1),
+        epoch += 1
+    stats = {"steps": step, "epochs_done": round(step / len(loader), 2), "train_time_s": round(train_time, 1),
              "epoch_times_s": epoch_times,
              "images_per_s": round(imgs_measured / max(t_measured, 1e-9), 1),
              "wall_s": round(time.perf_counter() - t_wall, 1)}
     return model, stats
+
+
+def _peer_step(model, criterion, optimizer, x0, x1, dev, bf16: bool) -> torch.Tensor:
+    """One step of the peer recipe: both views through the model, lightly's NT-Xent, SGD."""
+    x0 = x0.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    x1 = x1.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        _, z0 = model(x0)
+        _, z1 = model(x1)
+    loss = criterion(z0.float(), z1.float())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 _EVAL_CACHE: dict = {}
@@ -130,5 +143,7 @@ def knn_cifar(encoder: nn.Module, k: int = 200, temperature: float = 0.1) -> flo
     return float(knn_accuracy(ftr, ltr, fte, lte, k=k, temperature=temperature)["top1"])
 
 
-def epochs_for_budget(images_per_s: float, budget_s: float, n_train: int = 50_000) -> int:
-    return max(1, int(math.floor(images_per_s * budget_s / n_train)))
+def steps_for_budget(images_per_s: float, budget_s: float, batch_size: int) -> int:
+    """The steps of ``batch_size`` images that ``budget_s`` seconds of training give at ``images_per_s`` (at least
+    1): what the peer's cosine spans under a time budget, a fractional number of epochs."""
+    return max(1, int(images_per_s * budget_s / batch_size))

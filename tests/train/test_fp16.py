@@ -32,29 +32,35 @@ def _grads(precision: str, scaled: bool, factor: float, micro_batch: int = 0) ->
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
+def _assert_scaling_keeps_what_fp16_loses(ref: torch.Tensor, unscaled: torch.Tensor, scaled: torch.Tensor) -> None:
+    """Unscaled fp16 flushes over 10% of the non-zero gradient entries to zero and is over 50% off; with loss
+    scaling, at least 99% of those entries survive, at most 0.1% of all non-zero entries are lost and they carry at
+    most 0.1% of the gradient's norm, and the error is fp16 rounding (< 10%).
+
+    Bounds, not exact counts: which few entries round to zero depends on the CPU's instruction set (AVX-512/AMX or
+    AVX2 kernels round differently).
+    """
+    nonzero = ref != 0
+    lost_unscaled, lost_scaled = (unscaled == 0) & nonzero, (scaled == 0) & nonzero
+    assert int(lost_unscaled.sum()) > 0.1 * int(nonzero.sum())
+    assert float((unscaled - ref).norm() / ref.norm()) > 0.5
+    assert int((lost_unscaled & ~lost_scaled).sum()) >= 0.99 * int(lost_unscaled.sum())
+    assert int(lost_scaled.sum()) <= 1e-3 * int(nonzero.sum())
+    assert float(ref[lost_scaled].norm()) <= 1e-3 * float(ref.norm())
+    assert float((scaled - ref).norm() / ref.norm()) < 0.1
+
+
 def test_loss_scaling_keeps_the_gradients_that_fp16_loses():
     """A loss of ~1e-5 (the regime of late training or small tau-scaled terms): unscaled fp16 flushes over 10% of
-    the gradient entries to zero and is 90% off; scaled, none is lost and the error is fp16 rounding."""
+    the gradient entries to zero and is 90% off; scaled, nearly none is lost and the error is fp16 rounding."""
     ref = _grads("fp32", False, 1e-5)
-    nonzero = ref != 0
-    for scaled, max_lost, max_err in ((False, None, None), (True, 0, 0.1)):
-        g = _grads("fp16", scaled, 1e-5)
-        lost = int(((g == 0) & nonzero).sum())
-        err = float((g - ref).norm() / ref.norm())
-        if scaled:
-            assert lost == max_lost and err < max_err
-        else:
-            assert lost > 0.1 * int(nonzero.sum()) and err > 0.5
+    _assert_scaling_keeps_what_fp16_loses(ref, _grads("fp16", False, 1e-5), _grads("fp16", True, 1e-5))
 
 
 def test_gradient_caching_scales_too():
     ref = _grads("fp32", False, 1e-5, micro_batch=4)  # BatchNorm per micro-batch: compare like with like
-    nonzero = ref != 0
-    for scaled in (False, True):
-        g = _grads("fp16", scaled, 1e-5, micro_batch=4)
-        lost = int(((g == 0) & nonzero).sum())
-        err = float((g - ref).norm() / ref.norm())
-        assert (lost == 0 and err < 0.1) if scaled else (lost > 0.1 * int(nonzero.sum()) and err > 0.5)
+    _assert_scaling_keeps_what_fp16_loses(ref, _grads("fp16", False, 1e-5, micro_batch=4),
+                                          _grads("fp16", True, 1e-5, micro_batch=4))
 
 
 def test_auto_precision_and_the_scaler(monkeypatch):

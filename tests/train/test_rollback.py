@@ -6,8 +6,10 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from contrastkit.train.optim import build_optimizer
+from contrastkit import build_model
+from contrastkit.train.optim import LARS, build_optimizer, param_groups
 from contrastkit.train.rollback import Rollback
 
 
@@ -46,14 +48,24 @@ def _assert_same(a: dict, b: dict) -> None:
             assert a[k] == b[k], k
 
 
-OPTIMIZERS = ["sgd", "lars"]
+OPTIMIZERS = ["sgd", "lars", "lars-foreach", "lars-channels-last"]
+
+
+def _optimizer(model: nn.Module, name: str) -> torch.optim.Optimizer:
+    """sgd, lars (the per-parameter loop CPUs run), lars-foreach (the multi-tensor path GPUs run), and
+    lars-channels-last (multi-tensor, on a channels-last model: the flat snapshot copies strided tensors)."""
+    opt = build_optimizer(model, name.split("-")[0], 0.1, 0.9, 1e-4)
+    if name.startswith("lars-"):
+        opt.foreach = True
+    return opt
 
 
 def _twins(name: str):
     """Two identical models with their optimisers, and a Rollback for the first."""
     model, twin = _model(), _model()
-    opt = build_optimizer(model, name, 0.1, 0.9, 1e-4)
-    twin_opt = build_optimizer(twin, name, 0.1, 0.9, 1e-4)
+    if name.endswith("channels-last"):
+        model, twin = (m.to(memory_format=torch.channels_last) for m in (model, twin))
+    opt, twin_opt = _optimizer(model, name), _optimizer(twin, name)
     return model, opt, twin, twin_opt, Rollback(model, opt)
 
 
@@ -102,3 +114,42 @@ def test_undo_before_save_is_an_error():
     rollback = Rollback(model, build_optimizer(model, "sgd", 0.1, 0.9, 0.0))
     with pytest.raises(RuntimeError, match="before Rollback.save"):
         rollback.undo_where(torch.tensor(True))
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the device operations (non-view aten ops other than allocations), each a kernel launch on a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and not str(func).startswith(("aten.empty", "profiler.")):
+            self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_a_resnet18_snapshot_and_undo_are_a_few_operations_not_a_few_per_tensor(foreach):
+    """~190 tensors (65 parameters, 63 buffers, 65 momentum buffers): one operation or more per tensor was ~580
+    per step. The flat snapshot takes one multi-tensor copy per (device, dtype) to save, three to undo."""
+    meta = torch.device("meta")
+    model = build_model("resnet18", cifar_stem=True).to(meta)
+    opt = LARS(param_groups(model, 1e-6), lr=0.1, momentum=0.9, foreach=foreach)
+    rollback = Rollback(model, opt)
+    tensors = len(list(model.parameters())) * 2 + len(list(model.buffers()))
+    for step in range(2):  # the first step creates the momentum buffers, the second has them to save
+        for p in model.parameters():
+            p.grad = torch.empty_like(p)
+        with _OpCounter() as save:
+            rollback.save()
+        with _OpCounter() as lars:
+            opt.step()
+        with _OpCounter() as undo:
+            rollback.undo_where(torch.empty((), dtype=torch.bool, device=meta))
+        assert save.ops <= 2 and undo.ops <= 2 * 3 + (2 * 3 if step == 0 else 0), (save.ops, undo.ops)
+        if foreach:  # the multi-tensor LARS: a few operations per group, the first step included
+            assert lars.ops <= 2 * 12, lars.ops
+        else:  # the control: the per-parameter loop CPUs run
+            assert lars.ops >= tensors // 2
+    assert tensors > 180

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import functional as AF
+from ._transfer import chunk_rows, pack_to_device
 from .config import (
     BLUR_SIGMA,
     CROP_RATIO,
@@ -270,34 +271,46 @@ class BatchAugment(nn.Module):
         p["src"] = order_
         return p
 
-    def _chunk_size(self) -> int:
-        # Keep one channel plane of a chunk near 64k floats (256 KB): the working
-        # set stays in cache and temporaries avoid the allocator's page faults.
-        per = max(4, (1 << 16) // (self.config.size * self.config.size))
-        return per * max(1, torch.get_num_threads())
-
     def _view(self, images: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         B, _, H, W = images.shape
         S = self.config.size
         dev = images.device
         p = self._sample(B, H, W, gen)
         out = torch.empty(B, 3, S, S, dtype=torch.float32, device=dev)  # (B, 3, S, S)
-        chunk = self._chunk_size()
-        counts = torch.bincount(p["group"], minlength=5).tolist()
-        start = 0
-        for g, count in enumerate(counts):  # chunks never straddle two jitter groups
-            for lo in range(start, start + count, chunk):
-                hi = min(start + count, lo + chunk)
-                q = {k: v[lo:hi] for k, v in p.items()}
-                src = q["src"].to(dev, non_blocking=True)
-                v = self._render(images.index_select(0, src), q, g)  # (n, 3, S, S)
-                out.index_copy_(0, src, v)
-            start += count
+        for lo, hi in _chunks(p["group"], chunk_rows(dev, S, B)):
+            q = {k: v[lo:hi] for k, v in p.items()}
+            host = self._chunk_params(q)
+            d = pack_to_device(host, dev)  # one copy per chunk; on the CPU, nothing moves
+            v = self._render(images.index_select(0, d["src"]), q, host, d)  # (n, 3, S, S)
+            out.index_copy_(0, d["src"], v)
         return out
 
-    def _render(self, x: torch.Tensor, q: dict[str, torch.Tensor], group: int) -> torch.Tensor:
-        """All ops of one view on one chunk; q holds the chunk's parameters (CPU), all its samples have
-        the hue op at position ``group`` (4: no colour jitter)."""
+    def _chunk_params(self, q: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The CPU tensors one chunk's ops read on the device: the per-sample parameters and, for each op applied
+        to some samples only, the chunk positions of those samples."""
+        host = {"src": q["src"]}
+        if "theta" in q:
+            host["theta"] = q["theta"]
+        else:
+            host["flip_idx"] = torch.nonzero(q["flip"]).squeeze(1)
+            for k in (1, 2, 3):
+                host[f"rot{k}_idx"] = torch.nonzero(q["rot"] == k).squeeze(1)
+        if "jit_f" in q:  # (4, n): one contiguous row per jitter position
+            host.update(jit_f=q["jit_f"].t().contiguous(), jit_wg=q["jit_wg"].t().contiguous(),
+                        jit_wm=q["jit_wm"].t().contiguous(), hue=q["hue"])
+        for name in ("gray", "blur", "solarize"):
+            if name in q:
+                host[f"{name}_idx"] = torch.nonzero(q[name]).squeeze(1)
+        if "blur" in q:
+            host["sigma"] = q["sigma"][host["blur_idx"]]
+        if "cut" in q:
+            host["cut"] = q["cut"]
+        return host
+
+    def _render(self, x: torch.Tensor, q: dict[str, torch.Tensor], host: dict[str, torch.Tensor],
+                d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """All ops of one view on one chunk. ``q`` holds the chunk's parameters and ``host`` what the device reads,
+        both on the CPU (for the decisions taken on the host); ``d`` is ``host`` on the device."""
         cfg = self.config
         n = x.shape[0]
         dev = x.device
@@ -307,50 +320,27 @@ class BatchAugment(nn.Module):
 
         # 1. Geometry: crop + flip + rotation in one grid_sample (or resize, flip, rotate).
         if cfg.crop:
-            v = AF.resized_crop(x, q["theta"].to(dev, non_blocking=True), cfg.size)  # (n, 3, S, S)
+            v = AF.resized_crop(x, d["theta"], cfg.size)  # (n, 3, S, S)
         else:
-            v = self._resize_flip_rotate(x, q["flip"], q["rot"])  # (n, 3, S, S)
+            v = self._resize_flip_rotate(x, host, d)  # (n, 3, S, S)
 
-        # 2. Colour jitter: the chunk's samples all have hue at position `group` and a
-        #    brightness / contrast / saturation blend at the three other positions;
-        #    one fused pass per blend position, one hue pass.
-        if group < 4:
-            for pos in range(4):
-                if pos == group:
-                    AF.adjust_hue_(v, q["hue"].to(dev, non_blocking=True))
-                    continue
-                f, wg, wm = q["jit_f"][:, pos], q["jit_wg"][:, pos], q["jit_wm"][:, pos]
-                AF.color_blend_(
-                    v, f.to(dev, non_blocking=True), wg.to(dev, non_blocking=True), wm.to(dev, non_blocking=True),
-                    use_gray=bool(wg.any()), use_mean=bool(wm.any()),
-                )  # fmt: skip
+        # 2. Colour jitter, in each sample's random op order.
+        if "jit_f" in d:
+            self._jitter(v, q["group"], host, d)
 
-        # 3. Grayscale.
-        if "gray" in q:
-            idx = torch.nonzero(q["gray"]).squeeze(1)
-            if idx.numel():
-                idx = idx.to(dev, non_blocking=True)
-                v.index_copy_(0, idx, AF.rgb_to_gray(v.index_select(0, idx)).expand(-1, 3, -1, -1))
-
-        # 4. Gaussian blur, per-sample sigma.
-        if "blur" in q:
-            idx = torch.nonzero(q["blur"]).squeeze(1)
-            if idx.numel():
-                idx_d = idx.to(dev, non_blocking=True)
-                sigma = q["sigma"][idx].to(dev, non_blocking=True)  # a blocking copy would wait for the device
-                v.index_copy_(0, idx_d, AF.gaussian_blur(v.index_select(0, idx_d), sigma, cfg.blur_kernel))
-
-        # 5. Solarize.
-        if "solarize" in q:
-            idx = torch.nonzero(q["solarize"]).squeeze(1)
-            if idx.numel():
-                idx = idx.to(dev, non_blocking=True)
-                v.index_copy_(0, idx, AF.solarize_(v.index_select(0, idx), SOLARIZE_THRESHOLD))
+        # 3-5. Grayscale, Gaussian blur (per-sample sigma), solarize: each on the samples that draw it.
+        ops = (("gray", lambda t: AF.rgb_to_gray(t).expand(-1, 3, -1, -1)),
+               ("blur", lambda t: AF.gaussian_blur(t, d["sigma"], cfg.blur_kernel)),
+               ("solarize", lambda t: AF.solarize_(t, SOLARIZE_THRESHOLD)))
+        for name, op in ops:
+            if f"{name}_idx" in d and host[f"{name}_idx"].numel():
+                idx = d[f"{name}_idx"]
+                v.index_copy_(0, idx, op(v.index_select(0, idx)))
 
         # 6. Cutout: multiply by a 0/1 keep-mask (boxes are empty where not applied).
-        if "cut" in q:
+        if "cut" in d:
             S = cfg.size
-            box = q["cut"].to(dev, non_blocking=True)  # (n, 4)
+            box = d["cut"]  # (n, 4)
             ar = torch.arange(S, device=dev)
             rows = (ar >= box[:, 0:1]) & (ar < box[:, 2:3])  # (n, S)
             cols = (ar >= box[:, 1:2]) & (ar < box[:, 3:4])  # (n, S)
@@ -362,20 +352,53 @@ class BatchAugment(nn.Module):
             torch.addcmul(self._norm_bias.to(dev), v, self._norm_scale.to(dev), out=v)
         return v
 
-    def _resize_flip_rotate(self, x: torch.Tensor, flip: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        """crop=False: resize the whole image to (S, S) (antialiased, as torchvision's Resize), then flip and rotate."""
+    @staticmethod
+    def _jitter(v: torch.Tensor, group: torch.Tensor, host: dict[str, torch.Tensor], d: dict[str, torch.Tensor]
+                ) -> None:
+        """Colour jitter in place. The samples are sorted by the position of their hue op (``group``, 4 = no
+        jitter), so the jittered ones are the first rows and those with hue at position k one contiguous slice.
+        Per position: one fused brightness / contrast / saturation blend over the jittered rows (factor 1, an
+        identity, where a sample's op there is hue), skipped where no sample blends, and one hue pass on its
+        slice."""
+        counts = torch.bincount(group, minlength=5).tolist()  # CPU
+        starts = [sum(counts[:k]) for k in range(6)]
+        jittered = starts[4]
+        for pos in range(4):
+            f, wg, wm = host["jit_f"][pos, :jittered], host["jit_wg"][pos, :jittered], host["jit_wm"][pos, :jittered]
+            if bool((f != 1).any()):
+                AF.color_blend_(v[:jittered], d["jit_f"][pos, :jittered], d["jit_wg"][pos, :jittered],
+                                d["jit_wm"][pos, :jittered], use_gray=bool(wg.any()), use_mean=bool(wm.any()))
+            lo, hi = starts[pos], starts[pos + 1]
+            if hi > lo:
+                AF.adjust_hue_(v[lo:hi], d["hue"][lo:hi])
+
+    def _resize_flip_rotate(self, x: torch.Tensor, host: dict[str, torch.Tensor], d: dict[str, torch.Tensor]
+                            ) -> torch.Tensor:
+        """crop=False: resize the whole image to (S, S) (antialiased, as torchvision's Resize), then flip and rotate
+        the samples that draw it (their chunk positions in ``d``, their counts read from ``host``)."""
         S = self.config.size
         if x.shape[-2:] == (S, S):
             v = x.clone()
         else:
             v = torch.nn.functional.interpolate(x, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
-        idx = torch.nonzero(flip).squeeze(1)
-        if idx.numel():
-            idx = idx.to(v.device, non_blocking=True)
+        if host["flip_idx"].numel():
+            idx = d["flip_idx"]
             v.index_copy_(0, idx, v.index_select(0, idx).flip(-1))
         for k in (1, 2, 3):
-            idx = torch.nonzero(rot == k).squeeze(1)
-            if idx.numel():
-                idx = idx.to(v.device, non_blocking=True)
+            if host[f"rot{k}_idx"].numel():
+                idx = d[f"rot{k}_idx"]
                 v.index_copy_(0, idx, torch.rot90(v.index_select(0, idx), k, dims=(-2, -1)))
         return v
+
+
+def _chunks(group: torch.Tensor, rows: int) -> list[tuple[int, int]]:
+    """Chunk bounds ``[lo, hi)`` over samples sorted by jitter group: at most ``rows`` samples each; on the CPU
+    (``rows`` below the batch) a chunk never straddles two groups, so its hue op sits at one position."""
+    B = group.shape[0]
+    if rows >= B:
+        return [(0, B)] if B else []
+    bounds, start = [], 0
+    for count in torch.bincount(group, minlength=5).tolist():  # CPU
+        bounds += [(lo, min(start + count, lo + rows)) for lo in range(start, start + count, rows)]
+        start += count
+    return bounds

@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import distributed
 from ._tiled import group_counts, supcon_tiled
-from ._validation import check_chunk_size, check_flag, check_temperature, compute_dtype, normalize
+from ._validation import check_chunk_size, check_flag, check_temperature, computes_in_fp32, compute_dtype, normalize
 
 __all__ = ["TiledContrastiveLoss", "contrastive_loss", "group_ids"]
 
@@ -96,6 +96,7 @@ def group_ids(labels: torch.Tensor | None, num_samples: int, device: torch.devic
     return ids, num_samples
 
 
+@computes_in_fp32
 def contrastive_loss(
     features: torch.Tensor,
     labels: torch.Tensor | None,

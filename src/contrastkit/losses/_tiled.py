@@ -29,6 +29,8 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from ._validation import computes_in_fp32
+
 __all__ = ["supcon_tiled", "default_chunk_size", "group_counts"]
 
 # A row whose shifted sum sum_a exp(L_ia - shift_i) falls below this is redone
@@ -334,6 +336,7 @@ def _exact_rows(
     grad_soft.addmm_(g.t(), z[a0 + idx])  # (M, D) column side
 
 
+@computes_in_fp32  # the matmuls would run in bf16/fp16 inside a caller's autocast
 def supcon_tiled(
     z: torch.Tensor,
     groups: torch.Tensor,

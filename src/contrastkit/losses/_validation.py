@@ -1,8 +1,11 @@
 """Input checks shared by the losses: each error says what was received and what is expected."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import numbers
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,8 @@ __all__ = [
     "check_pair_with_negatives",
     "check_labels",
     "compute_dtype",
+    "fp32_region",
+    "computes_in_fp32",
     "normalize",
 ]
 
@@ -174,6 +179,37 @@ def check_labels(labels: object, num_samples: int, device: torch.device, check_v
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float16 and bfloat16 are computed in float32; float32 and float64 as they are."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def fp32_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region where autocast is off for ``device``'s type, so a loss computes in its compute dtype (float32, or
+    float64) whatever the caller's autocast state: inside ``torch.autocast`` the matmuls would otherwise run in
+    bf16/fp16. A device type without autocast (meta) needs nothing.
+    """
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def computes_in_fp32(fn: _F) -> _F:
+    """Decorator: run ``fn`` inside :func:`fp32_region` of the device of its first tensor argument.
+
+    Every public loss goes through it, so that ``torch.autocast`` around a loss call changes neither its value nor
+    its gradients (the docs promise an fp32 loss). Without a tensor argument ``fn`` runs as is (its own checks
+    then raise).
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if tensor is None:
+            return fn(*args, **kwargs)
+        with fp32_region(tensor.device):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._pairwise import semi_hard_negatives, view_similarities
-from ._validation import check_flag, check_pair_with_negatives, check_temperature
+from ._validation import check_flag, check_pair_with_negatives, check_temperature, computes_in_fp32
 
 __all__ = ["NTLogisticLoss"]
 
@@ -60,6 +60,7 @@ class NTLogisticLoss(nn.Module):
         return f"temperature={self.temperature}, semi_hard={self.semi_hard}" + (
             "" if self.check_values else ", check_values=False")
 
+    @computes_in_fp32
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean NT-Logistic loss over the 2N anchors.
 

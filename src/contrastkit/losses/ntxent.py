@@ -33,7 +33,8 @@ class NTXentLoss(TiledContrastiveLoss):
 
     Input dtypes: float32 and float64 are computed as they are; float16 and
     bfloat16 are computed in float32 and the loss is returned in float32, as
-    ``torch.autocast`` does for losses (gradients reach the inputs in their dtype).
+    ``torch.autocast`` does for losses (gradients reach the inputs in their dtype). Autocast is off inside
+    every loss of this package: called inside ``torch.autocast``, a loss gives the fp32 value and gradients.
 
     Args:
         temperature: tau > 0.

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._pairwise import semi_hard_negatives, view_similarities
-from ._validation import check_flag, check_pair_with_negatives, check_positive_float
+from ._validation import check_flag, check_pair_with_negatives, check_positive_float, computes_in_fp32
 
 __all__ = ["MarginTripletLoss"]
 
@@ -57,6 +57,7 @@ class MarginTripletLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"margin={self.margin}, semi_hard={self.semi_hard}" + ("" if self.check_values else ", check_values=False")
 
+    @computes_in_fp32
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Mean margin triplet loss over the 2N anchors.
 

@@ -113,15 +113,17 @@ class LARS(torch.optim.Optimizer):
             trust = _trust(w_norms, g_norms, group["eta"])  # (P,)
             grads = torch._foreach_mul(grads, list(trust.unbind()))
         bufs = [self.state[p].get("momentum_buffer") for p in params]
-        if any(b is None for b in bufs):  # a first step (for some parameters): the buffer starts as the update
-            for i, (p, b) in enumerate(zip(params, bufs)):
-                if b is None:
-                    bufs[i] = self.state[p]["momentum_buffer"] = torch.clone(grads[i]).detach()
-                else:
-                    b.mul_(group["momentum"]).add_(grads[i])
-        else:
-            torch._foreach_mul_(bufs, group["momentum"])
-            torch._foreach_add_(bufs, grads)
+        old = [i for i, b in enumerate(bufs) if b is not None]
+        new = [i for i, b in enumerate(bufs) if b is None]
+        if old:
+            old_bufs = [bufs[i] for i in old]
+            torch._foreach_mul_(old_bufs, group["momentum"])
+            torch._foreach_add_(old_bufs, [grads[i] for i in old])
+        if new:  # a first step (for these parameters): the buffer starts as the update, one multi-tensor copy
+            created = [torch.empty_like(grads[i], memory_format=torch.preserve_format) for i in new]
+            torch._foreach_copy_(created, [grads[i] for i in new])
+            for i, buf in zip(new, created):
+                bufs[i] = self.state[params[i]]["momentum_buffer"] = buf
         torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
