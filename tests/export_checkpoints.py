@@ -1,4 +1,5 @@
-"""Checkpoints for the export tests (tests/export), written directly (no training) in the layout ``contrastkit pretrain`` uses.
+"""Checkpoints for the export tests (tests/export), written directly (no training) in the layout
+``contrastkit pretrain`` uses.
 
 BatchNorm statistics and affine parameters are randomised, so that an export which dropped or misnamed a
 tensor would give different features (a freshly initialised BN is nearly the identity).

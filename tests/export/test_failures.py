@@ -68,7 +68,7 @@ def test_a_missing_optional_package_names_the_extra(fmt, module, extra, tiny_ckp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unwritable_out_is_refused_before_any_work(tiny_ckpt, tmp_path):
+def test_an_unwritable_out_is_refused(tiny_ckpt, tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ExportError, match="is not writable"):
         export_checkpoint(tiny_ckpt, "torchscript", tmp_path / "a_file" / "enc.ts")

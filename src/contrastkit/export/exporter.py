@@ -147,9 +147,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
         raise ExportError(f"unknown export format {fmt!r}; known formats: {', '.join(FORMATS)}")
     for module, extra in packages_for(fmt):
         require(module, extra, f"--format {fmt}")
-    out_path = _check_out(out)
     source = load_source(checkpoint)
     check_exportable(source, fmt)
+    out_path = _check_out(out)
     meta = build_metadata(source, fmt, include_head)
     write, reload = _WRITERS[fmt]
     final, temp = _temp_paths(out_path, fmt, include_head)
@@ -164,9 +164,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
                 f"verification failed: the {fmt} export's features differ from contrastkit's by "
                 f"{diffs['max_abs_diff']:.3g} (relative {diffs['max_rel_diff']:.3g}, tolerance {TOLERANCE[fmt]:g}) "
                 f"on a batch of {VERIFY_BATCH}; nothing was written at {out_path}")
-        mode = _file_mode()
-        for role in sorted(final, key=lambda r: r == "main"):
-            os.chmod(temp[role], mode)  # as a plain open() would create it (some writers make files private)  # the main file last: it never lacks its sidecar
+        mode = _file_mode()  # as a plain open() would create the files (some writers make them private)
+        for role in sorted(final, key=lambda r: r == "main"):  # the main file last: it never lacks its sidecar
+            os.chmod(temp[role], mode)
             os.replace(temp[role], final[role])
     finally:
         for path in temp.values():

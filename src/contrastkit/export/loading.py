@@ -17,12 +17,10 @@ from torch import nn
 from torchvision import transforms
 
 from ..encoders import Encoder
-from ..train.checkpoint import CheckpointError
 from .formats import ExportError, sidecar_path
 from .graphs import load_torchscript, onnx_session
 from .metadata import check_metadata, read_sidecar
 from .rebuild import target_backbone
-from .source import resolve_checkpoint
 from .state_dicts import read_safetensors, split_head
 from .transform import evaluation_transform
 
@@ -47,6 +45,18 @@ class OnnxEncoder(nn.Module):
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         (h,) = self.session.run(["h"], {"input": array})
         return torch.from_numpy(h).to(x.device)  # (N, feature_dim)
+
+
+def _resolve(path: Path) -> Path:
+    """The file to read: ``path``, or a run folder's ``last.pt``."""
+    if path.is_dir():
+        if not (path / "last.pt").is_file():
+            raise ExportError(f"{path} is a folder without last.pt; expected an export, a checkpoint or a run "
+                              f"folder written by contrastkit pretrain")
+        return path / "last.pt"
+    if not path.is_file():
+        raise ExportError(f"{path} does not exist")
+    return path
 
 
 def _kind(path: Path) -> str:
@@ -145,10 +155,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
             optional package it needs is missing (the message names the extra to install).
         CheckpointError: a checkpoint that does not match its own config.
     """
-    try:
-        resolved = resolve_checkpoint(path)
-    except CheckpointError as exc:
-        raise ExportError(str(exc).replace("checkpoint ", "", 1)) from exc
+    resolved = _resolve(Path(path).expanduser())
     device = torch.device(device)
     encoder, meta = _load(resolved, device)
     _, height, width = meta["input_size"]

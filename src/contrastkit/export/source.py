@@ -125,8 +125,12 @@ def load_source(checkpoint: str | os.PathLike) -> ExportSource:
 def describe_head(head: nn.Module) -> dict[str, Any]:
     """What g is, enough to rebuild it: a :class:`ProjectionHead` or the CE baseline's linear classifier."""
     if isinstance(head, ProjectionHead):
-        hidden = head.net[0].out_features if head.kind == "mlp" else None
-        in_dim = head.net[0].in_features if head.kind != "none" else head.out_dim
+        if head.kind == "mlp":
+            in_dim, hidden = head.net[0].in_features, head.net[0].out_features
+        elif head.kind == "linear":
+            in_dim, hidden = head.net.in_features, None
+        else:  # "none": the identity
+            in_dim, hidden = head.out_dim, None
         return {"class": "contrastkit.ProjectionHead", "kind": head.kind, "in_dim": int(in_dim),
                 "hidden_dim": hidden, "out_dim": int(head.out_dim)}
     if isinstance(head, nn.Linear):
