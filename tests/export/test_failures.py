@@ -74,6 +74,8 @@ def test_an_unwritable_out_is_refused(tiny_ckpt, tmp_path):
         export_checkpoint(tiny_ckpt, "torchscript", tmp_path / "a_file" / "enc.ts")
     with pytest.raises(ExportError, match="is a folder; expected the path of the file"):
         export_checkpoint(tiny_ckpt, "torchscript", tmp_path)
+    with pytest.raises(ExportError, match="would overwrite the checkpoint"):
+        export_checkpoint(tiny_ckpt, "torchscript", tiny_ckpt)
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):

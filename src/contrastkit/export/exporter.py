@@ -131,7 +131,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     Args:
         checkpoint: a checkpoint written by ``contrastkit pretrain``, or its run folder (``last.pt``).
         fmt: one of :data:`~contrastkit.export.FORMATS`.
-        out: the file to write (state-dict formats also write ``<out>.json``, and ``<out>.head.pt`` with g).
+        out: the file to write (state-dict formats also write ``<out>.json``, and ``<out>.head.pt`` with g);
+            an existing file is replaced, atomically, once the new one has verified.
         include_head: also export the projection head g (or the CE baseline's classifier).
 
     Returns:
@@ -153,6 +154,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     meta = build_metadata(source, fmt, include_head)
     write, reload = _WRITERS[fmt]
     final, temp = _temp_paths(out_path, fmt, include_head)
+    if any(path.resolve() == source.checkpoint.resolve() for path in final.values()):
+        raise ExportError(f"--out {out_path} would overwrite the checkpoint {source.checkpoint} it exports; "
+                          f"choose another path")
     try:
         t0 = time.perf_counter()
         write(source, meta, temp)
