@@ -129,3 +129,17 @@ def test_formats_an_encoder_cannot_take_are_refused(timm_ckpt, stock_ckpt, tmp_p
     with pytest.raises(ExportError, match="unknown export format 'keras'; known formats: torchvision, timm"):
         export_checkpoint(stock_ckpt, "keras", tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arch,width,stem", [(a, 0.125, s) for a in ("resnet18", "resnet34", "resnet50")
+                                             for s in ("cifar", "imagenet")] + [("resnet34", 1.0, "cifar")])
+def test_the_printed_torchvision_lines_build_contrastkit_s_layout(arch, width, stem):
+    from contrastkit.encoders import create_encoder
+    from contrastkit.export.torchvision_code import torchvision_build_lines
+
+    namespace: dict = {}
+    exec(torchvision_build_lines(arch, width, stem), namespace)
+    ours = create_encoder(arch, cifar_stem=stem == "cifar", width=width).backbone
+    assert {k: v.shape for k, v in namespace["model"].state_dict().items()} == \
+        {k: v.shape for k, v in ours.state_dict().items()}
+    assert type(namespace["model"].maxpool) is type(ours.maxpool)
