@@ -92,7 +92,8 @@ def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # bad pickle, truncated archive
-        raise ExportError(f"{path} is not a readable torch file ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"{path} is not a readable torch file ({type(exc).__name__}: {first})") from exc
     if isinstance(state, dict) and "model" in state and "config" in state:
         from ..runner import load_pretrained
 
