@@ -4,7 +4,8 @@ from .heads import ProjectionHead
 from .model import ContrastiveModel, build_model
 from . import distributed, losses
 from .losses import NTXentLoss, SupConLoss
+from .export import load_encoder
 
 __version__ = "0.1.0"
 
-__all__ = ["NTXentLoss", "SupConLoss", "losses", "distributed", "create_encoder", "list_encoders", "ProjectionHead", "ContrastiveModel", "build_model", "__version__"]
+__all__ = ["NTXentLoss", "SupConLoss", "losses", "distributed", "create_encoder", "list_encoders", "ProjectionHead", "ContrastiveModel", "build_model", "load_encoder", "__version__"]

@@ -7,6 +7,7 @@
     contrastkit preview-augment --data digits --out grid.png
     contrastkit demo --out runs/demo
     contrastkit experiment NAME --budget smoke|cpu|gpu --out DIR
+    contrastkit export --checkpoint runs/x --format torchvision|timm|safetensors|torchscript|onnx --out f.pt
 """
 from __future__ import annotations
 
@@ -139,7 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default=None, help="output folder (default: runs/experiments/NAME)")
     x.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     x.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    _add_export_parser(sub)
     return parser
+
+
+def _add_export_parser(sub) -> None:
+    from .export.formats import FORMATS
+
+    p = sub.add_parser("export", help="write a checkpoint's encoder as a torchvision or timm state_dict, "
+                                      "safetensors, TorchScript or ONNX, verified against contrastkit's h")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by pretrain, or its run folder")
+    p.add_argument("--format", required=True, choices=FORMATS, help="torchvision / timm: a state_dict (plus a "
+                   ".json sidecar) for torchvision.models.resnetN() / timm.create_model(name, num_classes=0); "
+                   "safetensors: the same tensors with metadata; torchscript, onnx: the encoder alone")
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--include-head", action="store_true", help="also export the projection head g")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from .export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.out, include_head=args.include_head)
+    print(f"wrote {result['out']} ({args.format}, {result['bytes'] / 1e6:.1f} MB); verified against contrastkit's "
+          f"h on a batch of {result['verify_batch']}: largest difference {result['max_abs_diff']:.3g} (relative "
+          f"{result['max_rel_diff']:.3g}, tolerance {result['tolerance']:g})")
+    _print_json(result)
 
 
 def _add_distill_parser(sub) -> None:
@@ -275,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_experiment(args.name, data=args.data, budget=args.budget, out=args.out, device=args.device,
                            seed=args.seed)
+        elif args.command == "export":
+            _run_export(args)
     except (ValueError, TypeError, OSError, CheckpointError, RuntimeError) as exc:
         print(f"contrastkit {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 2

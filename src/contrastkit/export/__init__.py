@@ -1,0 +1,27 @@
+"""Taking the encoder out: ``contrastkit export`` and :func:`load_encoder`.
+
+:func:`export_checkpoint` writes a checkpoint's encoder f (and, on request, g) as a torchvision or timm
+state_dict, safetensors, TorchScript or ONNX, verified against contrastkit's own h before it is published.
+:func:`load_encoder` reads any of them back, or a checkpoint, as ``(encoder, transform)``.
+
+The public names are imported on first use, so importing this package (as the command line does to list the
+formats) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .formats import FORMATS, ExportError
+
+__all__ = ["FORMATS", "ExportError", "export_checkpoint", "load_encoder", "evaluation_transform"]
+
+_LAZY = {"export_checkpoint": ".exporter", "load_encoder": ".loading", "evaluation_transform": ".transform"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,165 @@
+"""``load_encoder``: any contrastkit export, checkpoint or run folder -> (encoder returning h, its transform).
+
+The kind of file is read from its contents, not its name: a zip archive is a TorchScript module or a
+``torch.save`` file (a checkpoint, or a torchvision / timm state_dict), a JSON header marks safetensors, and
+anything else is tried as ONNX. A state_dict carries no metadata of its own: it needs the ``<path>.json``
+sidecar that ``contrastkit export`` writes beside it.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import transforms
+
+from ..encoders import Encoder
+from .formats import ExportError, sidecar_path
+from .graphs import load_torchscript, onnx_session
+from .metadata import check_metadata, read_sidecar
+from .rebuild import target_backbone
+from .state_dicts import read_safetensors, split_head
+from .transform import evaluation_transform
+
+__all__ = ["load_encoder", "OnnxEncoder"]
+
+
+class OnnxEncoder(nn.Module):
+    """An onnxruntime session of an ONNX export as a module: ``forward(x) -> h`` (CPU, float32).
+
+    Shape:
+        x (N, 3, H, W) normalised -> h (N, feature_dim), on ``x``'s device.
+    """
+
+    def __init__(self, session: Any, feature_dim: int) -> None:
+        super().__init__()
+        self.session = session
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch (N, 3, H, W), got shape {tuple(x.shape)}")
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        (h,) = self.session.run(["h"], {"input": array})
+        return torch.from_numpy(h).to(x.device)  # (N, feature_dim)
+
+
+def _resolve(path: Path) -> Path:
+    """The file to read: ``path``, or a run folder's ``last.pt``."""
+    if path.is_dir():
+        if not (path / "last.pt").is_file():
+            raise ExportError(f"{path} is a folder without last.pt; expected an export, a checkpoint or a run "
+                              f"folder written by contrastkit pretrain")
+        return path / "last.pt"
+    if not path.is_file():
+        raise ExportError(f"{path} does not exist")
+    return path
+
+
+def _kind(path: Path) -> str:
+    """``torchscript``, ``torch`` (a torch.save file), ``safetensors`` or ``onnx``, from the file's bytes."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except zipfile.BadZipFile as exc:
+            raise ExportError(f"{path} is a damaged zip archive: {exc}") from exc
+        return "torchscript" if any("/code/" in n or n.endswith("/constants.pkl") for n in names) else "torch"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head[:1] == b"\x08" or path.suffix == ".onnx":  # an ONNX ModelProto starts with field 1, ir_version
+        return "onnx"
+    raise ExportError(f"{path} is not a contrastkit checkpoint or export (expected a checkpoint, a torchvision / "
+                      f"timm state_dict with its .json sidecar, safetensors, TorchScript or ONNX)")
+
+
+def _rebuilt(meta: dict[str, Any], backbone_state: dict[str, torch.Tensor], where: str) -> Encoder:
+    """The target library's backbone with the exported weights, loaded strictly, as a contrastkit Encoder."""
+    backbone = target_backbone(meta)
+    try:
+        backbone.load_state_dict(backbone_state, strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"the weights of {where} do not match its metadata's {meta['architecture']}: {exc}") from exc
+    return Encoder(backbone, int(meta.get("feature_dim") or 0), meta["architecture"])
+
+
+def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint (model + config) or a state-dict export with its sidecar."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # bad pickle, truncated archive
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"{path} is not a readable torch file ({type(exc).__name__}: {first})") from exc
+    if isinstance(state, dict) and "model" in state and "config" in state:
+        from ..runner import load_pretrained
+
+        model, meta, _ = load_pretrained(path, "cpu")
+        size = int(meta.get("image_size", 32))
+        return model.encoder, {"input_size": [3, size, size], "mean": list(meta.get("mean", (0.5,) * 3)),
+                               "std": list(meta.get("std", (0.5,) * 3)), "architecture": meta.get("encoder")}
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ExportError(f"{path} is a torch file but neither a contrastkit checkpoint (keys 'model' and 'config') "
+                          f"nor a state_dict of tensors")
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise ExportError(
+            f"{path} is a plain state_dict, which does not say which architecture, input size and normalisation "
+            f"it was trained with; load_encoder reads them from the sidecar {sidecar} that contrastkit export "
+            f"writes beside it. Keep the two files together, or export to safetensors, torchscript or onnx, "
+            f"which carry the metadata inside the file")
+    meta = check_metadata(read_sidecar(sidecar), str(sidecar))
+    return _rebuilt(meta, state, str(path)), meta
+
+
+def _load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    kind = _kind(path)
+    if kind == "torch":
+        return _from_torch_file(path)
+    if kind == "torchscript":
+        module, meta = load_torchscript(path, map_location=device)
+        return module, check_metadata(meta, str(path))
+    if kind == "safetensors":
+        tensors, meta = read_safetensors(path)
+        check_metadata(meta, str(path))
+        return _rebuilt(meta, split_head(tensors)[0], str(path)), meta
+    if device.type != "cpu":
+        raise ExportError(f"an ONNX export runs on the CPU through onnxruntime here; got device={device}")
+    session, meta = onnx_session(path)
+    check_metadata(meta, str(path))
+    return OnnxEncoder(session, int(meta.get("feature_dim") or 0)), meta
+
+
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
+                 ) -> tuple[nn.Module, transforms.Compose]:
+    """Load an encoder f from any contrastkit export, checkpoint or run folder, with its preprocessing.
+
+    Args:
+        path: a file written by ``contrastkit export`` (torchvision or timm state_dict with its ``.json``
+            sidecar, safetensors, TorchScript, ONNX), a checkpoint written by ``contrastkit pretrain``, or a
+            run folder (its ``last.pt``).
+        device: where the encoder runs (ONNX exports: the CPU only).
+
+    Returns:
+        ``(encoder, transform)``: ``encoder`` is an ``nn.Module`` in eval mode mapping a normalised batch to h;
+        ``transform`` maps a PIL image to that normalised input (resize, centre crop, tensor, normalise), as
+        contrastkit evaluates.
+
+    Shape:
+        ``encoder``: (N, 3, S, S) -> (N, feature_dim); ``transform``: PIL image -> (3, S, S).
+
+    Raises:
+        ExportError: the file is not a contrastkit export or checkpoint, a state_dict lacks its sidecar, or an
+            optional package it needs is missing (the message names the extra to install).
+        CheckpointError: a checkpoint that does not match its own config.
+    """
+    resolved = _resolve(Path(path).expanduser())
+    device = torch.device(device)
+    encoder, meta = _load(resolved, device)
+    _, height, width = meta["input_size"]
+    if height != width:
+        raise ExportError(f"{resolved}: expected a square input size, got {height}x{width}")
+    return encoder.to(device).eval(), evaluation_transform(height, meta["mean"], meta["std"])
