@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any, Sequence
 
+from . import __version__
 from .config import PretrainConfig, load_yaml
 
 __all__ = ["main", "build_parser"]
@@ -56,6 +57,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contrastkit", description="Contrastive representation learning: "
                                      "SimCLR (Chen et al. 2020) and SupCon (Khosla et al. 2020).")
+    parser.add_argument("--version", action="version", version=f"contrastkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -66,23 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")
-    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain")
+    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
     e.add_argument("--protocol", default="knn", choices=("knn", "linear", "finetune", "retrieval", "all"),
                    help="evaluation protocol (default: knn)")
     e.add_argument("--data", default=None, help="data set to evaluate on (default: the checkpoint's; another one "
                                                 "is transfer)")
     e.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
-    e.add_argument("--label-fraction", type=float, default=0.1,
-                   help="fraction of training labels for --protocol finetune (SimCLR: 0.01 and 0.1) (default: 0.1)")
+    e.add_argument("--label-fraction", type=float, default=None,
+                   help="finetune: fraction of training labels (SimCLR: 0.01 and 0.1) (default: 0.1)")
     e.add_argument("--from-scratch", action="store_true",
-                   help="finetune a randomly initialised encoder instead (the supervised baseline on the subset)")
-    e.add_argument("--epochs", type=int, default=None, help="epochs of the linear / finetune protocols "
-                                                            "(default: the protocol's)")
-    e.add_argument("--linear-epochs", type=int, default=None, help="epochs of the linear protocol, overriding "
-                                                                   "--epochs (default: 100)")
-    e.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the finetune protocol, overriding "
-                                                                     "--epochs (default: 30)")
-    e.add_argument("--projection", action="store_true", help="evaluate z = g(h) instead of h")
+                   help="finetune: a randomly initialised encoder instead (the supervised baseline on the subset)")
+    e.add_argument("--linear-epochs", type=int, default=None, help="linear: epochs of the probe (default: 100)")
+    e.add_argument("--finetune-epochs", type=int, default=None, help="finetune: epochs (default: 30)")
+    e.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)  # refused, naming the two above
+    e.add_argument("--projection", action="store_true", help="knn, linear, retrieval: evaluate z = g(h) instead of h")
     e.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     e.add_argument("--seed", type=int, default=0, help="seed of subsets and classifiers (default: 0)")
     e.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
@@ -90,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: on CPU, keep freed memory between batches (as pretrain --malloc; default); off")
 
     m = sub.add_parser("embed", help="export h (or z) for every image, with its path and label")
-    m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain")
+    m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
     m.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
     m.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
     m.add_argument("--split", default="test", choices=("train", "test"), help="which split (default: test)")
@@ -160,9 +159,27 @@ def _error_text(exc: BaseException) -> str:
     return text
 
 
+def _check_eval_options(args: argparse.Namespace) -> None:
+    """Refuses eval options the chosen protocol does not use, before torch is imported."""
+    from .eval_options import check_eval_options
+
+    if args.epochs is not None:
+        raise ValueError("eval has no --epochs: use --linear-epochs N (linear probe) or --finetune-epochs N "
+                         "(finetune)")
+    check_eval_options(args.protocol, label_fraction=args.label_fraction, from_scratch=args.from_scratch,
+                       linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
+                       projection=args.projection)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        try:
+            _check_eval_options(args)
+        except ValueError as exc:
+            print(f"contrastkit eval: error: {exc}", file=sys.stderr)
+            return 2
     from .train.checkpoint import CheckpointError
 
     try:
@@ -177,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = evaluate_checkpoint(args.checkpoint, args.protocol, data=args.data, data_root=args.data_root,
                                          label_fraction=args.label_fraction, from_scratch=args.from_scratch,
-                                         epochs=args.epochs, projection=args.projection, device=args.device,
+                                         projection=args.projection, device=args.device,
                                          seed=args.seed, num_workers=args.num_workers,
                                          linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
                                          malloc=args.malloc)

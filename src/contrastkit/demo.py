@@ -26,14 +26,37 @@ DEMO_EPOCHS = 25
 DEMO_KNN_K = 20
 
 
-def demo_config(out: str | Path, epochs: int | None = None, seed: int = 0) -> PretrainConfig:
-    """SimCLR on digits with a small CIFAR-stem ResNet-18 (width 0.25: 16-32-64-128 channels)."""
-    return PretrainConfig(
-        method="simclr", data="digits", encoder="resnet18", width=0.25, cifar_stem="on",
-        epochs=epochs or DEMO_EPOCHS, batch_size=256, lr=0.5, lr_scaling="linear", optimizer="sgd",
-        weight_decay=5e-4, warmup_epochs=min(2, epochs or DEMO_EPOCHS), temperature=0.2, seed=seed, out=str(Path(out) / "simclr"),
-        num_workers=0, augment_on="device", knn_every=5, knn_k=20, log_every=1, crop_scale=(0.3, 1.0),
+#: Candidate recipes (overrides of :func:`demo_config`) compared by ``scripts/demo_tune.py`` on a validation split
+#: carved from digits' training split; the demo uses ``DEMO_RECIPE``.
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "gray_noflip": {"augment": {"flip": False, "color": False, "grayscale": False}},
+    "gray_noflip_t01": {"augment": {"flip": False, "color": False, "grayscale": False}, "temperature": 0.1},
+    "gray_noflip_crop05": {"augment": {"flip": False, "color": False, "grayscale": False}, "crop_scale": (0.5, 1.0)},
+}
+DEMO_RECIPE = "base"
+
+
+def demo_config(out: str | Path, epochs: int | None = None, seed: int = 0, data: str = "digits",
+                **overrides: Any) -> PretrainConfig:
+    """SimCLR on digits with a small CIFAR-stem ResNet-18 (width 0.25: 16-32-64-128 channels).
+
+    Args:
+        out: the demo's folder; the run goes to ``out/simclr``.
+        epochs: pretraining epochs (default :data:`DEMO_EPOCHS`).
+        seed: the run's seed.
+        data: the data set (``scripts/demo_tune.py`` passes a validation folder).
+        **overrides: PretrainConfig fields replacing the demo's (default: :data:`CANDIDATES` ``[DEMO_RECIPE]``).
+    """
+    epochs = epochs or DEMO_EPOCHS
+    values: dict[str, Any] = dict(
+        method="simclr", data=data, encoder="resnet18", width=0.25, cifar_stem="on",
+        epochs=epochs, batch_size=256, lr=0.5, lr_scaling="linear", optimizer="sgd",
+        weight_decay=5e-4, warmup_epochs=min(2, epochs), temperature=0.2, seed=seed, out=str(Path(out) / "simclr"),
+        num_workers=0, augment_on="device", knn_every=5, knn_k=DEMO_KNN_K, log_every=1, crop_scale=(0.3, 1.0),
     )
+    values.update(overrides or CANDIDATES[DEMO_RECIPE])
+    return PretrainConfig(**values)
 
 
 def _pixels(data: dict) -> dict[str, torch.Tensor]:
@@ -45,6 +68,29 @@ def _pixels(data: dict) -> dict[str, torch.Tensor]:
 
 def _top1(protocol: str, model, data: dict, seed: int, feats: dict) -> float:
     return float(run_protocol(protocol, model, data, seed=seed, feats=feats, knn_k=DEMO_KNN_K)["metrics"]["top1"])
+
+
+def evaluate_encoders(model, cfg: PretrainConfig, data: dict, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Top-1 of the same kNN and linear protocols for the SimCLR encoder, a random one and raw pixels.
+
+    Args:
+        model: the pretrained model.
+        cfg: its config (builds the random encoder of the same architecture).
+        data: :func:`contrastkit.runner.evaluation_data` of the split to score.
+        seed: seed of the random encoder and the linear probe.
+
+    Returns:
+        ``{"simclr": {"knn": .., "linear": ..}, "random": {...}, "pixels": {...}}``.
+    """
+    torch.manual_seed(seed + 1)
+    random_model = build_run_model(cfg, data["num_classes"], data["image_size"]).eval()
+    summary: dict[str, dict[str, float]] = {}
+    for name, m in (("simclr", model), ("random", random_model)):
+        feats: dict = {}
+        summary[name] = {p: _top1(p, m, data, seed, feats) for p in ("knn", "linear")}
+    pix = _pixels(data)
+    summary["pixels"] = {p: _top1(p, model, data, seed, dict(pix)) for p in ("knn", "linear")}
+    return summary
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int = 0) -> dict[str, Any]:
@@ -61,14 +107,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     model, meta, _ = load_pretrained(Path(cfg.out) / "last.pt")
     data = evaluation_data("digits", meta, seed=seed)
 
-    torch.manual_seed(seed + 1)
-    random_model = build_run_model(cfg, 10, meta["image_size"]).eval()
-    summary: dict[str, dict[str, float]] = {}
-    for name, m in (("simclr", model), ("random", random_model)):
-        feats: dict = {}
-        summary[name] = {p: _top1(p, m, data, seed, feats) for p in ("knn", "linear")}
-    pix = _pixels(data)
-    summary["pixels"] = {p: _top1(p, model, data, seed, dict(pix)) for p in ("knn", "linear")}
+    summary = evaluate_encoders(model, cfg, data, seed)
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines() if line]

@@ -19,7 +19,8 @@ from .allocator import tune_malloc_for
 from .config import PretrainConfig
 from .data import EvalDataset, decode_to_array, load_dataset
 from .model import ContrastiveModel
-from .train.checkpoint import CheckpointError, load_checkpoint
+from .eval_options import check_eval_options
+from .train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .train.setup import build_run_model, resolve_device
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",
@@ -35,7 +36,7 @@ def _check_workers(num_workers: int) -> None:
 
 def load_pretrained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
                     ) -> tuple[ContrastiveModel, dict[str, Any], PretrainConfig]:
-    """Rebuild the model of a checkpoint and load its weights strictly.
+    """Rebuild the model of a checkpoint (a ``last.pt``, or the run folder holding it) and load its weights strictly.
 
     Returns:
         (model in eval mode, meta dict, the run's config).
@@ -125,25 +126,24 @@ def run_protocol(protocol: str, model: ContrastiveModel, data: dict[str, Any], *
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *, data: str | None = None,
-                        data_root: str = "~/.cache/contrastkit/datasets", label_fraction: float = 0.1,
-                        from_scratch: bool = False, epochs: int | None = None, projection: bool = False,
+                        data_root: str = "~/.cache/contrastkit/datasets", label_fraction: float | None = None,
+                        from_scratch: bool = False, projection: bool = False,
                         device: str = "auto", seed: int = 0, num_workers: int = 2,
                         linear_epochs: int | None = None, finetune_epochs: int | None = None,
                         malloc: str = "auto") -> dict[str, Any]:
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``).
 
-    ``malloc="auto"`` tunes glibc malloc on CPU runs as ``pretrain`` does (:mod:`contrastkit.allocator`); ``"off"``
-    leaves it alone.
+    ``checkpoint`` is a ``last.pt`` or the run folder holding it. ``label_fraction`` (default 0.1),
+    ``from_scratch`` and ``finetune_epochs`` (default 30) are finetune's, ``linear_epochs`` (default 100) the
+    linear probe's, ``projection`` that of the frozen-feature protocols; one given to a protocol that does not use
+    it raises (:func:`contrastkit.eval_options.check_eval_options`). ``malloc="auto"`` tunes glibc malloc on CPU
+    runs as ``pretrain`` does (:mod:`contrastkit.allocator`); ``"off"`` leaves it alone.
     """
-    if protocol != "all" and protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)} or all")
-    if not 0 < label_fraction <= 1:
-        raise ValueError(f"--label-fraction must be in (0, 1], got {label_fraction}")
-    for flag, value in (("--epochs", epochs), ("--linear-epochs", linear_epochs),
-                        ("--finetune-epochs", finetune_epochs)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1 (or left out for the protocol's), got {value}")
-    per_protocol = {"linear": linear_epochs or epochs, "finetune": finetune_epochs or epochs}
+    check_eval_options(protocol, label_fraction=label_fraction, from_scratch=from_scratch,
+                       linear_epochs=linear_epochs, finetune_epochs=finetune_epochs, projection=projection)
+    label_fraction = 0.1 if label_fraction is None else label_fraction
+    per_protocol = {"linear": linear_epochs, "finetune": finetune_epochs}
+    checkpoint = resolve_checkpoint(checkpoint)
     _check_workers(num_workers)
     dev = resolve_device(device)
     tune_malloc_for(dev, malloc)
@@ -157,7 +157,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     results = {}
     for name in protocols:
         res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
-                           epochs=per_protocol.get(name, epochs), projection=projection, device=dev, seed=seed,
+                           epochs=per_protocol.get(name), projection=projection, device=dev, seed=seed,
                            cfg=cfg, feats=feats)
         res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != cfg.data,
                    pretrained_on=cfg.data, method=cfg.method, what="z" if projection else "h")
