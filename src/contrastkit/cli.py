@@ -97,11 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--projection", action="store_true", help="export z = g(h) instead of h")
     m.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     m.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
+    m.add_argument("--skip-bad-files", action="store_true", help="leave unreadable image files out of the export "
+                                                                 "(listed in the result)")
 
-    a = sub.add_parser("preview-augment", help="save a PNG grid of augmented views")
+    a = sub.add_parser("preview-augment", help="save an image grid of augmented views")
     a.add_argument("--data", default="digits", help="data set or folder (default: digits)")
     a.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
-    a.add_argument("--out", default="augment_preview.png", help="PNG file to write (default: augment_preview.png)")
+    a.add_argument("--out", default="augment_preview.png", help="image file to write; .png, .jpg, .jpeg or .webp "
+                                                                "picks the format (default: augment_preview.png)")
+    a.add_argument("--skip-bad-files", action="store_true", help="pass over unreadable image files")
     a.add_argument("--preset", default="auto", help="augmentation preset (default: auto)")
     a.add_argument("--images", type=int, default=6, help="number of images (rows) (default: 6)")
     a.add_argument("--views", type=int, default=4, help="views per image (default: 4)")
@@ -204,12 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _print_json(embed_checkpoint(args.checkpoint, args.out, data=args.data, data_root=args.data_root,
                                          split=args.split, projection=args.projection, device=args.device,
-                                         num_workers=args.num_workers))
+                                         num_workers=args.num_workers, skip_bad_files=args.skip_bad_files))
         elif args.command == "preview-augment":
             from .runner import preview_augment
 
             path = preview_augment(args.data, args.out, data_root=args.data_root, preset=args.preset,
-                                   n_images=args.images, n_views=args.views, seed=args.seed)
+                                   n_images=args.images, n_views=args.views, seed=args.seed,
+                                   skip_bad_files=args.skip_bad_files)
             print(f"wrote {path}")
         elif args.command == "demo":
             from .demo import run_demo

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -186,39 +187,77 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     return combined
 
 
+def _decode_readable(source, size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor, list[int], list[str]]:
+    """Decode a split, leaving out the rows of unreadable files when the source skips them.
+
+    A skipping :class:`~contrastkit.data.ImageFiles` fills an unreadable file's row with the next readable image;
+    that row is dropped here, so each kept row is its own file. Returns (images, labels, kept indices, skipped).
+    """
+    if not getattr(source, "skip_bad_files", False):
+        images, labels = decode_to_array(source, size, num_workers=num_workers)
+        return images, labels, list(range(len(labels))), []
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "bad_files.txt"
+        source.bad_files_log = str(log)  # DataLoader workers report here
+        try:
+            images, labels = decode_to_array(source, size, num_workers=num_workers)
+        finally:
+            source.bad_files_log = None
+        bad = set(source.bad_files) | (set(log.read_text().splitlines()) if log.is_file() else set())
+    keep = [i for i, path in enumerate(source.paths) if path not in bad]
+    index = torch.tensor(keep, dtype=torch.long)
+    return images[index], labels[index], keep, sorted(bad)
+
+
 def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, data: str | None = None,
                      data_root: str = "~/.cache/contrastkit/datasets", split: str = "test",
-                     projection: bool = False, device: str = "auto", num_workers: int = 2) -> dict[str, Any]:
-    """Export h (or z) of every image of a split with its path and label (npy + csv + json)."""
+                     projection: bool = False, device: str = "auto", num_workers: int = 2,
+                     skip_bad_files: bool = False) -> dict[str, Any]:
+    """Export h (or z) of every image of a split with its path and label (npy + csv + json).
+
+    ``checkpoint`` is a ``last.pt`` or its run folder. With ``skip_bad_files`` unreadable images are left out of
+    the export and listed under ``skipped_bad_files`` in the result.
+    """
     from .evaluate import export_embeddings, extract_features
 
     _check_workers(num_workers)
     dev = resolve_device(device)
     model, meta, cfg = load_pretrained(checkpoint, dev)
     data_name = data or meta.get("data") or cfg.data
-    splits = load_dataset(data_name, root=data_root, seed=cfg.seed)
+    splits = load_dataset(data_name, root=data_root, seed=cfg.seed, skip_bad_files=skip_bad_files)
     source = splits.train if split == "train" else splits.test
     if source is None:
         raise ValueError(f"{data_name} has no {split} split")
     size = int(meta.get("image_size", 32))
-    images, labels = decode_to_array(source, size, num_workers=num_workers)
+    images, labels, keep, skipped = _decode_readable(source, size, num_workers)
     ds = EvalDataset(images, labels, mean=meta.get("mean"), std=meta.get("std"))
     feats, labels = extract_features(model if projection else model.encoder, ds, batch_size=512, device=dev,
                                      use_projection=projection)
     paths = (splits.train_paths if split == "train" else splits.test_paths) or \
-        [f"{data_name}/{split}/{i}" for i in range(len(labels))]
+        [f"{data_name}/{split}/{i}" for i in range(len(source))]
+    paths = [paths[i] for i in keep]
     written = export_embeddings(feats, labels, paths, out, what="z" if projection else "h")
-    return {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
+    result = {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
+    if skip_bad_files:
+        result["skipped_bad_files"] = skipped
+    return result
 
 
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",
-                    preset: str = "auto", n_images: int = 6, n_views: int = 4, seed: int = 0) -> Path:
-    """Save a PNG grid: each row an image and ``n_views`` augmented views of it."""
+                    preset: str = "auto", n_images: int = 6, n_views: int = 4, seed: int = 0,
+                    skip_bad_files: bool = False) -> Path:
+    """Save an image grid (the format of ``out``'s extension: .png, .jpg, .jpeg or .webp): each row an image and
+    ``n_views`` augmented views of it. ``skip_bad_files`` passes over unreadable images."""
     from .augment import PRESETS, SimCLRTransform, save_preview
+    from .augment.preview import preview_format
 
     if n_images < 1 or n_views < 1:
         raise ValueError(f"--images and --views must be >= 1, got {n_images} and {n_views}")
-    splits = load_dataset(data, root=data_root, seed=seed)
+    try:
+        preview_format(out)
+    except ValueError as exc:
+        raise ValueError(f"--out: {exc}") from exc
+    splits = load_dataset(data, root=data_root, seed=seed, skip_bad_files=skip_bad_files)
     if preset == "auto":
         preset = "cifar" if splits.image_size is not None and splits.image_size <= 64 else "imagenet"
     if preset not in PRESETS:
