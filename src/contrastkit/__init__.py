@@ -5,10 +5,9 @@ The public names are imported on first use (PEP 562 module ``__getattr__``), so
 argument errors do not import torch; ``from contrastkit import build_model``
 works as usual.
 """
-from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
@@ -29,14 +28,14 @@ __all__ = ["NTXentLoss", "SupConLoss", "losses", "distributed", "create_encoder"
            "ContrastiveModel", "build_model", "__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'contrastkit' has no attribute {name!r}")
-    module = importlib.import_module(_LAZY[name] or "." + name, __name__)
+    module = _importlib.import_module(_LAZY[name] or "." + name, __name__)
     value = module if not _LAZY[name] else getattr(module, name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({name for name in globals() if not name.startswith("_")} | set(__all__))

@@ -33,6 +33,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "gray_noflip": {"augment": {"flip": False, "color": False, "grayscale": False}},
     "gray_noflip_t01": {"augment": {"flip": False, "color": False, "grayscale": False}, "temperature": 0.1},
     "gray_noflip_crop05": {"augment": {"flip": False, "color": False, "grayscale": False}, "crop_scale": (0.5, 1.0)},
+    "b64": {"batch_size": 64, "lr": 0.6, "proj_hidden_dim": 512},
+    "b64_16px": {"batch_size": 64, "lr": 0.6, "proj_hidden_dim": 512, "size": 16},
 }
 DEMO_RECIPE = "base"
 

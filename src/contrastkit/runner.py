@@ -144,10 +144,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                        linear_epochs=linear_epochs, finetune_epochs=finetune_epochs, projection=projection)
     label_fraction = 0.1 if label_fraction is None else label_fraction
     per_protocol = {"linear": linear_epochs, "finetune": finetune_epochs}
-    checkpoint = resolve_checkpoint(checkpoint)
     _check_workers(num_workers)
     dev = resolve_device(device)
     tune_malloc_for(dev, malloc)
+    checkpoint = resolve_checkpoint(checkpoint)
     model, meta, cfg = load_pretrained(checkpoint, dev)
     data_name = data or meta.get("data") or cfg.data
     evdata = evaluation_data(data_name, meta, data_root, seed=cfg.seed, num_workers=num_workers)
