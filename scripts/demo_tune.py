@@ -16,31 +16,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from contrastkit.demo import CANDIDATES, demo_config, evaluate_encoders
-from contrastkit.data.sources import DigitsImages
+from contrastkit.demo import CANDIDATES, demo_config, digits_validation_folder, evaluate_encoders
 from contrastkit.runner import evaluation_data, load_pretrained
 from contrastkit.train import pretrain
-
-
-def write_validation_folder(root: Path, seed: int = 1) -> Path:
-    """digits' training split as train/ (80%) and test/ (the 20% validation split) class folders of PNGs."""
-    from sklearn.model_selection import train_test_split
-
-    if (root / "done").exists():
-        return root
-    train = DigitsImages(True)
-    idx_tr, idx_val = train_test_split(np.arange(len(train)), test_size=0.2, random_state=seed,
-                                       stratify=train.targets)
-    for split, idx in (("train", idx_tr), ("test", idx_val)):
-        for i in idx:
-            img, label = train[int(i)]
-            path = root / split / str(label) / f"{int(i):04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            img.save(path)
-    (root / "done").write_text("")
-    return root
 
 
 def main() -> None:
@@ -51,10 +29,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     out = Path(args.out)
-    folder = write_validation_folder(out / "digits_val")
+    folder = digits_validation_folder(out / "digits_val")
     for name in args.only or list(CANDIDATES):
         t0 = time.perf_counter()
-        cfg = demo_config(out / name, args.epochs, args.seed, data=str(folder), **CANDIDATES[name])
+        cfg = demo_config(out / name, args.epochs, args.seed, data=str(folder), recipe=name)
         cfg.progress = False
         summary = pretrain(cfg)
         model, meta, _ = load_pretrained(Path(cfg.out) / "last.pt")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import PretrainConfig
@@ -18,47 +19,83 @@ from .runner import evaluation_data, load_pretrained, run_protocol
 from .train import pretrain
 from .train.setup import build_run_model
 
-__all__ = ["run_demo", "demo_config"]
+__all__ = ["run_demo", "demo_config", "evaluate_encoders", "digits_validation_folder", "CANDIDATES", "DEMO_RECIPE"]
 
-#: Sized for about 3 minutes on 2 CPU cores (see README).
-DEMO_EPOCHS = 25
 #: k of the kNN evaluation: digits has ~144 training images per class, fewer than the usual k=200.
 DEMO_KNN_K = 20
 
+#: The recipe every candidate starts from: a CIFAR-stem ResNet-18 of width 0.25 (16-32-64-128 channels), batched
+#: augmentation on the device, SGD with 2 warm-up epochs then cosine decay.
+_BASE: dict[str, Any] = dict(
+    method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", epochs=25, batch_size=256, lr=0.5,
+    lr_scaling="linear", optimizer="sgd", weight_decay=5e-4, warmup_epochs=2, temperature=0.2, num_workers=0,
+    augment_on="device", knn_every=5, knn_k=DEMO_KNN_K, log_every=1, crop_scale=(0.3, 1.0),
+)
+_GRAY = {"augment": {"flip": False, "color": False, "grayscale": False}}
+_SMALL_BATCH = {"batch_size": 64, "lr": 0.6, "proj_hidden_dim": 512}  # lr 0.6 x 64/256 = 0.15, as cifar-budget
 
-#: Candidate recipes (overrides of :func:`demo_config`) compared by ``scripts/demo_tune.py`` on a validation split
-#: carved from digits' training split; the demo uses ``DEMO_RECIPE``.
+#: Candidate recipes (overrides of ``_BASE``), compared by ``scripts/demo_tune.py`` on a validation split carved
+#: from digits' training split (docs/results.md has the figures); the demo runs :data:`DEMO_RECIPE`.
 CANDIDATES: dict[str, dict[str, Any]] = {
     "base": {},
-    "gray_noflip": {"augment": {"flip": False, "color": False, "grayscale": False}},
-    "gray_noflip_t01": {"augment": {"flip": False, "color": False, "grayscale": False}, "temperature": 0.1},
-    "gray_noflip_crop05": {"augment": {"flip": False, "color": False, "grayscale": False}, "crop_scale": (0.5, 1.0)},
-    "b64": {"batch_size": 64, "lr": 0.6, "proj_hidden_dim": 512},
-    "b64_16px": {"batch_size": 64, "lr": 0.6, "proj_hidden_dim": 512, "size": 16},
+    "gray_noflip": dict(_GRAY),
+    "gray_noflip_t01": {**_GRAY, "temperature": 0.1},
+    "b64": dict(_SMALL_BATCH),
+    # digits are 8 x 8 images: at 16 px a step costs about a third of one at 32 px, so more epochs fit
+    "b64_16px": {**_SMALL_BATCH, "size": 16},
+    "b64_16px_e60": {**_SMALL_BATCH, "size": 16, "epochs": 60},
+    "b64_16px_e60_t05": {**_SMALL_BATCH, "size": 16, "epochs": 60, "temperature": 0.5},
 }
-DEMO_RECIPE = "base"
+DEMO_RECIPE = "b64_16px_e60"
 
 
 def demo_config(out: str | Path, epochs: int | None = None, seed: int = 0, data: str = "digits",
-                **overrides: Any) -> PretrainConfig:
-    """SimCLR on digits with a small CIFAR-stem ResNet-18 (width 0.25: 16-32-64-128 channels).
+                recipe: str = DEMO_RECIPE) -> PretrainConfig:
+    """The demo's SimCLR run: :data:`CANDIDATES` ``[recipe]`` over the base recipe.
 
     Args:
         out: the demo's folder; the run goes to ``out/simclr``.
-        epochs: pretraining epochs (default :data:`DEMO_EPOCHS`).
+        epochs: pretraining epochs (default: the recipe's).
         seed: the run's seed.
         data: the data set (``scripts/demo_tune.py`` passes a validation folder).
-        **overrides: PretrainConfig fields replacing the demo's (default: :data:`CANDIDATES` ``[DEMO_RECIPE]``).
+        recipe: a name of :data:`CANDIDATES`.
+
+    Raises:
+        ValueError: an unknown recipe.
     """
-    epochs = epochs or DEMO_EPOCHS
-    values: dict[str, Any] = dict(
-        method="simclr", data=data, encoder="resnet18", width=0.25, cifar_stem="on",
-        epochs=epochs, batch_size=256, lr=0.5, lr_scaling="linear", optimizer="sgd",
-        weight_decay=5e-4, warmup_epochs=min(2, epochs), temperature=0.2, seed=seed, out=str(Path(out) / "simclr"),
-        num_workers=0, augment_on="device", knn_every=5, knn_k=DEMO_KNN_K, log_every=1, crop_scale=(0.3, 1.0),
-    )
-    values.update(overrides or CANDIDATES[DEMO_RECIPE])
+    if recipe not in CANDIDATES:
+        raise ValueError(f"unknown demo recipe {recipe!r}; known: {', '.join(CANDIDATES)}")
+    values = {**_BASE, **CANDIDATES[recipe], "data": data, "seed": seed, "out": str(Path(out) / "simclr")}
+    if epochs:
+        values["epochs"] = epochs
+    values["warmup_epochs"] = min(values["warmup_epochs"], values["epochs"])
     return PretrainConfig(**values)
+
+
+def digits_validation_folder(root: str | Path, seed: int = 1) -> Path:
+    """digits' TRAINING split written as an image folder: 80% in ``train/``, a stratified 20% in ``test/``.
+
+    The folder on which the demo's recipe is chosen; digits' own test split is never read. Written once (a
+    ``done`` marker), as PNGs of the 32 px RGB images ``load_dataset("digits")`` gives.
+    """
+    from sklearn.model_selection import train_test_split
+
+    from .data.sources import DigitsImages
+
+    root = Path(root)
+    if (root / "done").exists():
+        return root
+    train = DigitsImages(True)
+    idx_train, idx_val = train_test_split(np.arange(len(train)), test_size=0.2, random_state=seed,
+                                          stratify=train.targets)
+    for split, indices in (("train", idx_train), ("test", idx_val)):
+        for i in indices:
+            img, label = train[int(i)]
+            path = root / split / str(label) / f"{int(i):04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+    (root / "done").write_text("")
+    return root
 
 
 def _pixels(data: dict) -> dict[str, torch.Tensor]:
@@ -104,7 +141,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     t0 = time.perf_counter()
     cfg = demo_config(out, epochs, seed)
     print(f"[demo] SimCLR pretraining on digits: {cfg.epochs} epochs, batch {cfg.batch_size}, "
-          f"{cfg.encoder} width {cfg.width}")
+          f"{cfg.size or 32} px, {cfg.encoder} width {cfg.width} (recipe {DEMO_RECIPE!r})")
     train_summary = pretrain(cfg)
     model, meta, _ = load_pretrained(Path(cfg.out) / "last.pt")
     data = evaluation_data("digits", meta, seed=seed)
