@@ -1,7 +1,9 @@
-"""The demo's outputs: summary.json in the promised schema and the three plots (1 epoch, so not its accuracy)."""
+"""The demo's outputs: summary.json in the promised schema and the three plots (1 epoch, so not its accuracy); its
+evaluation under augmentation; its recipe chosen on training images only."""
 import json
 
 import pytest
+import torch
 
 from contrastkit.demo import run_demo
 
@@ -14,7 +16,14 @@ def test_demo_writes_summary_and_plots(tmp_path):
     assert set(saved) == {"simclr", "random", "pixels"}
     for row in saved.values():
         assert set(row) == {"knn", "linear"} and all(0.0 <= v <= 1.0 for v in row.values())
-    assert saved["pixels"]["knn"] > 0.8  # digits are easy in pixel space: a sanity check of the protocol
+    from contrastkit.demo import demo_config, evaluate_encoders
+    from contrastkit.runner import evaluation_data, load_pretrained
+
+    model, meta, _ = load_pretrained(tmp_path / "demo" / "simclr")
+    clean = evaluate_encoders(model, demo_config(tmp_path / "demo", epochs=1), evaluation_data("digits", meta),
+                              augmented=False)
+    assert clean["pixels"]["knn"] > 0.8  # digits are easy in pixel space: a sanity check of the protocol
+    assert saved["pixels"]["knn"] < clean["pixels"]["knn"]  # the demo scores views, where pixels lose their edge
     for name in ("loss_curve.png", "knn_per_epoch.png", "embedding_2d.png"):
         assert (tmp_path / "demo" / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -54,3 +63,22 @@ def test_the_recipe_is_chosen_on_a_split_of_the_training_images_only(tmp_path):
     test_images = {np.asarray(DigitsImages(False)[i][0]).tobytes() for i in range(len(DigitsImages(False)))}
     train_images = {np.asarray(train[i][0]).tobytes() for i in range(len(train))}
     assert test_images - train_images  # the test split holds images the folder cannot contain
+
+
+def test_under_augmentation_gives_every_encoder_the_same_seeded_views():
+    from contrastkit.data import EvalDataset
+    from contrastkit.demo import demo_config, under_augmentation
+
+    g = torch.Generator().manual_seed(0)
+    images = {s: torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8) for s, n in (("train", 8), ("test", 4))}
+    labels = {s: torch.arange(len(x)) % 3 for s, x in images.items()}
+    data = {"image_size": 16, "num_classes": 3, **{f"{s}_labels": labels[s] for s in images},
+            **{s: EvalDataset(images[s], labels[s], mean=(0.5,) * 3, std=(0.25,) * 3) for s in images}}
+    cfg = demo_config("/tmp/unused")
+    a, b, c = under_augmentation(data, cfg, 0), under_augmentation(data, cfg, 0), under_augmentation(data, cfg, 1)
+    for split in ("train", "test"):
+        assert a[split].images.dtype == torch.uint8 and a[split].images.shape == images[split].shape
+        assert torch.equal(a[split].images, b[split].images)  # seeded: the same views each call
+        assert not torch.equal(a[split].images, images[split]) and not torch.equal(a[split].images, c[split].images)
+        assert torch.equal(a[f"{split}_labels"], labels[split]) and torch.equal(a[split].mean, data[split].mean)
+    assert data["train"].images is images["train"]  # the input is left as it was
