@@ -2,7 +2,10 @@
 
 SimCLR on scikit-learn's digits (no download), then kNN and linear evaluation of
 (a) the SimCLR encoder, (b) the same encoder randomly initialised, (c) raw
-pixels; a table on stdout, ``summary.json`` and plots in the output folder.
+pixels, all three on the same seeded augmented views of the images
+(:func:`under_augmentation`); a table on stdout, ``summary.json`` and plots in
+the output folder. The recipe is chosen on a validation split of the training
+images (``scripts/demo_tune.py``, docs/results.md).
 """
 from __future__ import annotations
 
@@ -194,6 +197,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     feats, labels = extract_features(model.encoder, data["test"], batch_size=512)
     plot_embedding_2d(feats, labels, out / "embedding_2d.png", method="tsne")
 
+    print("[demo] test top-1 of kNN (k = 20) and a linear probe, on one augmented view of every train and test "
+          "image (the pretraining augmentation; the same views for every row):")
     print(format_table(summary))
     print(f"[demo] pretraining {train_summary['train_time_s']:.0f} s, total {time.perf_counter() - t0:.0f} s; "
           f"wrote {out / 'summary.json'}, loss_curve.png, knn_per_epoch.png, embedding_2d.png")
