@@ -16,8 +16,8 @@ LAB=${LAB:-/tmp/cifar10-lab10}                     # symlinks to the labelled 10
 OUT=${OUT:-runs/results}
 STEPS=${STEPS:-40}                                  # optimiser steps of every pretraining run (the budget)
 CAP=${CAP:-600}                                     # --time-budget-s safety cap (s)
-FT10_EPOCHS=${FT10_EPOCHS:-3}                       # --epochs of `eval --protocol all` (linear and 10% fine-tune)
-FT1_EPOCHS=${FT1_EPOCHS:-10}                        # --epochs of the 1% fine-tune
+FT10_EPOCHS=${FT10_EPOCHS:-3}                       # --linear-epochs and --finetune-epochs of `eval --protocol all`
+FT1_EPOCHS=${FT1_EPOCHS:-10}                        # --finetune-epochs of the 1% fine-tune
 # --preset cifar: a folder data set reports no native size, so `--preset auto` would pick the 224 px imagenet preset.
 COMMON=(--data "$DATA" --preset cifar --encoder resnet18 --width 0.25 --cifar-stem on --batch-size 256 --epochs 1
         --max-steps "$STEPS" --time-budget-s "$CAP" --augment-on device --num-workers 2 --knn-every 0
@@ -33,12 +33,12 @@ if [[ $stage == pretrain || $stage == all ]]; then
 fi
 if [[ $stage == eval || $stage == all ]]; then
   for m in simclr supcon ce; do
-    timed $CK eval --checkpoint "$OUT/$m/last.pt" --protocol all --epochs "$FT10_EPOCHS" --num-workers 2
-    timed $CK eval --checkpoint "$OUT/$m/last.pt" --protocol finetune --label-fraction 0.01 --epochs "$FT1_EPOCHS"
+    timed $CK eval --checkpoint "$OUT/$m/last.pt" --protocol all --linear-epochs "$FT10_EPOCHS" --finetune-epochs "$FT10_EPOCHS" --num-workers 2
+    timed $CK eval --checkpoint "$OUT/$m/last.pt" --protocol finetune --label-fraction 0.01 --finetune-epochs "$FT1_EPOCHS"
   done
 fi
 if [[ $stage == linear100 || $stage == all ]]; then
-  # `eval --epochs` sets linear AND fine-tune epochs together; the linear probe on cached features is cheap,
+  # The `all` runs above use the fine-tune epochs for the linear probe too; the probe on cached features is cheap,
   # so it is run again at its default 100 epochs (kNN again too), from one feature extraction.
   for m in simclr supcon ce; do
     timed $PY scripts/eval_knn_linear.py --checkpoint "$OUT/$m/last.pt"
@@ -47,8 +47,8 @@ fi
 if [[ $stage == scratch || $stage == all ]]; then
   # From-scratch controls: the same fine-tuning recipes on a randomly initialised encoder of the same architecture
   # (the checkpoint only supplies the architecture and data).
-  timed $CK eval --checkpoint "$OUT/simclr/last.pt" --protocol finetune --label-fraction 0.1 --epochs "$FT10_EPOCHS" --from-scratch
-  timed $CK eval --checkpoint "$OUT/simclr/last.pt" --protocol finetune --label-fraction 0.01 --epochs "$FT1_EPOCHS" --from-scratch
+  timed $CK eval --checkpoint "$OUT/simclr/last.pt" --protocol finetune --label-fraction 0.1 --finetune-epochs "$FT10_EPOCHS" --from-scratch
+  timed $CK eval --checkpoint "$OUT/simclr/last.pt" --protocol finetune --label-fraction 0.01 --finetune-epochs "$FT1_EPOCHS" --from-scratch
 fi
 if [[ $stage == semisup || $stage == all ]]; then
   $PY scripts/make_labelled_subset.py "$DATA" "$LAB" --fraction 0.1 --seed 0
@@ -68,7 +68,7 @@ if [[ $stage == random || $stage == all ]]; then
   # moves BatchNorm's running statistics once. Shows what the short pretraining runs above add.
   timed $CK pretrain --method simclr --temperature 0.5 "${COMMON[@]}" --max-steps 1 --lr 1e-12 --weight-decay 0 \
     --out "$OUT/random"
-  timed $CK eval --checkpoint "$OUT/random/last.pt" --protocol all --epochs "$FT10_EPOCHS" --num-workers 2
+  timed $CK eval --checkpoint "$OUT/random/last.pt" --protocol all --linear-epochs "$FT10_EPOCHS" --finetune-epochs "$FT10_EPOCHS" --num-workers 2
   timed $PY scripts/eval_knn_linear.py --checkpoint "$OUT/random/last.pt"
   timed $CK eval --checkpoint "$OUT/random/last.pt" --data digits --protocol linear   # transfer control
 fi

@@ -1,7 +1,9 @@
-"""The demo's outputs: summary.json in the promised schema and the three plots (1 epoch, so not its accuracy)."""
+"""The demo's outputs: summary.json in the promised schema and the three plots (1 epoch, so not its accuracy); its
+evaluation under augmentation; its recipe chosen on training images only."""
 import json
 
 import pytest
+import torch
 
 from contrastkit.demo import run_demo
 
@@ -14,6 +16,69 @@ def test_demo_writes_summary_and_plots(tmp_path):
     assert set(saved) == {"simclr", "random", "pixels"}
     for row in saved.values():
         assert set(row) == {"knn", "linear"} and all(0.0 <= v <= 1.0 for v in row.values())
-    assert saved["pixels"]["knn"] > 0.8  # digits are easy in pixel space: a sanity check of the protocol
+    from contrastkit.demo import demo_config, evaluate_encoders
+    from contrastkit.runner import evaluation_data, load_pretrained
+
+    model, meta, _ = load_pretrained(tmp_path / "demo" / "simclr")
+    clean = evaluate_encoders(model, demo_config(tmp_path / "demo", epochs=1), evaluation_data("digits", meta),
+                              augmented=False)
+    assert clean["pixels"]["knn"] > 0.8  # digits are easy in pixel space: a sanity check of the protocol
+    assert saved["pixels"]["knn"] < clean["pixels"]["knn"]  # the demo scores views, where pixels lose their edge
     for name in ("loss_curve.png", "knn_per_epoch.png", "embedding_2d.png"):
         assert (tmp_path / "demo" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_candidate_recipe_is_a_valid_config(tmp_path):
+    from contrastkit.demo import CANDIDATES, DEMO_RECIPE, demo_config
+
+    assert DEMO_RECIPE in CANDIDATES
+    for name in CANDIDATES:
+        cfg = demo_config(tmp_path, recipe=name)
+        assert cfg.method == "simclr" and cfg.data == "digits" and cfg.warmup_epochs <= cfg.epochs
+    assert demo_config(tmp_path, epochs=1).epochs == 1 and demo_config(tmp_path, epochs=1).warmup_epochs == 1
+    with pytest.raises(ValueError, match="unknown demo recipe 'nope'"):
+        demo_config(tmp_path, recipe="nope")
+
+
+def test_the_recipe_is_chosen_on_a_split_of_the_training_images_only(tmp_path):
+    """scripts/demo_tune.py's folder: digits' 1,437 training images, 80/20, stratified; no test image in it."""
+    import numpy as np
+    from PIL import Image
+
+    from contrastkit.data.sources import DigitsImages
+    from contrastkit.demo import digits_validation_folder
+
+    root = digits_validation_folder(tmp_path / "val")
+    train = DigitsImages(True)
+    files = {split: sorted((root / split).rglob("*.png")) for split in ("train", "test")}
+    index = {split: {int(p.stem) for p in paths} for split, paths in files.items()}
+    assert not index["train"] & index["test"] and index["train"] | index["test"] == set(range(len(train)))
+    assert abs(len(index["test"]) - 0.2 * len(train)) <= 1  # 288 of 1,437
+    counts = np.bincount([int(p.parent.name) for p in files["test"]], minlength=10)
+    assert counts.min() >= 25  # stratified: every class ~29 of 288
+    for path in files["test"][::50]:  # the file is the training image of its name, with its label
+        img, label = train[int(path.stem)]
+        assert int(path.parent.name) == label
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(img))
+    test_images = {np.asarray(DigitsImages(False)[i][0]).tobytes() for i in range(len(DigitsImages(False)))}
+    train_images = {np.asarray(train[i][0]).tobytes() for i in range(len(train))}
+    assert test_images - train_images  # the test split holds images the folder cannot contain
+
+
+def test_under_augmentation_gives_every_encoder_the_same_seeded_views():
+    from contrastkit.data import EvalDataset
+    from contrastkit.demo import demo_config, under_augmentation
+
+    g = torch.Generator().manual_seed(0)
+    images = {s: torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8) for s, n in (("train", 8), ("test", 4))}
+    labels = {s: torch.arange(len(x)) % 3 for s, x in images.items()}
+    data = {"image_size": 16, "num_classes": 3, **{f"{s}_labels": labels[s] for s in images},
+            **{s: EvalDataset(images[s], labels[s], mean=(0.5,) * 3, std=(0.25,) * 3) for s in images}}
+    cfg = demo_config("/tmp/unused")
+    a, b, c = under_augmentation(data, cfg, 0), under_augmentation(data, cfg, 0), under_augmentation(data, cfg, 1)
+    for split in ("train", "test"):
+        assert a[split].images.dtype == torch.uint8 and a[split].images.shape == images[split].shape
+        assert torch.equal(a[split].images, b[split].images)  # seeded: the same views each call
+        assert not torch.equal(a[split].images, images[split]) and not torch.equal(a[split].images, c[split].images)
+        assert torch.equal(a[f"{split}_labels"], labels[split]) and torch.equal(a[split].mean, data[split].mean)
+    assert data["train"].images is images["train"]  # the input is left as it was

@@ -17,6 +17,7 @@ import json
 import sys
 from typing import Any, Sequence
 
+from . import __version__
 from .config import PretrainConfig, config_groups, load_yaml, option_flag
 
 __all__ = ["main", "build_parser"]
@@ -64,6 +65,7 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contrastkit", description="Contrastive representation learning: "
                                      "SimCLR (Chen et al. 2020) and SupCon (Khosla et al. 2020).")
+    parser.add_argument("--version", action="version", version=f"contrastkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")
-    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain")
+    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
     e.add_argument("--protocol", default="knn", choices=("knn", "linear", "finetune", "retrieval", "all",
                                                          "classifier"),
                    help="evaluation protocol; classifier scores a fine-tuned checkpoint's own classifier "
@@ -82,17 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="data set to evaluate on (default: the checkpoint's; another one "
                                                 "is transfer)")
     e.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
-    e.add_argument("--label-fraction", type=float, default=0.1,
-                   help="fraction of training labels for --protocol finetune (SimCLR: 0.01 and 0.1) (default: 0.1)")
+    e.add_argument("--label-fraction", type=float, default=None,
+                   help="finetune: fraction of training labels (SimCLR: 0.01 and 0.1) (default: 0.1)")
     e.add_argument("--from-scratch", action="store_true",
-                   help="finetune a randomly initialised encoder instead (the supervised baseline on the subset)")
-    e.add_argument("--epochs", type=int, default=None, help="epochs of the linear / finetune protocols "
-                                                            "(default: the protocol's)")
-    e.add_argument("--linear-epochs", type=int, default=None, help="epochs of the linear protocol, overriding "
-                                                                   "--epochs (default: 100)")
-    e.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the finetune protocol, overriding "
-                                                                     "--epochs (default: 30)")
-    e.add_argument("--projection", action="store_true", help="evaluate z = g(h) instead of h")
+                   help="finetune: a randomly initialised encoder instead (the supervised baseline on the subset)")
+    e.add_argument("--linear-epochs", type=int, default=None, help="linear: epochs of the probe (default: 100)")
+    e.add_argument("--finetune-epochs", type=int, default=None, help="finetune: epochs (default: 30)")
+    e.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)  # refused, naming the two above
+    e.add_argument("--projection", action="store_true", help="knn, linear, retrieval: evaluate z = g(h) instead of h")
     e.add_argument("--from-head-layer", type=int, default=0,
                    help="finetune from the output of the head's first L Linear-BN-ReLU blocks (0: h; SimCLRv2 "
                         "Sec. 2.2: 1 of a 3-layer head) (default: 0)")
@@ -105,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: on CPU, keep freed memory between batches (as pretrain --malloc; default); off")
 
     m = sub.add_parser("embed", help="export h (or z) for every image, with its path and label")
-    m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain")
+    m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
     m.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
     m.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
     m.add_argument("--split", default="test", choices=("train", "test"), help="which split (default: test)")
@@ -113,11 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--projection", action="store_true", help="export z = g(h) instead of h")
     m.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     m.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
+    m.add_argument("--skip-bad-files", action="store_true", help="leave unreadable image files out of the export "
+                                                                 "(listed in the result)")
 
-    a = sub.add_parser("preview-augment", help="save a PNG grid of augmented views")
+    a = sub.add_parser("preview-augment", help="save an image grid of augmented views")
     a.add_argument("--data", default="digits", help="data set or folder (default: digits)")
     a.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
-    a.add_argument("--out", default="augment_preview.png", help="PNG file to write (default: augment_preview.png)")
+    a.add_argument("--out", default="augment_preview.png", help="image file to write; .png, .jpg, .jpeg or .webp "
+                                                                "picks the format (default: augment_preview.png)")
+    a.add_argument("--skip-bad-files", action="store_true", help="pass over unreadable image files")
     a.add_argument("--preset", default="auto", help="augmentation preset (default: auto)")
     a.add_argument("--images", type=int, default=6, help="number of images (rows) (default: 6)")
     a.add_argument("--views", type=int, default=4, help="views per image (default: 4)")
@@ -250,9 +253,28 @@ def _interrupted_text(argv: Sequence[str] | None, cfg: PretrainConfig | None) ->
     return ("\n" if cfg.progress else "") + text  # the progress bar's line may be unfinished
 
 
+def _check_eval_options(args: argparse.Namespace) -> None:
+    """Refuses eval options the chosen protocol does not use, before torch is imported."""
+    from .eval_options import check_eval_options
+
+    if args.epochs is not None:
+        raise ValueError("eval has no --epochs: use --linear-epochs N (linear probe) or --finetune-epochs N "
+                         "(finetune)")
+    check_eval_options(args.protocol, label_fraction=args.label_fraction, from_scratch=args.from_scratch,
+                       linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
+                       projection=args.projection, from_head_layer=args.from_head_layer or None,
+                       save=args.save)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        try:
+            _check_eval_options(args)
+        except ValueError as exc:
+            print(f"contrastkit eval: error: {exc}", file=sys.stderr)
+            return 2
     from .train.checkpoint import CheckpointError
 
     cfg = None
@@ -273,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = evaluate_checkpoint(args.checkpoint, args.protocol, data=args.data, data_root=args.data_root,
                                          label_fraction=args.label_fraction, from_scratch=args.from_scratch,
-                                         epochs=args.epochs, projection=args.projection, device=args.device,
+                                         projection=args.projection, device=args.device,
                                          seed=args.seed, num_workers=args.num_workers,
                                          linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
                                          malloc=args.malloc, from_head_layer=args.from_head_layer,
@@ -284,12 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _print_json(embed_checkpoint(args.checkpoint, args.out, data=args.data, data_root=args.data_root,
                                          split=args.split, projection=args.projection, device=args.device,
-                                         num_workers=args.num_workers))
+                                         num_workers=args.num_workers, skip_bad_files=args.skip_bad_files))
         elif args.command == "preview-augment":
             from .runner import preview_augment
 
             path = preview_augment(args.data, args.out, data_root=args.data_root, preset=args.preset,
-                                   n_images=args.images, n_views=args.views, seed=args.seed)
+                                   n_images=args.images, n_views=args.views, seed=args.seed,
+                                   skip_bad_files=args.skip_bad_files)
             print(f"wrote {path}")
         elif args.command == "demo":
             from .demo import run_demo

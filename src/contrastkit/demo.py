@@ -2,7 +2,10 @@
 
 SimCLR on scikit-learn's digits (no download), then kNN and linear evaluation of
 (a) the SimCLR encoder, (b) the same encoder randomly initialised, (c) raw
-pixels; a table on stdout, ``summary.json`` and plots in the output folder.
+pixels, all three on the same seeded augmented views of the images
+(:func:`under_augmentation`); a table on stdout, ``summary.json`` and plots in
+the output folder. The recipe is chosen on a validation split of the training
+images (``scripts/demo_tune.py``, docs/results.md).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import PretrainConfig
@@ -18,23 +22,84 @@ from .runner import evaluation_data, load_pretrained, run_protocol
 from .train import pretrain
 from .train.setup import build_run_model
 
-__all__ = ["run_demo", "demo_config"]
+__all__ = ["run_demo", "demo_config", "evaluate_encoders", "digits_validation_folder", "CANDIDATES", "DEMO_RECIPE"]
 
-#: Sized for about 3 minutes on 2 CPU cores (see README).
-DEMO_EPOCHS = 25
 #: k of the kNN evaluation: digits has ~144 training images per class, fewer than the usual k=200.
 DEMO_KNN_K = 20
 
+#: The recipe every candidate starts from: a CIFAR-stem ResNet-18 of width 0.25 (16-32-64-128 channels), batched
+#: augmentation on the device, SGD with 2 warm-up epochs then cosine decay.
+_BASE: dict[str, Any] = dict(
+    method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", epochs=25, batch_size=256, lr=0.5,
+    lr_scaling="linear", optimizer="sgd", weight_decay=5e-4, warmup_epochs=2, temperature=0.2, num_workers=0,
+    augment_on="device", knn_every=5, knn_k=DEMO_KNN_K, log_every=1, crop_scale=(0.3, 1.0),
+)
+_GRAY = {"augment": {"flip": False, "color": False, "grayscale": False}}
+_SMALL_BATCH = {"batch_size": 64, "lr": 0.6, "proj_hidden_dim": 512}  # lr 0.6 x 64/256 = 0.15, as cifar-budget
 
-def demo_config(out: str | Path, epochs: int | None = None, seed: int = 0) -> PretrainConfig:
-    """SimCLR on digits with a small CIFAR-stem ResNet-18 (width 0.25: 16-32-64-128 channels)."""
-    return PretrainConfig(
-        method="simclr", data="digits", encoder="resnet18", width=0.25, cifar_stem="on",
-        epochs=epochs or DEMO_EPOCHS, batch_size=256, lr=0.5, lr_scaling="linear", optimizer="sgd",
-        weight_decay=5e-4, warmup_epochs=min(2, epochs or DEMO_EPOCHS), temperature=0.2, seed=seed, out=str(Path(out) / "simclr"),
-        num_workers=0, augment_on="device", knn_every=5, knn_k=20, log_every=1, crop_scale=(0.3, 1.0),
-        overwrite=True,  # the demo reruns from scratch into its folder
-    )
+#: Candidate recipes (overrides of ``_BASE``), compared by ``scripts/demo_tune.py`` on a validation split carved
+#: from digits' training split (docs/results.md has the figures); the demo runs :data:`DEMO_RECIPE`.
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "gray_noflip": dict(_GRAY),
+    "gray_noflip_t01": {**_GRAY, "temperature": 0.1},
+    "b64": dict(_SMALL_BATCH),
+    # digits are 8 x 8 images: at 16 px a step costs about a third of one at 32 px, so more epochs fit
+    "b64_16px": {**_SMALL_BATCH, "size": 16},
+    "b64_16px_e60": {**_SMALL_BATCH, "size": 16, "epochs": 60},
+    "b64_16px_e60_t05": {**_SMALL_BATCH, "size": 16, "epochs": 60, "temperature": 0.5},
+}
+DEMO_RECIPE = "b64_16px_e60_t05"
+
+
+def demo_config(out: str | Path, epochs: int | None = None, seed: int = 0, data: str = "digits",
+                recipe: str = DEMO_RECIPE) -> PretrainConfig:
+    """The demo's SimCLR run: :data:`CANDIDATES` ``[recipe]`` over the base recipe.
+
+    Args:
+        out: the demo's folder; the run goes to ``out/simclr``.
+        epochs: pretraining epochs (default: the recipe's).
+        seed: the run's seed.
+        data: the data set (``scripts/demo_tune.py`` passes a validation folder).
+        recipe: a name of :data:`CANDIDATES`.
+
+    Raises:
+        ValueError: an unknown recipe.
+    """
+    if recipe not in CANDIDATES:
+        raise ValueError(f"unknown demo recipe {recipe!r}; known: {', '.join(CANDIDATES)}")
+    values = {**_BASE, **CANDIDATES[recipe], "data": data, "seed": seed, "out": str(Path(out) / "simclr")}
+    if epochs:
+        values["epochs"] = epochs
+    values["warmup_epochs"] = min(values["warmup_epochs"], values["epochs"])
+    values["overwrite"] = True  # the demo reruns from scratch into its folder
+    return PretrainConfig(**values)
+
+
+def digits_validation_folder(root: str | Path, seed: int = 1) -> Path:
+    """digits' TRAINING split written as an image folder: 80% in ``train/``, a stratified 20% in ``test/``.
+
+    The folder on which the demo's recipe is chosen; digits' own test split is never read. Written once (a
+    ``done`` marker), as PNGs of the 32 px RGB images ``load_dataset("digits")`` gives.
+    """
+    from sklearn.model_selection import train_test_split
+
+    from .data.sources import DigitsImages
+
+    root = Path(root)
+    if (root / "done").exists():
+        return root
+    train = DigitsImages(True)
+    idx_train, idx_val = train_test_split(np.arange(len(train)), test_size=0.2, random_state=seed,
+                                          stratify=train.targets)
+    for split, indices in (("train", idx_train), ("test", idx_val)):
+        for i in indices:
+            img, label = train[int(i)]
+            path = root / split / str(label) / f"{int(i):04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+    (root / "done").write_text("")
+    return root
 
 
 def _pixels(data: dict) -> dict[str, torch.Tensor]:
@@ -48,6 +113,66 @@ def _top1(protocol: str, model, data: dict, seed: int, feats: dict) -> float:
     return float(run_protocol(protocol, model, data, seed=seed, feats=feats, knn_k=DEMO_KNN_K)["metrics"]["top1"])
 
 
+def under_augmentation(data: dict, cfg: PretrainConfig, seed: int = 0) -> dict:
+    """The evaluation data with every train and test image replaced by one view of the pretraining augmentation.
+
+    digits are centred and size-normalised, which is what makes raw pixels a strong kNN baseline; the views are the
+    same digits cropped, rescaled, flipped and colour-jittered as :func:`demo_config`'s run sees them (the
+    ``cifar`` preset that ``--preset auto`` picks for 32 px digits, with the run's crop scale and overrides). One
+    seeded view per image, the same for every encoder, so references and queries come from one distribution.
+
+    Args:
+        data: :func:`contrastkit.runner.evaluation_data` (uint8 images at the run's size).
+        cfg: the run's config (its crop scale and augmentation overrides).
+        seed: seed of the views.
+
+    Returns:
+        A copy of ``data`` whose ``train`` and ``test`` hold the views.
+    """
+    from .augment import BatchAugment
+    from .data import EvalDataset
+
+    augment = BatchAugment.from_preset("cifar", n_views=1, size=data["image_size"], crop_scale=tuple(cfg.crop_scale),
+                                       normalize=None, **(cfg.augment or {}))
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    out = dict(data)
+    for split in ("train", "test"):
+        ds = data[split]
+        view = augment(ds.images, generator=generator)[0]  # (N, 3, S, S) float in [0, 1]
+        view = view.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+        mean, std = (None if t is None else t.flatten().tolist() for t in (ds.mean, ds.std))
+        out[split] = EvalDataset(view, data[f"{split}_labels"], mean=mean, std=std)
+    return out
+
+
+def evaluate_encoders(model, cfg: PretrainConfig, data: dict, seed: int = 0,
+                      augmented: bool = True) -> dict[str, dict[str, float]]:
+    """Top-1 of the same kNN and linear protocols for the SimCLR encoder, a random one and raw pixels.
+
+    Args:
+        model: the pretrained model.
+        cfg: its config (builds the random encoder of the same architecture).
+        data: :func:`contrastkit.runner.evaluation_data` of the split to score.
+        seed: seed of the random encoder, the views and the linear probe.
+        augmented: score on :func:`under_augmentation` views (the demo's evaluation); False: on the images as
+            they are.
+
+    Returns:
+        ``{"simclr": {"knn": .., "linear": ..}, "random": {...}, "pixels": {...}}``.
+    """
+    if augmented:
+        data = under_augmentation(data, cfg, seed)
+    torch.manual_seed(seed + 1)
+    random_model = build_run_model(cfg, data["num_classes"], data["image_size"]).eval()
+    summary: dict[str, dict[str, float]] = {}
+    for name, m in (("simclr", model), ("random", random_model)):
+        feats: dict = {}
+        summary[name] = {p: _top1(p, m, data, seed, feats) for p in ("knn", "linear")}
+    pix = _pixels(data)
+    summary["pixels"] = {p: _top1(p, model, data, seed, dict(pix)) for p in ("knn", "linear")}
+    return summary
+
+
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Pretrain, evaluate the three encoders, write ``summary.json`` and plots; returns the summary."""
     from .evaluate import extract_features, format_table, plot_curves, plot_embedding_2d
@@ -57,19 +182,12 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     t0 = time.perf_counter()
     cfg = demo_config(out, epochs, seed)
     print(f"[demo] SimCLR pretraining on digits: {cfg.epochs} epochs, batch {cfg.batch_size}, "
-          f"{cfg.encoder} width {cfg.width}")
+          f"{cfg.size or 32} px, {cfg.encoder} width {cfg.width} (recipe {DEMO_RECIPE!r})")
     train_summary = pretrain(cfg)
     model, meta, _ = load_pretrained(Path(cfg.out) / "last.pt")
     data = evaluation_data("digits", meta, seed=seed)
 
-    torch.manual_seed(seed + 1)
-    random_model = build_run_model(cfg, 10, meta["image_size"]).eval()
-    summary: dict[str, dict[str, float]] = {}
-    for name, m in (("simclr", model), ("random", random_model)):
-        feats: dict = {}
-        summary[name] = {p: _top1(p, m, data, seed, feats) for p in ("knn", "linear")}
-    pix = _pixels(data)
-    summary["pixels"] = {p: _top1(p, model, data, seed, dict(pix)) for p in ("knn", "linear")}
+    summary = evaluate_encoders(model, cfg, data, seed)
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines() if line]
@@ -80,6 +198,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     feats, labels = extract_features(model.encoder, data["test"], batch_size=512)
     plot_embedding_2d(feats, labels, out / "embedding_2d.png", method="tsne")
 
+    print("[demo] test top-1 of kNN (k = 20) and a linear probe, on one augmented view of every train and test "
+          "image (the pretraining augmentation; the same views for every row):")
     print(format_table(summary))
     print(f"[demo] pretraining {train_summary['train_time_s']:.0f} s, total {time.perf_counter() - t0:.0f} s; "
           f"wrote {out / 'summary.json'}, loss_curve.png, knn_per_epoch.png, embedding_2d.png")

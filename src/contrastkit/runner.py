@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,15 @@ from .data import EvalDataset, array_cache_key, decode_to_array, load_dataset, r
 from .device import resolve_device
 from .finetuned import head_prefix_of, is_finetuned, load_finetuned
 from .model import ContrastiveModel
-from .train.checkpoint import CheckpointError, load_checkpoint
+from .eval_options import EVAL_PROTOCOLS, EXTRA_PROTOCOLS as EVAL_EXTRA, check_eval_options
+from .train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .train.setup import build_run_model, check_output_dir, preset_for
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",
            "evaluation_data"]
 
-PROTOCOLS = ("knn", "linear", "finetune", "retrieval")
-#: Protocols run only when named: ``classifier`` scores a fine-tuned checkpoint's own classifier.
-EXTRA_PROTOCOLS = ("classifier",)
+#: the protocols of ``all``, and those run only when named (``classifier``)
+PROTOCOLS, EXTRA_PROTOCOLS = EVAL_PROTOCOLS, EVAL_EXTRA
 
 
 def _check_workers(num_workers: int) -> None:
@@ -39,7 +40,7 @@ def _check_workers(num_workers: int) -> None:
 
 def load_pretrained(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
                     ) -> tuple[ContrastiveModel, dict[str, Any], PretrainConfig]:
-    """Rebuild the model of a checkpoint and load its weights strictly.
+    """Rebuild the model of a checkpoint (a ``last.pt``, or the run folder holding it) and load its weights strictly.
 
     A fine-tuned checkpoint (:mod:`contrastkit.finetuned`) gives its
     :class:`~contrastkit.finetuned.FineTunedNetwork` (also with ``.encoder``), and ``meta["finetuned"]``
@@ -164,14 +165,6 @@ def _classifier_scores(model, data: dict[str, Any], device) -> tuple[dict[str, A
                      "from_head_layer": model.from_head_layer}
 
 
-def _check_finetune_options(protocol: str, from_head_layer: int, save: str | os.PathLike | None) -> None:
-    if isinstance(from_head_layer, bool) or not isinstance(from_head_layer, int) or from_head_layer < 0:
-        raise ValueError(f"--from-head-layer must be an integer >= 0 (0: h), got {from_head_layer!r}")
-    if (from_head_layer or save is not None) and protocol != "finetune":
-        flag = "--save" if save is not None else "--from-head-layer"
-        raise ValueError(f"{flag} applies to --protocol finetune, got --protocol {protocol}")
-
-
 def save_finetuned_result(path, res: dict[str, Any], cfg: PretrainConfig, meta: dict[str, Any], evdata: dict[str, Any],
                     checkpoint, data_name: str, seed: int) -> str:
     """Write the fine-tuned network of a finetune result as a checkpoint (:mod:`contrastkit.finetuned`)."""
@@ -188,13 +181,18 @@ def save_finetuned_result(path, res: dict[str, Any], cfg: PretrainConfig, meta: 
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *, data: str | None = None,
-                        data_root: str = "~/.cache/contrastkit/datasets", label_fraction: float = 0.1,
-                        from_scratch: bool = False, epochs: int | None = None, projection: bool = False,
+                        data_root: str = "~/.cache/contrastkit/datasets", label_fraction: float | None = None,
+                        from_scratch: bool = False, projection: bool = False,
                         device: str = "auto", seed: int = 0, num_workers: int = 2,
                         linear_epochs: int | None = None, finetune_epochs: int | None = None,
                         malloc: str = "auto", from_head_layer: int = 0,
                         save: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``).
+
+    ``checkpoint`` is a ``last.pt`` or the run folder holding it. ``label_fraction`` (default 0.1),
+    ``from_scratch``, ``finetune_epochs`` (default 30), ``from_head_layer`` and ``save`` are finetune's,
+    ``linear_epochs`` (default 100) the linear probe's, ``projection`` that of the frozen-feature protocols; one given
+    to a protocol that does not use it raises (:func:`contrastkit.eval_options.check_eval_options`).
 
     ``finetune`` starts from layer ``from_head_layer`` of the head (0: h; SimCLRv2: 1 of a 3-layer head), and
     with ``save`` writes the fine-tuned network as a checkpoint (:mod:`contrastkit.finetuned`) that ``eval``,
@@ -203,19 +201,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     ``malloc="auto"`` tunes glibc malloc on CPU runs as ``pretrain`` does (:mod:`contrastkit.allocator`); ``"off"``
     leaves it alone.
     """
-    if protocol != "all" and protocol not in PROTOCOLS + EXTRA_PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS + EXTRA_PROTOCOLS)} or all")
-    _check_finetune_options(protocol, from_head_layer, save)
-    if not 0 < label_fraction <= 1:
-        raise ValueError(f"--label-fraction must be in (0, 1], got {label_fraction}")
-    for flag, value in (("--epochs", epochs), ("--linear-epochs", linear_epochs),
-                        ("--finetune-epochs", finetune_epochs)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1 (or left out for the protocol's), got {value}")
-    per_protocol = {"linear": linear_epochs or epochs, "finetune": finetune_epochs or epochs}
+    check_eval_options(protocol, label_fraction=label_fraction, from_scratch=from_scratch,
+                       linear_epochs=linear_epochs, finetune_epochs=finetune_epochs, projection=projection,
+                       from_head_layer=from_head_layer or None, save=save)
+    label_fraction = 0.1 if label_fraction is None else label_fraction
+    per_protocol = {"linear": linear_epochs, "finetune": finetune_epochs}
     _check_workers(num_workers)
     dev = resolve_device(device, "--device")
     tune_malloc_for(dev, malloc)
+    checkpoint = resolve_checkpoint(checkpoint)
     model, meta, cfg = load_pretrained(checkpoint, dev)
     if from_head_layer:
         head_prefix_of(model, from_head_layer, 0)  # out of range: refused before the data are read
@@ -231,7 +225,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     results = {}
     for name in protocols:
         res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
-                           epochs=per_protocol.get(name, epochs), projection=projection, device=dev, seed=seed,
+                           epochs=per_protocol.get(name), projection=projection, device=dev, seed=seed,
                            cfg=cfg, feats=feats, from_head_layer=from_head_layer, keep_model=save is not None)
         if save is not None:
             res["saved"] = save_finetuned_result(save, res, cfg, meta, evdata, checkpoint, data_name, seed)
@@ -264,40 +258,78 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     return combined
 
 
+def _decode_readable(source, size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor, list[int], list[str]]:
+    """Decode a split, leaving out the rows of unreadable files when the source skips them.
+
+    A skipping :class:`~contrastkit.data.ImageFiles` fills an unreadable file's row with the next readable image;
+    that row is dropped here, so each kept row is its own file. Returns (images, labels, kept indices, skipped).
+    """
+    if not getattr(source, "skip_bad_files", False):
+        images, labels = decode_to_array(source, size, num_workers=num_workers)
+        return images, labels, list(range(len(labels))), []
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "bad_files.txt"
+        source.bad_files_log = str(log)  # DataLoader workers report here
+        try:
+            images, labels = decode_to_array(source, size, num_workers=num_workers)
+        finally:
+            source.bad_files_log = None
+        bad = set(source.bad_files) | (set(log.read_text().splitlines()) if log.is_file() else set())
+    keep = [i for i, path in enumerate(source.paths) if path not in bad]
+    index = torch.tensor(keep, dtype=torch.long)
+    return images[index], labels[index], keep, sorted(bad)
+
+
 def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, data: str | None = None,
                      data_root: str = "~/.cache/contrastkit/datasets", split: str = "test",
-                     projection: bool = False, device: str = "auto", num_workers: int = 2) -> dict[str, Any]:
-    """Export h (or z) of every image of a split with its path and label (npy + csv + json)."""
+                     projection: bool = False, device: str = "auto", num_workers: int = 2,
+                     skip_bad_files: bool = False) -> dict[str, Any]:
+    """Export h (or z) of every image of a split with its path and label (npy + csv + json).
+
+    ``checkpoint`` is a ``last.pt`` or its run folder. With ``skip_bad_files`` unreadable images are left out of
+    the export and listed under ``skipped_bad_files`` in the result.
+    """
     from .evaluate import export_embeddings, extract_features
 
     _check_workers(num_workers)
     dev = resolve_device(device, "--device")
     model, meta, cfg = load_pretrained(checkpoint, dev)
     data_name = resolve_data(data or meta.get("data") or cfg.data)
-    splits = load_dataset(data_name, root=data_root, seed=cfg.seed)
+    splits = load_dataset(data_name, root=data_root, seed=cfg.seed, skip_bad_files=skip_bad_files)
     source = splits.train if split == "train" else splits.test
     if source is None:
         raise ValueError(f"{data_name} has no {split} split")
     size = int(meta.get("image_size", 32))
-    images, labels = decode_to_array(source, size, num_workers=num_workers)
+    images, labels, keep, skipped = _decode_readable(source, size, num_workers)
     ds = EvalDataset(images, labels, mean=meta.get("mean"), std=meta.get("std"))
     feats, labels = extract_features(model if projection else model.encoder, ds, batch_size=512, device=dev,
                                      use_projection=projection)
     paths = (splits.train_paths if split == "train" else splits.test_paths) or \
-        [f"{data_name}/{split}/{i}" for i in range(len(labels))]
+        [f"{data_name}/{split}/{i}" for i in range(len(source))]
+    paths = [paths[i] for i in keep]
     written = export_embeddings(feats, labels, paths, out, what="z" if projection else "h",
                                 meta={"data": data_name, "split": split})
-    return {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
+    result = {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
+    if skip_bad_files:
+        result["skipped_bad_files"] = skipped
+    return result
 
 
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",
-                    preset: str = "auto", n_images: int = 6, n_views: int = 4, seed: int = 0) -> Path:
-    """Save a PNG grid: each row an image and ``n_views`` augmented views of it."""
+                    preset: str = "auto", n_images: int = 6, n_views: int = 4, seed: int = 0,
+                    skip_bad_files: bool = False) -> Path:
+    """Save an image grid (the format of ``out``'s extension: .png, .jpg, .jpeg or .webp): each row an image and
+    ``n_views`` augmented views of it. ``skip_bad_files`` passes over unreadable images."""
     from .augment import SimCLRTransform, save_preview
+    from .augment.preview import preview_format
 
     if n_images < 1 or n_views < 1:
         raise ValueError(f"--images and --views must be >= 1, got {n_images} and {n_views}")
-    splits = load_dataset(data, root=data_root, seed=seed)
+    try:
+        preview_format(out)
+    except ValueError as exc:
+        raise ValueError(f"--out: {exc}") from exc
+    splits = load_dataset(data, root=data_root, seed=seed, skip_bad_files=skip_bad_files)
     preset = preset_for(preset, splits.image_size)
     n = min(n_images, len(splits.train))
     g = torch.Generator().manual_seed(seed)

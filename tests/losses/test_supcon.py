@@ -135,3 +135,13 @@ def test_labels_on_another_integer_dtype_and_device_are_accepted():
     want = SupConLoss()(x, torch.tensor([0, 1, 0, 1]))
     torch.testing.assert_close(SupConLoss()(x, torch.tensor([0, 1, 0, 1], dtype=torch.int32)), want)
     torch.testing.assert_close(SupConLoss()(x, torch.tensor([0, 1, 0, 1], dtype=torch.uint8)), want)
+
+
+@pytest.mark.parametrize("V", [2, 3])
+def test_one_sample_raises_with_and_without_labels(V):
+    """One sample has no negative: the same ValueError with labels (it used to return ~0) as without."""
+    x = _features(1, V, 4, seed=0)
+    for labels in (None, torch.tensor([3]), torch.tensor([-1])):
+        with pytest.raises(ValueError, match="needs at least 2 samples so that every anchor has a negative, got N=1"):
+            SupConLoss()(x, labels)
+    assert SupConLoss()(_features(2, V, 4, seed=0), torch.tensor([3, 3])).item() > 0  # two samples of one class

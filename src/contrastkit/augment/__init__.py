@@ -5,7 +5,7 @@
 - :class:`BatchAugment`: V views of a whole batch at once, on its device (fast).
 - :func:`eval_transform`: the deterministic resize / centre-crop / normalise for evaluation.
 - :data:`PRESETS` (``"cifar"``, ``"imagenet"``) and :class:`AugmentConfig`: the shared settings.
-- :func:`to_rgb`: any common PIL mode to RGB; :func:`save_preview`: a PNG grid of views.
+- :func:`to_rgb`: any common PIL mode to RGB; :func:`save_preview`: an image grid of views (PNG, JPEG, WebP).
 """
 from .batch import BatchAugment
 from .config import (

@@ -1,4 +1,4 @@
-"""A PNG grid of augmented views, to check an augmentation setting by eye."""
+"""An image grid of augmented views (PNG, JPEG or WebP), to check an augmentation setting by eye."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,28 @@ from .batch import BatchAugment
 from .config import resolve_normalize
 from .convert import check_image_tensor, to_rgb
 
-__all__ = ["save_preview", "unnormalize"]
+__all__ = ["save_preview", "unnormalize", "preview_format", "PREVIEW_FORMATS"]
+
+#: file extension -> the PIL format written for it.
+PREVIEW_FORMATS: dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def preview_format(path: str | os.PathLike) -> str:
+    """The PIL image format that ``path``'s extension names (case-insensitive).
+
+    Raises:
+        ValueError: the extension is none of :data:`PREVIEW_FORMATS`, or this PIL cannot write it.
+    """
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in PREVIEW_FORMATS:
+        raise ValueError(f"the preview file must end in {', '.join(PREVIEW_FORMATS)} (the format written), "
+                         f"got {os.fspath(path)!r}")
+    fmt = PREVIEW_FORMATS[ext]
+    from PIL import features
+
+    if fmt == "WEBP" and not features.check("webp"):
+        raise ValueError(f"this Pillow was built without WebP support; write {os.fspath(path)!r} as .png or .jpg")
+    return fmt
 
 
 def unnormalize(x: torch.Tensor, normalize: Any) -> torch.Tensor:
@@ -52,13 +73,14 @@ def save_preview(
     normalize: Any = "auto",
     padding: int = 2,
 ) -> torch.Tensor:
-    """Writes a PNG grid: one row per image, columns = the original (resized) then ``n_views`` views.
+    """Writes an image grid: one row per image, columns = the original (resized) then ``n_views`` views.
 
     Args:
         images: PIL images or uint8 ``(C, H, W)`` tensors, or a uint8 batch ``(B, C, H, W)``.
         transform: a per-image view transform (e.g. :class:`SimCLRTransform`) or a
             :class:`BatchAugment`.
-        path: output file (``.png``); parent folders are created.
+        path: output file; its extension picks the format (``.png``, ``.jpg``/``.jpeg``, ``.webp``). Parent
+            folders are created; the file is written whole or not at all (a temporary file, renamed).
         n_views: views per image, >= 1.
         normalize: the normalisation to undo for display; ``"auto"`` reads the
             transform's ``normalize`` attribute (None if it has none).
@@ -68,12 +90,13 @@ def save_preview(
         The grid that was written, float in [0, 1].
 
     Raises:
-        ValueError: no images, n_views < 1, or views of unequal size.
+        ValueError: an unknown extension, no images, n_views < 1, or views of unequal size.
         TypeError: an image of an unsupported type.
 
     Shape:
         returned grid (3, H_grid, W_grid).
     """
+    fmt = preview_format(path)
     if isinstance(images, torch.Tensor) and images.ndim == 4:
         images = list(images.unbind(0))
     images = list(images)
@@ -109,5 +132,11 @@ def save_preview(
     if parent:
         os.makedirs(parent, exist_ok=True)
     array = grid.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (Hg, Wg, 3)
-    Image.fromarray(array, mode="RGB").save(path, format="PNG")
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        Image.fromarray(array, mode="RGB").save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return grid

@@ -97,7 +97,7 @@ class ImageFiles(Dataset):
         samples: (path, label) pairs.
         skip_bad_files: when True, an unreadable file is replaced by the next
             readable one and its path is recorded in ``bad_files``; when False
-            (default) it raises a ValueError naming the file.
+            (default) it raises a ValueError naming the file and ``--skip-bad-files``.
 
     Attributes:
         bad_files_log: when set, a text file to which each skipped path is also
@@ -127,9 +127,10 @@ class ImageFiles(Dataset):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
                 return open_rgb(path), label
-            except ValueError:
+            except ValueError as exc:
                 if not self.skip_bad_files:
-                    raise
+                    raise ValueError(f"{exc} (pretrain, embed and preview-augment take --skip-bad-files, in Python "
+                                     f"skip_bad_files=True, to pass over unreadable files)") from exc
                 if path not in self.bad_files:
                     self.bad_files.append(path)
                     if self.bad_files_log:

@@ -132,7 +132,7 @@ def contrastive_loss(
         computes losses), else the features' dtype.
 
     Raises:
-        ValueError: too few samples for a negative (no labels), or no anchor with a positive.
+        ValueError: fewer than 2 samples (no anchor would have a negative), or no anchor with a positive.
 
     Shape:
         features (N, V, D), labels (N,) -> ().
@@ -153,13 +153,13 @@ def contrastive_loss(
             labels = distributed.gather_no_grad(labels, sizes)  # (N_all,)
     n_all = z.shape[0]
 
-    if labels is None and n_all < 2:
+    if n_all * V < 2:
+        raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
+    if n_all < 2:  # labels or not: one sample has no negative (for V = 2 its loss is identically 0)
         raise ValueError(
             f"{who} needs at least 2 samples so that every anchor has a negative, got N={n_all}"
             + (" over all ranks" if world_size > 1 else "")
         )
-    if n_all * V < 2:
-        raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
 
     ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
     if labels is None:  # every sample its own group; the callers ensure V >= 2, so every anchor has a positive

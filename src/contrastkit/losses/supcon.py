@@ -32,6 +32,9 @@ class SupConLoss(TiledContrastiveLoss):
           once in the batch, or -1) is left out of the average: the mean runs over
           anchors with at least one positive. If no anchor has one, ValueError.
         * A batch of one class is allowed: every other view is a positive.
+        * With or without labels the batch needs N >= 2 samples (over all ranks):
+          one sample's views have no negative, so there is no contrast (for V = 2
+          the loss is identically 0); ValueError, as for :class:`NTXentLoss`.
 
     Computed by the exact tiled kernel of ``contrastkit.losses._tiled``: memory
     O(chunk * VN + VN * D), never (VN)^2. Distributed use, input dtypes: as
@@ -93,7 +96,7 @@ class SupConLoss(TiledContrastiveLoss):
         Raises:
             TypeError: features not a floating tensor; labels not an integer tensor.
             ValueError: features not 3-D or not finite; labels not of shape (N,) or < -1;
-                labels None with V < 2 or N < 2; no anchor with a positive.
+                N < 2 (with or without labels); labels None with V < 2; no anchor with a positive.
 
         Shape:
             features (N, V, D), labels (N,) -> ().

@@ -11,14 +11,16 @@ checkpoints load with ``torch.load(weights_only=True)``: loading runs no pickled
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "resolve_checkpoint", "rng_state", "set_rng_state", "CheckpointError"]
 
 
 class CheckpointError(RuntimeError):
@@ -74,22 +76,65 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or a run folder's ``last.pt``.
+
+    Raises:
+        CheckpointError: the path does not exist, or is a folder without ``last.pt``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "last.pt").is_file():
+            raise CheckpointError(f"folder {path} holds no last.pt; pass a checkpoint file or a run folder written "
+                                  f"by `contrastkit pretrain --out`")
+        return path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words.
+
+    PyTorch's advice to retry with ``weights_only=False`` is left out: for a file contrastkit wrote it is never the
+    fix, and it would run the file's pickled code. The previous checkpoint is named only when it exists.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    size = path.stat().st_size
+    if size == 0:
+        why = "it is empty (0 bytes)"
+    elif head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        why = f"it starts as a torch.save file, but its end is missing ({size} bytes)"
+    elif not zipfile.is_zipfile(path):
+        why = f"its {size} bytes are not a torch.save file (a zip archive); is it another kind of file?"
+    elif isinstance(exc, pickle.UnpicklingError):
+        why = ("it holds Python objects other than tensors, numbers, strings and containers, which contrastkit "
+               "never writes (checkpoints are loaded with weights_only=True, running no pickled code)")
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    prev = path.with_name(path.stem + ".prev" + path.suffix)
+    hint = f"; the previous checkpoint {prev} exists and may be intact" if prev.is_file() else ""
+    return f"checkpoint {path} is corrupt or truncated: {why}{hint}"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
+    Args:
+        path: the checkpoint file, or a run folder (its ``last.pt``).
+        map_location: where tensors are loaded.
+
     Raises:
-        CheckpointError: naming the file, when it is missing, truncated or not a contrastkit checkpoint.
+        CheckpointError: naming the file, when it is missing, empty, truncated, corrupt or not a contrastkit
+            checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    path = resolve_checkpoint(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, wrong file type
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
-            f"the previous good one, if any, is {path.with_name(path.stem + '.prev' + path.suffix)}"
-        ) from exc
+        raise CheckpointError(_unreadable(path, exc)) from exc
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a contrastkit checkpoint (expected keys 'model' and 'config')")
     return state
