@@ -187,28 +187,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
 
 
 def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, data: str | None = None,
-                     data_root: str = "~/.cache/contrastkit/datasets", split: str = "test",
-                     projection: bool = False, device: str = "auto", num_workers: int = 2) -> dict[str, Any]:
-    """Export h (or z) of every image of a split with its path and label (npy + csv + json)."""
-    from .evaluate import export_embeddings, extract_features
+                     data_root: str = "~/.cache/contrastkit/datasets", split: str | None = None,
+                     projection: bool = False, device: str = "auto", num_workers: int = 2,
+                     progress: bool = True) -> dict[str, Any]:
+    """Export h (or z) of every image of a split with its path, label and class name (npy + csv + json); see
+    :func:`contrastkit.search.embed_to_files` (labelled or unlabelled data, streaming, resumable)."""
+    from .search import embed_to_files
 
-    _check_workers(num_workers)
-    dev = resolve_device(device)
-    model, meta, cfg = load_pretrained(checkpoint, dev)
-    data_name = data or meta.get("data") or cfg.data
-    splits = load_dataset(data_name, root=data_root, seed=cfg.seed)
-    source = splits.train if split == "train" else splits.test
-    if source is None:
-        raise ValueError(f"{data_name} has no {split} split")
-    size = int(meta.get("image_size", 32))
-    images, labels = decode_to_array(source, size, num_workers=num_workers)
-    ds = EvalDataset(images, labels, mean=meta.get("mean"), std=meta.get("std"))
-    feats, labels = extract_features(model if projection else model.encoder, ds, batch_size=512, device=dev,
-                                     use_projection=projection)
-    paths = (splits.train_paths if split == "train" else splits.test_paths) or \
-        [f"{data_name}/{split}/{i}" for i in range(len(labels))]
-    written = export_embeddings(feats, labels, paths, out, what="z" if projection else "h")
-    return {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
+    return embed_to_files(checkpoint, out, data=data, data_root=data_root, split=split, projection=projection,
+                          device=device, num_workers=num_workers, progress=progress)
 
 
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",
