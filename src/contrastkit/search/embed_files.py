@@ -20,7 +20,7 @@ import numpy as np
 from ..data import load_dataset
 from ..evaluate.embed import CSV_HEADER, class_column
 from .encoder import load_frozen_encoder
-from .stream import embed_stream, iter_shards
+from .stream import SHARD_SIZE, embed_stream, iter_shards
 
 __all__ = ["embed_to_files"]
 
@@ -82,7 +82,7 @@ def _write_files(stem: Path, work: Path, ids: list[str], classes: list[str], inf
 def embed_to_files(checkpoint: str | os.PathLike, out: str | os.PathLike, *, data: str | None = None,
                    data_root: str = "~/.cache/contrastkit/datasets", split: str | None = None,
                    projection: bool = False, device: str = "auto", num_workers: int = 2, batch_size: int = 256,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, shard_size: int = SHARD_SIZE) -> dict[str, Any]:
     """Embed a split of a data set or folder with a checkpoint's encoder and write OUT.npy/.csv/.json.
 
     Args:
@@ -93,7 +93,7 @@ def embed_to_files(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dat
         split: ``train`` or ``test``; default ``test`` when there is one, else ``train`` (all the images of an
             unlabelled folder).
         projection: export z = g(h) instead of h.
-        device, num_workers, batch_size, progress: as for :func:`contrastkit.search.embed_stream`.
+        device, num_workers, batch_size, progress, shard_size: as for :func:`contrastkit.search.embed_stream`.
 
     Returns:
         ``{"written": {...}, "count", "dim", "split", "bad_count", "bad_files"}``.
@@ -114,8 +114,8 @@ def embed_to_files(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dat
     chosen, source, ids = _pick_split(splits, split, data_name)
     stem.parent.mkdir(parents=True, exist_ok=True)
     work = stem.with_name(stem.name + ".partial")
-    res = embed_stream(encoder, source, ids, work, batch_size=batch_size, device=dev, num_workers=num_workers,
-                       progress=progress)
+    res = embed_stream(encoder, source, ids, work, batch_size=batch_size, shard_size=shard_size, device=dev,
+                       num_workers=num_workers, progress=progress)
     bad_files = [ids[i] for i in res.bad]
     if res.count == 0:
         raise ValueError(f"none of the {len(ids)} images of {data_name} could be read (first: {bad_files[0]}); "

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..data.sources import IMAGE_EXTENSIONS, ImageFiles
 from .backends import KINDS, FaissSearcher, exact_topk, faiss_available, recall_at_k, require_faiss
 from .encoder import FrozenEncoder, load_frozen_encoder
-from .stream import embed_stream, iter_shards
+from .stream import SHARD_SIZE, embed_stream, iter_shards
 
 __all__ = ["ImageIndex", "IndexMismatchError", "build_index", "list_images", "INDEX_FORMAT", "BACKENDS"]
 
@@ -249,7 +249,7 @@ def _check_build_options(kind: str, backend: str, out: Path, update: bool, check
 def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike, out: str | os.PathLike, *,
                 kind: str = "flat", update: bool = False, projection: bool = False, device: str = "auto",
                 batch_size: int = 256, num_workers: int = 2, progress: bool = True, nlist: int | None = None,
-                nprobe: int = 16, backend: str = "auto") -> dict[str, Any]:
+                nprobe: int = 16, backend: str = "auto", shard_size: int = SHARD_SIZE) -> dict[str, Any]:
     """Embed every image under ``images`` and write a search index at ``out``.
 
     Args:
@@ -261,7 +261,7 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
         update: add the images not in the index yet, without embedding the others again.
         projection: index z = g(h) instead of h.
         device: where the encoder runs (``auto``: CUDA when available).
-        batch_size, num_workers, progress: embedding options (:func:`contrastkit.search.embed_stream`).
+        batch_size, num_workers, progress, shard_size: embedding options (:func:`contrastkit.search.embed_stream`).
         nlist, nprobe: IVF inverted lists (default about 4 sqrt(N)) and lists visited per query.
         backend: for a flat index, ``auto`` (FAISS when installed), ``torch`` or ``faiss``.
 
@@ -295,7 +295,7 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
                 "bad_files": [], "build_s": round(time.perf_counter() - t0, 3)}
     work = out.with_name(out.name + ".partial")
     res = embed_stream(encoder, ImageFiles([(p, -1) for p in new_paths]), new_paths, work, batch_size=batch_size,
-                       device=dev, num_workers=num_workers, progress=progress)
+                       shard_size=shard_size, device=dev, num_workers=num_workers, progress=progress)
     bad_files = [new_paths[i] for i in res.bad]
     if res.count == 0 and old is None:
         raise ValueError(f"none of the {len(new_paths)} image files under {images} could be read "
