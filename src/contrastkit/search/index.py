@@ -190,7 +190,8 @@ def _write_vectors(tmp: Path, old: ImageIndex | None, work: Path, new_paths: Seq
     n_new = sum(s["features"].shape[0] for s in shards)
     out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=(n_old + n_new, dim))
     for lo in range(0, n_old, 65536):
-        out[lo:lo + 65536] = old.vectors[lo:lo + 65536]  # type: ignore[union-attr]
+        hi = min(n_old, lo + 65536)
+        out[lo:hi] = old.vectors[lo:hi]  # type: ignore[union-attr]
     paths = list(old.paths) if old is not None else []
     row = n_old
     for s in shards:
