@@ -21,6 +21,7 @@ __all__ = ["KINDS", "exact_topk", "FaissSearcher", "faiss_available", "require_f
 #: Index kinds: exact search, inverted lists, proximity graph.
 KINDS = ("flat", "ivf", "hnsw")
 _CHUNK_ELEMENTS = 1 << 24  # similarities computed at once (64 MB of float32)
+_TRAIN_POINTS_PER_LIST = 64
 
 
 def faiss_available() -> bool:
@@ -78,8 +79,9 @@ def exact_topk(vectors: np.ndarray | torch.Tensor, queries: torch.Tensor, k: int
 
 
 def default_nlist(n: int) -> int:
-    """Inverted lists for ``n`` vectors: about 4 sqrt(n), with at least 39 training points per list (FAISS)."""
-    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+    """Inverted lists for ``n`` vectors: about 4 sqrt(n), at most 4096, with at least 39 training points per list
+    (FAISS's minimum)."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39, 4096))
 
 
 class FaissSearcher:
@@ -117,8 +119,9 @@ class FaissSearcher:
                 raise ValueError(f"nlist={self.nlist} inverted lists need at least as many vectors, got {len(x)}")
             self._quantizer = faiss.IndexFlatIP(self.dim)  # kept alive beside the index that uses it
             self.index = faiss.IndexIVFFlat(self._quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(seed)
-            sample = x if len(x) <= 256 * self.nlist else x[np.sort(rng.choice(len(x), 256 * self.nlist, False))]
+            rng = np.random.default_rng(seed)  # k-means on at most 64 points per list: enough, and bounded time
+            cap = _TRAIN_POINTS_PER_LIST * self.nlist
+            sample = x if len(x) <= cap else x[np.sort(rng.choice(len(x), cap, replace=False))]
             self.index.train(sample)
             self.index.nprobe = min(self.nprobe, self.nlist)
         self.index.add(x)
