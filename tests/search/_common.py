@@ -1,4 +1,5 @@
-"""Shared pieces of the search tests (imported as ``search._common``): a checkpoint saved as the trainer saves one (untrained weights) and image folders."""
+"""Shared pieces of the search tests (imported as ``search._common``): a checkpoint saved as the trainer
+saves one (untrained weights) and image folders."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,8 +9,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -42,13 +43,39 @@ def require_faiss(why: str) -> Any:
     return faiss
 
 
+#: Up to this many queries, search runs on one thread: a handful of queries is a memory-bound matrix-vector
+#: product that more threads hardly speed up, and on a busy machine their start-up dominates (50,000 x 128,
+#: 2 threads at load 15 on 2 cores: 24-36 ms per query against 1 ms on one thread; benchmarks/search_bench.py).
+FEW_QUERIES = 4
+
+
+@contextlib.contextmanager
+def _threads_for(n_queries: int, faiss: Any = None) -> Iterator[None]:
+    """One torch (and FAISS) thread while searching for at most :data:`FEW_QUERIES` queries."""
+    if n_queries > FEW_QUERIES:
+        yield
+        return
+    torch_threads = torch.get_num_threads()
+    faiss_threads = faiss.omp_get_max_threads() if faiss is not None else None
+    torch.set_num_threads(1)
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(faiss_threads)
+
+
 @torch.no_grad()
 def exact_topk(vectors: np.ndarray | torch.Tensor, queries: torch.Tensor, k: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` most similar rows of ``vectors`` to each query, by inner product, exactly.
 
     Args:
-        vectors: the index, L2-normalised rows (a numpy array, memory-mapped or not, or a tensor).
+        vectors: the index, L2-normalised rows: a tensor (used in place), or a numpy array (memory-mapped or
+            not; copied a chunk at a time).
         queries: L2-normalised query vectors.
         k: neighbours per query, 1 <= k <= N.
 
@@ -63,17 +90,17 @@ def exact_topk(vectors: np.ndarray | torch.Tensor, queries: torch.Tensor, k: int
     best_s = torch.empty(q.shape[0], 0)
     best_i = torch.empty(q.shape[0], 0, dtype=torch.long)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, q.shape[0]))
-    for lo in range(0, n, chunk):
-        part = vectors[lo:lo + chunk]
-        block = part.float() if isinstance(part, torch.Tensor) else torch.from_numpy(np.array(part, np.float32))
-        # block: (c, D)
-        sims = q @ block.T  # (Q, c)
-        s, i = sims.topk(min(k, sims.shape[1]), dim=1)  # (Q, <=k)
-        best_s = torch.cat([best_s, s], dim=1)
-        best_i = torch.cat([best_i, i + lo], dim=1)
-        if best_s.shape[1] > k:
-            best_s, pick = best_s.topk(k, dim=1)  # (Q, k)
-            best_i = best_i.gather(1, pick)
+    with _threads_for(q.shape[0]):
+        for lo in range(0, n, chunk):
+            part = vectors[lo:lo + chunk]
+            block = part.float() if isinstance(part, torch.Tensor) else torch.from_numpy(np.array(part, np.float32))
+            sims = q @ block.T  # (Q, c)
+            s, i = sims.topk(min(k, sims.shape[1]), dim=1)  # (Q, <=k)
+            best_s = torch.cat([best_s, s], dim=1)
+            best_i = torch.cat([best_i, i + lo], dim=1)
+            if best_s.shape[1] > k:
+                best_s, pick = best_s.topk(k, dim=1)  # (Q, k)
+                best_i = best_i.gather(1, pick)
     order = best_s.argsort(dim=1, descending=True)
     return best_s.gather(1, order), best_i.gather(1, order)
 
@@ -130,7 +157,8 @@ class FaissSearcher:
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` by inner product. Shape: queries (Q, D) -> (Q, k), (Q, k)."""
         q = np.ascontiguousarray(queries.float().cpu().numpy())
-        sims, idx = self.index.search(q, k)
+        with _threads_for(q.shape[0], self.faiss):
+            sims, idx = self.index.search(q, k)
         return torch.from_numpy(sims.copy()), torch.from_numpy(idx.astype(np.int64))
 
     def save(self, path: str) -> None:

@@ -87,6 +87,7 @@ class ImageIndex:
         self.root, self.info, self.paths, self.vectors = root, info, paths, vectors
         self.backend = _resolve_backend(backend, info["kind"])
         self._searcher: FaissSearcher | None = None
+        self._tensor: torch.Tensor | None = None  # the vectors in memory, for the torch backend
         self._nprobe = nprobe or int(info.get("nprobe") or 16)
 
     def __len__(self) -> int:
@@ -143,7 +144,9 @@ class ImageIndex:
             raise ValueError(f"queries must have shape (Q, {self.info['dim']}), got {tuple(queries.shape)}")
         if self.backend == "faiss":
             return self._faiss().search(queries, k)
-        return exact_topk(self.vectors, queries, k)
+        if self._tensor is None:
+            self._tensor = torch.from_numpy(np.array(self.vectors, np.float32))  # (N, D), read once
+        return exact_topk(self._tensor, queries, k)
 
     def check_encoder(self, encoder: FrozenEncoder) -> None:
         """Refuse a model other than the index's own.
