@@ -72,7 +72,7 @@ def plant(test: Path, work: Path, per_set: int, seed: int) -> dict[str, list[lis
 
 
 def _pairs_in(groups: list[list[int]]) -> set[tuple[int, int]]:
-    return {(a, b) for g in groups for i, a in enumerate(g) for b in g[i + 1:]}
+    return {(min(a, b), max(a, b)) for g in groups for i, a in enumerate(g) for b in g[i + 1:]}
 
 
 def score(found: list[list[int]], planted: list[list[int]]) -> tuple[float, float, int]:
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thresholds", type=float, nargs="+",
-                        default=[0.80, 0.85, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99])
+                        default=[0.99, 0.993, 0.995, 0.996, 0.997, 0.998, 0.999])
     args = parser.parse_args()
     work = Path(args.work)
     sets = plant(Path(os.path.expanduser(args.test)), work, args.per_set, args.seed)

@@ -161,7 +161,7 @@ def main() -> None:
     p.add_argument("--index", required=True)
     p.add_argument("--queries", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--rows", type=int, default=8)
+    p.add_argument("--rows", type=int, default=6)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -80,7 +80,8 @@ def near_duplicate_groups(vectors: np.ndarray | torch.Tensor, threshold: float,
         if pairs > MAX_PAIRS_PER_ENTRY * n:
             raise ValueError(f"threshold {t} links more than {MAX_PAIRS_PER_ENTRY * n} pairs among {n} images, "
                              f"so it finds similar images rather than near-duplicates; use a higher threshold "
-                             f"(near-duplicates are usually above 0.9)")
+                             f"(the scale depends on the encoder: search with a known copy to see how similar "
+                             f"duplicates are)")
         for a, b in zip((i + lo).tolist(), (j + lo).tolist()):
             uf.union(a, b)
     groups: dict[int, list[int]] = {}
