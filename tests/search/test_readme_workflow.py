@@ -26,3 +26,22 @@ def test_train_unlabelled_then_embed_index_search(tmp_path, capsys):
     assert result["neighbours"][0]["path"] == str(photos / "img_003.png")
     embedded = json.loads((run / "emb.json").read_text())
     assert embedded["count"] == 8 and embedded["split"] == "train" and embedded["classes"] == []
+
+
+def test_readme_search_python_example_runs(checkpoint, flat_folder, tmp_path, monkeypatch):
+    """The README's Python lines, run as written in a folder laid out as they assume."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Search your own images"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(checkpoint.parent, tmp_path / "runs" / "photos")
+    assert flat_folder == tmp_path / "photos"
+    shutil.copy(flat_folder / "img_002.png", tmp_path / "me.jpg")  # PNG data named .jpg: read by content
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["results"][0]["neighbours"][0]["path"] == str(tmp_path / "photos" / "img_002.png")
+    assert (tmp_path / "results" / "gallery.html").is_file() and isinstance(namespace["groups"], list)
