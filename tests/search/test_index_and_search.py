@@ -192,3 +192,27 @@ def test_a_failed_write_leaves_the_old_index(checkpoint, flat_folder, tmp_path, 
         _build(None, flat_folder, tmp_path / "idx", update=True)
     assert len(ImageIndex.load(tmp_path / "idx")) == 10
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("idx")) == ["idx", "idx.partial"]
+
+
+def test_a_killed_index_build_continues_where_it_stopped(checkpoint, flat_folder, tmp_path, monkeypatch):
+    import contrastkit.search.stream as stream
+
+    reference = _build(checkpoint, flat_folder, tmp_path / "ref", shard_size=3)
+    real_write, calls = stream._write_shard, []
+
+    def write_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "_write_shard", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _build(checkpoint, flat_folder, tmp_path / "idx", shard_size=3)
+    monkeypatch.setattr(stream, "_write_shard", real_write)
+    assert not (tmp_path / "idx").exists() and (tmp_path / "idx.partial" / "shard_000000.npz").is_file()
+    summary = _build(checkpoint, flat_folder, tmp_path / "idx", shard_size=3)
+    assert summary["count"] == reference["count"] == 10
+    np.testing.assert_allclose(np.asarray(ImageIndex.load(tmp_path / "idx").vectors),
+                               np.asarray(ImageIndex.load(tmp_path / "ref").vectors), atol=1e-5)
+    assert not (tmp_path / "idx.partial").exists()
