@@ -82,7 +82,10 @@ def _manifest(encoder: FrozenEncoder, ids: Sequence[str], shard_size: int) -> di
 def _prepare_work_dir(work_dir: Path, manifest: dict) -> None:
     """Keep the shards of an interrupted run of the same job; start afresh for any other job."""
     file = work_dir / "manifest.json"
-    if work_dir.is_dir():
+    if work_dir.exists():
+        if not file.is_file() and (not work_dir.is_dir() or any(work_dir.iterdir())):
+            raise ValueError(f"{work_dir} exists and is not a contrastkit work folder (no manifest.json); move it "
+                             f"away or choose another --out")
         try:
             same = json.loads(file.read_text()) == manifest
         except (OSError, ValueError):
