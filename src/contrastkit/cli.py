@@ -4,6 +4,8 @@
     contrastkit eval --checkpoint runs/x/last.pt --protocol knn|linear|finetune|retrieval|all
     contrastkit embed --checkpoint runs/x/last.pt --out runs/x/embeddings
     contrastkit distill --teacher runs/x/finetuned.pt --data DATA --out runs/d
+    contrastkit index --checkpoint runs/x/last.pt --images photos/ --out photos.index
+    contrastkit search --index photos.index --query me.jpg --out results/
     contrastkit preview-augment --data digits --out grid.png
     contrastkit demo --out runs/demo
     contrastkit experiment NAME --budget smoke|cpu|gpu --out DIR
@@ -18,6 +20,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .cli_search import _add_index_parser, _add_search_parser, _run_index, _run_search
 from .config import PretrainConfig, config_groups, load_yaml, option_flag
 
 __all__ = ["main", "build_parser"]
@@ -107,13 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
     m.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
     m.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
-    m.add_argument("--split", default="test", choices=("train", "test"), help="which split (default: test)")
+    m.add_argument("--split", default=None, choices=("train", "test"),
+                   help="which split (default: test where there is one, else train: every image of an unlabelled "
+                        "folder)")
     m.add_argument("--out", required=True, help="output prefix: writes OUT.npy, OUT.csv and OUT.json")
     m.add_argument("--projection", action="store_true", help="export z = g(h) instead of h")
     m.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     m.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
-    m.add_argument("--skip-bad-files", action="store_true", help="leave unreadable image files out of the export "
-                                                                 "(listed in the result)")
+    m.add_argument("--skip-bad-files", action="store_true", help="accepted for symmetry with pretrain: embed always leaves\n"
+                        "unreadable image files out, counted and listed in the result")
+    m.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_index_parser(sub)
+    _add_search_parser(sub)
 
     a = sub.add_parser("preview-augment", help="save an image grid of augmented views")
     a.add_argument("--data", default="digits", help="data set or folder (default: digits)")
@@ -306,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _print_json(embed_checkpoint(args.checkpoint, args.out, data=args.data, data_root=args.data_root,
                                          split=args.split, projection=args.projection, device=args.device,
-                                         num_workers=args.num_workers, skip_bad_files=args.skip_bad_files))
+                                         num_workers=args.num_workers, progress=args.progress))
+        elif args.command in ("index", "search"):
+            _run_index(args) if args.command == "index" else _run_search(args)
         elif args.command == "preview-augment":
             from .runner import preview_augment
 

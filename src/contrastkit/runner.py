@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -258,61 +257,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     return combined
 
 
-def _decode_readable(source, size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor, list[int], list[str]]:
-    """Decode a split, leaving out the rows of unreadable files when the source skips them.
-
-    A skipping :class:`~contrastkit.data.ImageFiles` fills an unreadable file's row with the next readable image;
-    that row is dropped here, so each kept row is its own file. Returns (images, labels, kept indices, skipped).
-    """
-    if not getattr(source, "skip_bad_files", False):
-        images, labels = decode_to_array(source, size, num_workers=num_workers)
-        return images, labels, list(range(len(labels))), []
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "bad_files.txt"
-        source.bad_files_log = str(log)  # DataLoader workers report here
-        try:
-            images, labels = decode_to_array(source, size, num_workers=num_workers)
-        finally:
-            source.bad_files_log = None
-        bad = set(source.bad_files) | (set(log.read_text().splitlines()) if log.is_file() else set())
-    keep = [i for i, path in enumerate(source.paths) if path not in bad]
-    index = torch.tensor(keep, dtype=torch.long)
-    return images[index], labels[index], keep, sorted(bad)
-
-
 def embed_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, data: str | None = None,
-                     data_root: str = "~/.cache/contrastkit/datasets", split: str = "test",
+                     data_root: str = "~/.cache/contrastkit/datasets", split: str | None = None,
                      projection: bool = False, device: str = "auto", num_workers: int = 2,
-                     skip_bad_files: bool = False) -> dict[str, Any]:
-    """Export h (or z) of every image of a split with its path and label (npy + csv + json).
+                     progress: bool = True) -> dict[str, Any]:
+    """Export h (or z) of every image of a split with its path, label and class name (npy + csv + json); see
+    :func:`contrastkit.search.embed_to_files` (labelled or unlabelled data, streaming, resumable)."""
+    from .search import embed_to_files
 
-    ``checkpoint`` is a ``last.pt`` or its run folder. With ``skip_bad_files`` unreadable images are left out of
-    the export and listed under ``skipped_bad_files`` in the result.
-    """
-    from .evaluate import export_embeddings, extract_features
-
-    _check_workers(num_workers)
-    dev = resolve_device(device, "--device")
-    model, meta, cfg = load_pretrained(checkpoint, dev)
-    data_name = resolve_data(data or meta.get("data") or cfg.data)
-    splits = load_dataset(data_name, root=data_root, seed=cfg.seed, skip_bad_files=skip_bad_files)
-    source = splits.train if split == "train" else splits.test
-    if source is None:
-        raise ValueError(f"{data_name} has no {split} split")
-    size = int(meta.get("image_size", 32))
-    images, labels, keep, skipped = _decode_readable(source, size, num_workers)
-    ds = EvalDataset(images, labels, mean=meta.get("mean"), std=meta.get("std"))
-    feats, labels = extract_features(model if projection else model.encoder, ds, batch_size=512, device=dev,
-                                     use_projection=projection)
-    paths = (splits.train_paths if split == "train" else splits.test_paths) or \
-        [f"{data_name}/{split}/{i}" for i in range(len(source))]
-    paths = [paths[i] for i in keep]
-    written = export_embeddings(feats, labels, paths, out, what="z" if projection else "h",
-                                meta={"data": data_name, "split": split})
-    result = {"written": {k: str(p) for k, p in written.items()}, "count": int(len(labels)), "dim": int(feats.shape[1])}
-    if skip_bad_files:
-        result["skipped_bad_files"] = skipped
-    return result
+    return embed_to_files(checkpoint, out, data=data, data_root=data_root, split=split, projection=projection,
+                          device=device, num_workers=num_workers, progress=progress)
 
 
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",

@@ -194,18 +194,19 @@ def test_preview_augment_skips_bad_files(bad_folder, tmp_path):
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
-def test_embed_skips_bad_files_and_leaves_them_out(run, bad_folder, tmp_path, capsys, workers):
+@pytest.mark.parametrize("flag", [[], ["--skip-bad-files"]])
+def test_embed_leaves_bad_files_out_and_lists_them(run, bad_folder, tmp_path, capsys, workers, flag):
+    """embed never stops at an unreadable image (issue 19): it is left out, counted and listed; the option that
+    pretrain and preview-augment need is accepted too."""
     from contrastkit.evaluate import load_embeddings
 
     root, bad = bad_folder
     args = ["embed", "--checkpoint", str(run[1]), "--data", str(root), "--out", str(tmp_path / "emb"),
-            "--device", "cpu", "--num-workers", workers]
-    rc, _, err = _cli(args, capsys)
-    assert rc == 2 and str(bad) in err and "--skip-bad-files" in err
-    rc, stdout, err = _cli([*args, "--skip-bad-files"], capsys)
+            "--device", "cpu", "--num-workers", workers, "--no-progress", *flag]
+    rc, stdout, err = _cli(args, capsys)
     assert rc == 0, err
     result = json.loads(stdout)
-    assert result["count"] == 5 and result["skipped_bad_files"] == [str(bad)]  # 6 test images, one unreadable
+    assert result["count"] == 5 and result["bad_count"] == 1 and result["bad_files"] == [str(bad)]
     loaded = load_embeddings(tmp_path / "emb.npy")
     assert str(bad) not in loaded["paths"] and len(set(loaded["paths"])) == 5
     # each kept row is its own file: labels follow the paths' class folders

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 __all__ = ["seed_for", "ViewDataset", "ArrayDataset", "EvalDataset", "decode_to_array", "stage_images",
-           "batch_to_device"]
+           "batch_to_device", "resize_square"]
 
 _MASK = (1 << 63) - 1
 
@@ -147,6 +147,24 @@ class EvalDataset(Dataset):
         return self.transform(img), int(label)
 
 
+def resize_square(img: Image.Image, size: int) -> torch.Tensor:
+    """An RGB image as the uint8 tensor every frozen-feature protocol sees: the shorter side resized (bicubic)
+    to ``size``, then centre-cropped to a square.
+
+    Shape:
+        -> (3, size, size) uint8.
+    """
+    if img.size != (size, size):
+        w, h = img.size
+        scale = size / min(w, h)
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = img.size
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    arr = np.asarray(img, dtype=np.uint8)  # (S, S, 3)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (3, S, S)
+
+
 class _Resized(Dataset):
     def __init__(self, source: Dataset, size: int) -> None:
         self.source, self.size = source, size
@@ -156,16 +174,7 @@ class _Resized(Dataset):
 
     def __getitem__(self, index: int):
         img, label = self.source[index]
-        if img.size != (self.size, self.size):
-            # Resize the shorter side, then centre-crop to a square.
-            w, h = img.size
-            scale = self.size / min(w, h)
-            img = img.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BICUBIC)
-            w, h = img.size
-            left, top = (w - self.size) // 2, (h - self.size) // 2
-            img = img.crop((left, top, left + self.size, top + self.size))
-        arr = np.asarray(img, dtype=np.uint8)  # (S, S, 3)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1), int(label)  # (3, S, S)
+        return resize_square(img, self.size), int(label)
 
 
 def array_cache_key(data: str, part: str) -> str | None:

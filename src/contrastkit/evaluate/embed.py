@@ -5,9 +5,11 @@
 
 * ``out.npy``: the float32 matrix, row i is sample i, shape (N, D);
 * ``out.csv``: a header ``index,path,label`` and one row per sample (``path`` is
-  empty when no paths are given);
+  empty when no paths are given); with class names, a fourth column ``class``
+  holds the name of each row's class (empty for an unlabelled row, label -1);
 * ``out.json``: metadata ``{"dim", "count", "what", "dtype", "format_version"}``
-  plus any extra keys passed as ``meta`` (encoder name, checkpoint, ...).
+  (and ``"classes"``, the class names, when given) plus any extra keys passed as
+  ``meta`` (encoder name, checkpoint, ...).
 
 :func:`load_embeddings` reads them back and checks that the three agree.
 """
@@ -23,12 +25,43 @@ import torch
 
 from ._checks import as_features, as_labels
 
-__all__ = ["export_embeddings", "load_embeddings", "EMBEDDING_KINDS"]
+__all__ = ["export_embeddings", "load_embeddings", "EMBEDDING_KINDS", "CSV_HEADER", "class_column"]
 
 #: What an exported matrix may hold: the representation h or the projection z.
 EMBEDDING_KINDS = ("h", "z")
 _FORMAT_VERSION = 1
-_RESERVED = ("dim", "count", "what", "dtype", "format_version")
+_RESERVED = ("dim", "count", "what", "dtype", "format_version", "classes")
+#: The columns of ``out.csv``; ``class`` is there when class names are given.
+CSV_HEADER = ["index", "path", "label", "class"]
+
+
+def class_column(labels: Sequence[int], class_names: Sequence[str]) -> list[str]:
+    """The class name of each label: ``class_names[label]``, or ``""`` for an unlabelled row (label -1).
+
+    Raises:
+        ValueError: a label below -1 or without a name.
+    """
+    names = list(class_names)
+    out = []
+    for label in labels:
+        if label == -1:
+            out.append("")
+        elif 0 <= label < len(names):
+            out.append(str(names[label]))
+        else:
+            raise ValueError(f"label {label} has no class name: {len(names)} class names given, labels must be "
+                             f"in [0, {len(names) - 1}] or -1 (unlabelled)")
+    return out
+
+
+def _labels(labels: Any, n: int) -> torch.Tensor:
+    """Class indices, with -1 allowed for an unlabelled row."""
+    y = torch.as_tensor(labels)
+    if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        return as_labels("labels", y, n, n_name="features").cpu()  # raises the usual message
+    unlabelled = (y == -1).cpu()
+    checked = as_labels("labels", torch.where(y == -1, 0, y), n, n_name="features").cpu()
+    return torch.where(unlabelled, -1, checked)
 
 
 def _stem(out_file: str | Path) -> Path:
@@ -49,16 +82,19 @@ def export_embeddings(
     out_file: str | Path,
     what: str = "h",
     meta: dict[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write embeddings, their index/path/label table and metadata.
 
     Args:
         features: the embeddings.
-        labels: the class index of each row.
+        labels: the class index of each row; -1 marks an unlabelled row.
         paths: the source file of each row (or any identifier), or None.
         out_file: file stem; parent directories are created.
         what: ``"h"`` (representation) or ``"z"`` (projection).
         meta: extra JSON-serialisable metadata merged into ``out.json``.
+        class_names: the name of each class index; when given, ``out.csv`` gets a
+            ``class`` column and ``out.json`` a ``classes`` list.
 
     Returns:
         ``{"npy": Path, "csv": Path, "json": Path}``, the files written.
@@ -66,13 +102,15 @@ def export_embeddings(
     Raises:
         TypeError: for wrongly typed arguments or non-serialisable ``meta``.
         ValueError: for mismatched lengths, non-finite features, an unknown
-            ``what``, or ``meta`` keys that clash with the reserved ones.
+            ``what``, labels below -1 or without a class name, or ``meta`` keys
+            that clash with the reserved ones.
 
     Shape:
         features (N, D), labels (N,), paths N entries.
     """
     x = as_features("features", features, allow_empty=True).detach().cpu()
-    y = as_labels("labels", labels, x.shape[0], n_name="features").cpu()
+    y = _labels(labels, x.shape[0])
+    names = None if class_names is None else class_column(y.tolist(), class_names)
     if paths is not None:
         if isinstance(paths, str) or not isinstance(paths, Sequence):
             raise TypeError(f"paths must be a sequence of str or None, got {type(paths).__name__}")
@@ -90,6 +128,7 @@ def export_embeddings(
         "what": what,
         "dtype": "float32",
         "format_version": _FORMAT_VERSION,
+        **({} if class_names is None else {"classes": [str(c) for c in class_names]}),
         **extra,
     }
     try:
@@ -107,9 +146,10 @@ def export_embeddings(
     np.save(written["npy"], x.numpy().astype(np.float32))
     with open(written["csv"], "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["index", "path", "label"])
+        writer.writerow(CSV_HEADER if names is not None else CSV_HEADER[:3])
         for i, label in enumerate(y.tolist()):
-            writer.writerow([i, "" if paths is None else str(paths[i]), label])
+            row = [i, "" if paths is None else str(paths[i]), label]
+            writer.writerow(row if names is None else [*row, names[i]])
     written["json"].write_text(meta_text + "\n", encoding="utf-8")
     return written
 
@@ -122,7 +162,8 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
 
     Returns:
         ``{"features": float32 Tensor (N, D), "labels": int64 Tensor (N,),
-        "paths": list[str], "meta": dict}``.
+        "paths": list[str], "class_names": list[str] (one per row; all empty when
+        the files hold no class names), "meta": dict}``.
 
     Raises:
         FileNotFoundError: if one of the three files is missing.
@@ -142,16 +183,20 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
         raise ValueError(f"{files['npy']} holds an array of shape {array.shape}, expected (N, D)")
     paths: list[str] = []
     labels: list[int] = []
+    names: list[str] = []
     with open(files["csv"], newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
-        if header != ["index", "path", "label"]:
-            raise ValueError(f"{files['csv']} has header {header}, expected ['index', 'path', 'label']")
+        if header not in (CSV_HEADER, CSV_HEADER[:3]):
+            raise ValueError(f"{files['csv']} has header {header}, expected {CSV_HEADER[:3]} or {CSV_HEADER}")
+        width = len(header)
         for row_number, row in enumerate(reader):
-            if len(row) != 3 or int(row[0]) != row_number:
-                raise ValueError(f"{files['csv']} row {row_number + 1} is {row}, expected [{row_number}, path, label]")
+            if len(row) != width or int(row[0]) != row_number:
+                raise ValueError(f"{files['csv']} row {row_number + 1} is {row}, expected "
+                                 f"[{row_number}, {', '.join(header[1:])}]")
             paths.append(row[1])
             labels.append(int(row[2]))
+            names.append(row[3] if width == 4 else "")
     if not (array.shape[0] == len(labels) == meta.get("count")) or array.shape[1] != meta.get("dim"):
         raise ValueError(
             f"embedding files disagree: npy has shape {array.shape}, csv has {len(labels)} rows, "
@@ -161,5 +206,6 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
         "features": torch.from_numpy(array.astype(np.float32)),
         "labels": torch.tensor(labels, dtype=torch.long),
         "paths": paths,
+        "class_names": names,
         "meta": meta,
     }
