@@ -251,3 +251,18 @@ def test_fingerprint_tolerates_new_config_fields_at_their_default():
     assert not execute._same_fingerprint(changed, fp)
     assert not execute._same_fingerprint({**fp, "linear_epochs": 1}, fp)
     assert not execute._same_fingerprint(None, fp)
+
+
+def test_fingerprint_holds_the_method_default_temperature():
+    """A run whose temperature is left to its method records the resolved value, so a result stored when the
+    default was written out (0.1 for SupCon) still counts as finished, and one at another temperature does not."""
+    import dataclasses
+
+    run = plan("supcon-variants", "smoke")[0]
+    run = dataclasses.replace(run, config=dataclasses.replace(run.config, temperature=None))
+    fp = run.fingerprint()
+    assert fp["config"]["temperature"] == 0.1
+    stored = json.loads(json.dumps(fp))
+    assert execute._same_fingerprint(stored, fp)
+    stored["config"]["temperature"] = 0.5
+    assert not execute._same_fingerprint(stored, fp)

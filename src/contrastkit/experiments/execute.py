@@ -69,8 +69,9 @@ class PlannedRun:
         return Path(self.config.out)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What must match for a stored result to count as this run's."""
-        cfg = {k: v for k, v in self.config.to_dict().items() if k not in _VOLATILE}
+        """What must match for a stored result to count as this run's: the options as the run resolves them (a
+        temperature left unset is its method's), so a record from before a default became method-dependent matches."""
+        cfg = {k: v for k, v in self.config.with_method_defaults().to_dict().items() if k not in _VOLATILE}
         return {"config": cfg, "augment": dict(sorted(self.spec.augment.items())),
                 "evaluate_z": self.spec.evaluate_z, "linear_epochs": self.linear_epochs}
 
