@@ -15,6 +15,7 @@ from contrastkit import allocator
 _PROBE = textwrap.dedent("""
     import json, resource, sys
     import torch
+    import contrastkit.train  # what a training process has loaded when it tunes (the heap's neighbours with it)
     from contrastkit.allocator import malloc_state, tune_malloc
     tuned = tune_malloc() if sys.argv[1] == "on" else False
     torch.empty(1)  # load torch's kernels before counting
