@@ -158,6 +158,14 @@ def test_failed_starts_leave_no_output_folder(tmp_path, capsys):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out, err = _failed_start(tmp_path, capsys, folder, "--augment-on", "device", "--num-workers", "0")
     assert f"cannot read image file {str(bad)!r}" in err and not out.exists()
+    # per-image workers meet the image at the first batch, after OUT was created: the failed start removes it
+    out, err = _failed_start(tmp_path, capsys, folder, "--augment-on", "workers", "--num-workers", "0",
+                             "--batch-size", "12")
+    assert f"cannot read image file {str(bad)!r}" in err and not out.exists()
+    out.mkdir()  # a folder the user made is kept, emptied of what the run wrote
+    out, err = _failed_start(tmp_path, capsys, folder, "--augment-on", "workers", "--num-workers", "0",
+                             "--batch-size", "12")
+    assert f"cannot read image file {str(bad)!r}" in err and out.is_dir() and not any(out.iterdir())
 
 
 def test_out_naming_a_file(tmp_path, capsys):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import PretrainConfig
 
-__all__ = ["RUN_FILES", "run_outputs", "check_fresh_out", "clear_run_outputs"]
+__all__ = ["RUN_FILES", "run_outputs", "check_fresh_out", "clear_run_outputs", "discard_failed_start"]
 
 #: The files and folders a pretraining run writes in OUT; any of them there means OUT holds a run.
 RUN_FILES = ("last.pt", "last.prev.pt", "last.pt.tmp", "config.yaml", "metrics.jsonl", "summary.json",
@@ -73,3 +73,24 @@ def clear_run_outputs(out: str | Path) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return removed
+
+
+def _started(out: Path) -> bool:
+    """Whether a run in ``out`` has anything to keep: a checkpoint, or a logged step."""
+    if any((out / name).exists() for name in ("last.pt", "last.prev.pt")):
+        return True
+    metrics = out / "metrics.jsonl"
+    return metrics.is_file() and metrics.stat().st_size > 0
+
+
+def discard_failed_start(out: str | Path, created: bool) -> None:
+    """After a run failed before its first logged step or checkpoint (an unreadable image found by the first
+    batch, a bad option of the model), remove what it wrote: the whole folder when this run ``created`` it, else
+    its outputs only (:func:`clear_run_outputs`). A run that logged a step or wrote a checkpoint is kept whole."""
+    out = Path(out)
+    if not out.is_dir() or _started(out):
+        return
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        clear_run_outputs(out)

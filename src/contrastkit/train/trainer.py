@@ -29,7 +29,7 @@ from .monitor import knn_monitor, monitor_due
 from .nonfinite import NonFiniteError
 from .precision import autocast, resolve_precision, upcast
 from .run import Run, build_run, init_distributed, unwrap, wrap_model
-from .rundir import check_fresh_out
+from .rundir import check_fresh_out, discard_failed_start
 from .state import TrainState, checkpoint_state, extension, load_resume, restore
 
 __all__ = ["pretrain", "train_one_epoch", "train_step", "end_epoch", "save", "summarize", "sync_guard", "NonFiniteError",
@@ -49,9 +49,21 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     cfg.validate()
     cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # a folder as an absolute path
     check_fresh_out(cfg)  # on every rank, before any rank can write to OUT
+    out = Path(cfg.out).expanduser()
+    created = not out.exists()
     device = resolve_device(cfg.device, "--device")
     rank, world = init_distributed(device, cfg.dist_timeout_s)
     saved = load_resume(cfg)
+    try:
+        return _train(cfg, device, rank, world, saved)
+    except Exception:
+        if rank == 0 and saved is None:  # a failed start leaves nothing behind (a started run is kept whole)
+            discard_failed_start(out, created)
+        raise
+
+
+def _train(cfg: PretrainConfig, device: torch.device, rank: int, world: int, saved: dict | None) -> dict[str, Any]:
+    """Build the run, restore it from ``saved`` (a resumed checkpoint, or None), train it, and summarise."""
     run = build_run(cfg, device, rank, world, fresh=saved is None)
     state = restore(run, saved)
     run.train_model = wrap_model(run.model, cfg, device, world)
