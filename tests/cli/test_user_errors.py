@@ -86,7 +86,7 @@ def test_a_run_folder_means_its_last_pt(run, tmp_path, capsys):
     assert load_pretrained(out)[2].data == load_pretrained(out / "last.pt")[2].data
     (tmp_path / "empty_run").mkdir()
     rc, _, err = _cli(["eval", "--checkpoint", str(tmp_path / "empty_run")], capsys)
-    assert rc == 2 and f"folder {tmp_path / 'empty_run'} holds no last.pt" in err
+    assert rc == 2 and f"{tmp_path / 'empty_run'} is a folder without last.pt" in err
 
 
 # item 8: preview-augment honours --out's extension

@@ -17,6 +17,7 @@ from torch import nn
 from torchvision import transforms
 
 from ..encoders import Encoder
+from ..train.checkpoint import CheckpointError, resolve_checkpoint
 from .formats import ExportError, sidecar_path
 from .graphs import load_torchscript, onnx_session
 from .metadata import check_metadata, read_sidecar
@@ -49,14 +50,10 @@ class OnnxEncoder(nn.Module):
 
 def _resolve(path: Path) -> Path:
     """The file to read: ``path``, or a run folder's ``last.pt``."""
-    if path.is_dir():
-        if not (path / "last.pt").is_file():
-            raise ExportError(f"{path} is a folder without last.pt; expected an export, a checkpoint or a run "
-                              f"folder written by contrastkit pretrain")
-        return path / "last.pt"
-    if not path.is_file():
-        raise ExportError(f"{path} does not exist")
-    return path
+    try:
+        return resolve_checkpoint(path)
+    except CheckpointError as exc:
+        raise ExportError(f"{exc} (or an export written by contrastkit export)") from exc
 
 
 def _kind(path: Path) -> str:

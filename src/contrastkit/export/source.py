@@ -12,7 +12,7 @@ from torch import nn
 
 from ..heads import ProjectionHead
 from ..model import ContrastiveModel
-from ..train.checkpoint import CheckpointError
+from ..train.checkpoint import CheckpointError, resolve_checkpoint
 from .formats import ExportError
 
 __all__ = ["ExportSource", "load_source", "resolve_checkpoint", "build_metadata", "describe_head",
@@ -62,24 +62,6 @@ class ExportSource:
     def is_standard_torchvision(self) -> bool:
         """True when the backbone is exactly ``torchvision.models.<architecture>()`` with ``fc = Identity``."""
         return self.library == "torchvision" and self.width == 1.0 and self.stem == "imagenet"
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder's ``last.pt``.
-
-    Raises:
-        CheckpointError: the path does not exist, or is a folder without ``last.pt``.
-    """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        last = path / "last.pt"
-        if not last.is_file():
-            raise CheckpointError(f"{path} is a folder without last.pt; expected a checkpoint file or a run folder "
-                                  f"written by contrastkit pretrain")
-        return last
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    return path
 
 
 def _check_is_archive(path: Path) -> None:

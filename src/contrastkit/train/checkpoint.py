@@ -82,11 +82,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     Raises:
         CheckpointError: the path does not exist, or is a folder without ``last.pt``.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         if not (path / "last.pt").is_file():
-            raise CheckpointError(f"folder {path} holds no last.pt; pass a checkpoint file or a run folder written "
-                                  f"by `contrastkit pretrain --out`")
+            raise CheckpointError(f"{path} is a folder without last.pt; expected a checkpoint file or a run folder "
+                                  f"written by `contrastkit pretrain --out`")
         return path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
