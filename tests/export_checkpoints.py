@@ -20,8 +20,9 @@ MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
 
 
 def make_checkpoint(path: Path, encoder: str = "resnet18", width: float = 0.125, cifar_stem: str = "on",
-                    size: int = 16, method: str = "simclr", seed: int = 0) -> Path:
-    cfg = PretrainConfig(encoder=encoder, width=width, cifar_stem=cifar_stem, method=method, proj_dim=16)
+                    size: int = 16, method: str = "simclr", seed: int = 0, head_layers: int = 2) -> Path:
+    cfg = PretrainConfig(encoder=encoder, width=width, cifar_stem=cifar_stem, method=method, proj_dim=16,
+                         head_layers=head_layers)
     torch.manual_seed(seed)
     model = build_run_model(cfg, 3, size)
     with torch.no_grad():

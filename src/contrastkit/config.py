@@ -117,7 +117,8 @@ class PretrainConfig:
                           "speeds up CPUs with AMX (benchmarks/README.md)",
                           choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: str = _opt("auto", "channels_last memory format: on, off, auto (on for GPUs and CPUs, "
-                              "where oneDNN convolutions are faster in it)",
+                              "where oneDNN convolutions are faster in it; off on a CPU for encoders narrow enough "
+                              "to meet oneDNN's broken strided 1x1 kernel, train/memory_format.py)",
                               choices=("on", "off", "auto"))
     compile: bool = _opt(False, "torch.compile the model (measured in benchmarks/)")
     malloc: str = _opt("auto", "auto: on CPU runs, keep freed memory in the process between steps (glibc mmap/trim "

@@ -143,3 +143,49 @@ def test_the_printed_torchvision_lines_build_contrastkit_s_layout(arch, width, s
     assert {k: v.shape for k, v in namespace["model"].state_dict().items()} == \
         {k: v.shape for k, v in ours.state_dict().items()}
     assert type(namespace["model"].maxpool) is type(ours.maxpool)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torchscript"])
+def test_a_three_layer_head_is_exported_whole(fmt, tmp_path):
+    """SimCLRv2's 3-layer head (``--head-layers 3``): the metadata records K and the reloaded g gives z."""
+    from export_checkpoints import make_checkpoint
+
+    if fmt == "safetensors":
+        pytest.importorskip("safetensors")
+    ckpt = make_checkpoint(tmp_path / "head3.pt", head_layers=3)
+    out = tmp_path / f"enc.{fmt}"
+    export_checkpoint(ckpt, fmt, out, include_head=True)  # verifies itself: z of the reloaded g within tolerance
+    x = _batch(16, n=4)
+    h_ref, z_ref = features(ckpt, x)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            assert rel_diff(torch.jit.load(str(out)).forward_z(x), z_ref) < 1e-4
+    else:
+        from contrastkit.export.rebuild import build_head
+        from contrastkit.export.state_dicts import read_safetensors, split_head
+
+        tensors, meta = read_safetensors(out)
+        head = build_head(meta["head"])
+        assert meta["head"]["layers"] == 3 and head.num_layers == 3
+        head.load_state_dict(split_head(tensors)[1])
+        with torch.no_grad():
+            assert rel_diff(head.eval()(h_ref), z_ref) < 1e-4
+
+
+def test_a_fine_tuned_network_exports_f_and_refuses_include_head(tmp_path):
+    from contrastkit.finetuned import build_finetuned_network, save_finetuned
+    from export_checkpoints import make_checkpoint
+    from contrastkit.train.checkpoint import load_checkpoint
+
+    pre = load_checkpoint(make_checkpoint(tmp_path / "head3.pt", head_layers=3))
+    net = build_finetuned_network(pre["config"], num_classes=3, image_size=16, head_layer=1)
+    path = save_finetuned(tmp_path / "ft.pt", net, pre["config"], pre["meta"], ["a", "b", "c"],
+                          {"kind": "finetune", "top1": 0.5})
+    with pytest.raises(ExportError, match="fine-tuned network.*without --include-head.*--protocol classifier"):
+        export_checkpoint(path, "torchscript", tmp_path / "x.torchscript", include_head=True)
+    assert not (tmp_path / "x.torchscript").exists()
+    export_checkpoint(path, "torchscript", tmp_path / "f.torchscript")
+    x = _batch(16, n=2)
+    with torch.no_grad():
+        h = net.eval().encoder(x)
+        assert rel_diff(torch.jit.load(str(tmp_path / "f.torchscript"))(x), h) < 1e-4

@@ -194,6 +194,31 @@ def test_a_failed_write_leaves_the_old_index(checkpoint, flat_folder, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("idx")) == ["idx", "idx.partial"]
 
 
+def test_an_update_killed_between_its_renames_is_restored(checkpoint, flat_folder, tmp_path, monkeypatch,
+                                                          capsys):
+    """A kill after ``OUT`` was moved aside and before the new folder took its place: the next load or
+    ``--update`` puts the previous index back instead of reporting that there is none."""
+    _build(checkpoint, flat_folder, tmp_path / "idx")
+    from search._common import make_flat_folder
+
+    make_flat_folder(flat_folder / "more", n=2, seed=3)
+    real_replace = index_module.os.replace
+
+    def killed_after_first(src, dst):
+        real_replace(src, dst)
+        if ".old-" in str(dst):
+            raise KeyboardInterrupt  # the process dies here
+    monkeypatch.setattr(index_module.os, "replace", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        _build(None, flat_folder, tmp_path / "idx", update=True)
+    monkeypatch.setattr(index_module.os, "replace", real_replace)
+    assert not (tmp_path / "idx").exists() and len(list(tmp_path.glob("idx.old-*"))) == 1
+    assert len(ImageIndex.load(tmp_path / "idx")) == 10  # restored, with the images it had
+    assert "restored the index" in capsys.readouterr().err and not list(tmp_path.glob("idx.old-*"))
+    (tmp_path / "idx").rename(tmp_path / "idx.old-1")  # the same state, met by --update this time
+    assert _build(None, flat_folder, tmp_path / "idx", update=True)["count"] == 12
+
+
 def test_a_killed_index_build_continues_where_it_stopped(checkpoint, flat_folder, tmp_path, monkeypatch):
     import contrastkit.search.stream as stream
 

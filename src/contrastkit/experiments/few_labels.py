@@ -41,7 +41,7 @@ ROW_NAMES = {"scratch": "supervised from scratch", "simclr-h": "SimCLR (2-layer 
 #: 60 epochs on 1% and 30 on 10%; the ``cpu`` budget shortens the 10% runs, which hold 10x the images.
 STAGES: dict[str, dict[str, Any]] = {
     "smoke": {"finetune_epochs": {0.01: 2, 0.1: 2}, "distill": {"epochs": 1, "max_steps": 2}},
-    "cpu": {"finetune_epochs": {0.01: 30, 0.1: 10}, "distill": {"epochs": 2}},
+    "cpu": {"finetune_epochs": {0.01: 30, 0.1: 20}, "distill": {"epochs": 8}},
     "gpu": {"finetune_epochs": {0.01: 60, 0.1: 30}, "distill": {"epochs": 100}},
 }
 

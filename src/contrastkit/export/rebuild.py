@@ -62,5 +62,6 @@ def build_head(desc: dict[str, Any]) -> nn.Module:
     if kind == "classifier":
         return nn.Linear(int(desc["in_dim"]), int(desc["out_dim"]))
     if kind in ("mlp", "linear", "none"):
-        return ProjectionHead(int(desc["in_dim"]), desc.get("hidden_dim"), int(desc["out_dim"]), kind=kind)
+        return ProjectionHead(int(desc["in_dim"]), desc.get("hidden_dim"), int(desc["out_dim"]), kind=kind,
+                              layers=int(desc.get("layers", 2)))
     raise ExportError(f"unknown head kind {kind!r} in the metadata")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..heads import ProjectionHead
+from ..heads import HeadPrefix, ProjectionHead
 from ..model import ContrastiveModel
 from ..train.checkpoint import CheckpointError, resolve_checkpoint
 from .formats import ExportError
@@ -114,10 +114,15 @@ def describe_head(head: nn.Module) -> dict[str, Any]:
         else:  # "none": the identity
             in_dim, hidden = head.out_dim, None
         return {"class": "contrastkit.ProjectionHead", "kind": head.kind, "in_dim": int(in_dim),
-                "hidden_dim": hidden, "out_dim": int(head.out_dim)}
+                "hidden_dim": hidden, "out_dim": int(head.out_dim), "layers": int(head.num_layers)}
     if isinstance(head, nn.Linear):
         return {"class": "torch.nn.Linear", "kind": "classifier", "in_dim": head.in_features,
                 "out_dim": head.out_features}
+    if isinstance(head, HeadPrefix):
+        raise ExportError("--include-head: this is a fine-tuned network (eval --protocol finetune --save, or "
+                          "distill), whose head is the part of g it was fine-tuned from plus a classifier, not a "
+                          "projection head; export it without --include-head to get f, and run the classifier "
+                          "with: contrastkit eval --checkpoint FINETUNED.pt --protocol classifier")
     raise ExportError(f"cannot export a head of type {type(head).__name__}: expected a contrastkit "
                       f"ProjectionHead or the CE baseline's nn.Linear")
 

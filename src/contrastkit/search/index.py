@@ -16,9 +16,11 @@ index is either complete or absent; embedding itself is resumable (:mod:`.stream
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -105,6 +107,7 @@ class ImageIndex:
             ValueError: the folder is missing, is not an index, or its files disagree.
         """
         path = Path(os.path.expanduser(os.fspath(root)))
+        restore_interrupted_swap(path)
         if not (path / "index.json").is_file():
             what = "does not exist" if not path.exists() else "is not a contrastkit index (no index.json)"
             raise ValueError(f"index {os.fspath(root)!r} {what}; build one with: contrastkit index --checkpoint "
@@ -237,6 +240,22 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+def restore_interrupted_swap(out: Path) -> bool:
+    """Put back the index that an ``--update`` killed between its two renames left at ``OUT.old-PID``.
+
+    Returns whether one was restored (only when ``out`` itself is missing; the newest such folder wins).
+    """
+    if out.exists():
+        return False
+    asides = [p for p in out.parent.glob(f"{glob.escape(out.name)}.old-*") if (p / "index.json").is_file()]
+    if not asides:
+        return False
+    aside = max(asides, key=lambda p: p.stat().st_mtime)
+    os.replace(aside, out)
+    print(f"note: restored the index {out} from {aside.name}, left by an interrupted --update", file=sys.stderr)
+    return True
+
+
 def _check_build_options(kind: str, backend: str, out: Path, update: bool, checkpoint) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -281,6 +300,8 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
 
     t0 = time.perf_counter()
     out = Path(os.path.expanduser(os.fspath(out)))
+    if update:
+        restore_interrupted_swap(out)
     _check_build_options(kind, backend, out, update, checkpoint)
     dev = resolve_device(device, "--device")
     old = ImageIndex.load(out, backend="torch") if update else None

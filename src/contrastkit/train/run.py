@@ -21,6 +21,7 @@ from ..allocator import tune_malloc_for
 from ..config import PretrainConfig
 from ..data import ArrayDataset, DataSplits, ViewDataset, array_cache_key, decode_to_array, stage_images
 from ..model import ContrastiveModel
+from .memory_format import use_channels_last
 from .monitor import MonitorData, monitor_data
 from .nonfinite import NonFiniteGuard
 from .objective import build_objective
@@ -191,7 +192,7 @@ def build_model(cfg: PretrainConfig, data: TrainData, device: torch.device, worl
     tune_malloc_for(device, cfg.malloc)
     torch.manual_seed(cfg.seed)
     model = build_run_model(cfg, data.splits.num_classes, data.spec.size).to(device)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type in ("cuda", "cpu"))
+    channels_last = use_channels_last(cfg.channels_last, model, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.sync_bn:
