@@ -19,7 +19,7 @@ def test_plan_pretrains_a_two_and_a_three_layer_head():
     runs = plan("few-labels", "cpu")
     assert [(r.key, r.config.head_layers, r.config.method) for r in runs] == [
         ("simclr-head2", 2, "simclr"), ("simclr-head3", 3, "simclr")]
-    assert {r.config.epochs for r in runs} == {3}
+    assert {r.config.epochs for r in runs} == {8}
 
 
 def _records(values):

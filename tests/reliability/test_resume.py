@@ -61,7 +61,7 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(full_run, tmp_path):
     argv = pretrain_args(data, part, *EXTRA, "--checkpoint-every-steps", "1", epochs=2)
     script = textwrap.dedent(f"""
         import os, signal, torch
-        torch.set_num_threads(2)
+        torch.set_num_threads({torch.get_num_threads()})  # as this process: the reduction order must match
         import contrastkit.train.trainer as trainer
         from contrastkit.cli import main
         saves = []

@@ -179,6 +179,31 @@ def _weight_decay_grid(weight_decay: float | Sequence[float]) -> list[float]:
     raise TypeError(f"weight_decay must be a number >= 0 or a non-empty sequence of them, got {weight_decay!r}")
 
 
+def _select_weight_decay(x_train: torch.Tensor, y_train: torch.Tensor, grid: list[float], val_fraction,
+                         num_classes: int, standardize: bool, train_kwargs: dict) -> tuple[float, list[dict]]:
+    """The candidate with the best top-1 on a class-balanced held-out share of the training set, and every
+    candidate's score."""
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    device = x_train.device
+    val_idx = class_balanced_subset(y_train.cpu(), val_fraction, seed=train_kwargs["seed"]).to(device)
+    is_val = torch.zeros(x_train.shape[0], dtype=torch.bool, device=device)
+    is_val[val_idx] = True
+    if bool(is_val.all()):
+        raise ValueError(
+            f"the held-out split (val_fraction={val_fraction}, at least one sample per class) takes all "
+            f"{x_train.shape[0]} training samples; use more training data or a single weight_decay"
+        )
+    best, chosen, val_top1 = -1.0, grid[0], []
+    for wd in grid:
+        acc1, _ = _fit_and_score(x_train[~is_val], y_train[~is_val], x_train[is_val], y_train[is_val],
+                                 num_classes, standardize, weight_decay=wd, **train_kwargs)
+        val_top1.append({"weight_decay": wd, "val_top1": acc1})
+        if acc1 > best:
+            best, chosen = acc1, wd
+    return chosen, val_top1
+
+
 def linear_eval(
     train_feats: torch.Tensor,
     train_labels: torch.Tensor,
@@ -246,28 +271,10 @@ def linear_eval(
     x_test, y_test = x_test.to(device), y_test.to(device)
     train_kwargs = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
 
-    val_top1: list[dict[str, float]] = []
-    chosen = grid[0]
+    chosen, val_top1 = grid[0], []
     if use_grid:
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-        val_idx = class_balanced_subset(y_train.cpu(), val_fraction, seed=seed).to(device)
-        is_val = torch.zeros(x_train.shape[0], dtype=torch.bool, device=device)
-        is_val[val_idx] = True
-        if bool(is_val.all()):
-            raise ValueError(
-                f"the held-out split (val_fraction={val_fraction}, at least one sample per class) takes all "
-                f"{x_train.shape[0]} training samples; use more training data or a single weight_decay"
-            )
-        best = -1.0
-        for wd in grid:
-            acc1, _ = _fit_and_score(
-                x_train[~is_val], y_train[~is_val], x_train[is_val], y_train[is_val],
-                num_classes, standardize, weight_decay=wd, **train_kwargs,
-            )
-            val_top1.append({"weight_decay": wd, "val_top1": acc1})
-            if acc1 > best:
-                best, chosen = acc1, wd
+        chosen, val_top1 = _select_weight_decay(x_train, y_train, grid, val_fraction, num_classes, standardize,
+                                                train_kwargs)
 
     top1, top5 = _fit_and_score(
         x_train, y_train, x_test, y_test, num_classes, standardize, weight_decay=chosen, **train_kwargs
