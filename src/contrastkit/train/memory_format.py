@@ -3,8 +3,9 @@
 channels_last makes oneDNN's CPU convolutions faster (benchmarks/README.md), but in the oneDNN that
 PyTorch 2.14 ships, the weight gradient of a strided 1x1 convolution (a ResNet's downsample shortcut) in
 channels_last is broken when the convolution has few input channels: the process crashes, hangs, or gets a
-wrong gradient. ``tests/train/test_memory_format.py`` probes it in subprocesses. Measured on an Intel Xeon
-(AVX-512, AMX) and under ``ONEDNN_MAX_CPU_ISA=AVX2``: 3, 4 and 8 input channels fail, 16 and more never did.
+wrong gradient. ``benchmarks/onednn_strided_1x1.py`` measures where: on an Intel Xeon (AVX-512, AMX) 4, 8 and 12
+input channels fail at some sizes, under ``ONEDNN_MAX_CPU_ISA=AVX2`` 4 channels do, and 16 or more never did
+(``tests/train/test_memory_format.py`` checks that side).
 Narrow ResNets meet it (``--width 0.0625`` gives a 4-channel shortcut), so on a CPU such a model trains in
 the default format.
 """
