@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,17 +42,9 @@ def test_on_with_a_narrow_model_on_cpu_names_the_convolution():
 
 
 _GRADIENT = """
-import sys, torch
-torch.manual_seed(0)
-cin, n, size = map(int, sys.argv[1:])
-w, x = torch.randn(2 * cin, cin, 1, 1), torch.randn(n, cin, size, size)
-g = torch.randn(n, 2 * cin, size // 2, size // 2)
-cl = torch.channels_last
-wc = w.to(memory_format=cl).requires_grad_()
-torch.nn.functional.conv2d(x.to(memory_format=cl), wc, stride=2).backward(g.to(memory_format=cl))
-w64 = w.double().requires_grad_()
-torch.nn.functional.conv2d(x.double(), w64, stride=2).backward(g.double())
-err = ((wc.grad.double() - w64.grad).abs().max() / w64.grad.abs().max()).item()
+import sys
+from contrastkit.train.memory_format import strided_1x1_gradient_error
+err = strided_1x1_gradient_error(*map(int, sys.argv[1:]))
 sys.exit(0 if err < 1e-4 else f"relative error {err:.2e}")
 """
 
@@ -63,6 +56,8 @@ def test_at_the_threshold_the_channels_last_weight_gradient_is_right(isa, channe
     """The guard's threshold is safe: in a fresh process (a failure can crash or hang), the channels_last
     weight gradient of a strided 1x1 convolution equals the float64 one, at sizes where 8 channels fail."""
     env = dict(os.environ)
+    src = str(Path(__file__).parents[2] / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else src
     if isa == "avx2":
         env.update(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="default")
     for n, size in [(2, 64), (12, 32), (12, 64), (2, 128)]:

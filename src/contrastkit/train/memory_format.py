@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FEWEST_SAFE_CHANNELS", "unsafe_channels_last_convs", "use_channels_last"]
+__all__ = ["FEWEST_SAFE_CHANNELS", "unsafe_channels_last_convs", "use_channels_last", "strided_1x1_gradient_error"]
 
 #: Strided 1x1 convolutions with fewer input channels than this are not run in channels_last on a CPU.
 FEWEST_SAFE_CHANNELS = 16
@@ -46,3 +46,21 @@ def use_channels_last(setting: str, model: nn.Module, device: torch.device) -> b
             f"{FEWEST_SAFE_CHANNELS} channels; use --channels-last auto (it trains this model in the default "
             f"format on a CPU) or a wider encoder (--width)")
     return False
+
+
+def strided_1x1_gradient_error(channels: int, batch: int, size: int, seed: int = 0) -> float:
+    """Relative error of the channels_last weight gradient of a stride-2 1x1 convolution (C to 2C channels,
+    ``batch`` images of ``size`` px) against the float64 NCHW one: the check behind :data:`FEWEST_SAFE_CHANNELS`.
+
+    Call it in a fresh process: where oneDNN fails it may crash the process or hang it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(2 * channels, channels, 1, 1, generator=g)
+    x = torch.randn(batch, channels, size, size, generator=g)
+    grad_out = torch.randn(batch, 2 * channels, (size + 1) // 2, (size + 1) // 2, generator=g)
+    cl = torch.channels_last
+    w_cl = w.to(memory_format=cl).requires_grad_()
+    nn.functional.conv2d(x.to(memory_format=cl), w_cl, stride=2).backward(grad_out.to(memory_format=cl))
+    w64 = w.double().requires_grad_()
+    nn.functional.conv2d(x.double(), w64, stride=2).backward(grad_out.double())
+    return ((w_cl.grad.double() - w64.grad).abs().max() / w64.grad.abs().max()).item()
