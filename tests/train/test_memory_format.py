@@ -36,8 +36,8 @@ def test_auto_keeps_a_narrow_model_in_the_default_format_on_cpu_only():
 
 
 def test_on_with_a_narrow_model_on_cpu_names_the_convolution():
-    with pytest.raises(ValueError, match=r"encoder\.backbone\.layer2\.0\.downsample\.0 is a strided 1x1 convolution with 4 "
-                                         r"input channels.*--channels-last auto"):
+    with pytest.raises(ValueError, match=r"encoder\.backbone\.layer2\.0\.downsample\.0 is a strided 1x1 "
+                                         r"convolution with 4 input channels.*--channels-last auto"):
         use_channels_last("on", _resnet(0.0625), CPU)
 
 

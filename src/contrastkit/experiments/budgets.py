@@ -107,7 +107,7 @@ BUDGETS: dict[str, Budget] = {
             "batch-size": {"epochs": 4},  # 4 runs, measured 36 min
             "supcon-variants": {"epochs": 8},  # 2 runs, measured 27 min (channels_last)
             "supcon-vs-ce": {"epochs": 5},  # 3 runs: measured 40 min at load 5 to 7.5
-            "few-labels": {"epochs": 8},  # 2 runs, 8 fine-tunings, 2 distillations (few_labels.py): measured 28 min idle
+            "few-labels": {"epochs": 8},  # 2 runs, 8 fine-tunings, 2 distillations (few_labels.py): measured 39-44 min
         },
         linear_epochs=100,
         runs_progress=True,
