@@ -40,3 +40,15 @@ def image_folder(tmp_path: Path) -> Path:
 
 TINY = ["--encoder", "resnet18", "--width", "0.125", "--cifar-stem", "on", "--batch-size", "12",
         "--num-workers", "0", "--no-progress", "--knn-k", "5", "--lr", "0.05"]
+
+
+def pretrain_head3(root: Path) -> tuple[Path, Path]:
+    """A tiny image folder under ``root`` and a 1-epoch SimCLR run on it with SimCLRv2's 3-layer head: the
+    pretraining that the fine-tuning and distillation tests start from. Returns (folder, run folder)."""
+    from contrastkit.cli import main
+
+    folder = make_image_folder(root / "data")
+    run = root / "run"
+    assert main(["pretrain", "--data", str(folder), "--epochs", "1", "--knn-every", "0", "--head-layers", "3",
+                 "--out", str(run), *TINY]) == 0
+    return folder, run

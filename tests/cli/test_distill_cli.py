@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, make_image_folder
+from conftest import TINY, pretrain_head3
 from contrastkit.cli import main
 from contrastkit.finetuned import load_finetuned
 from contrastkit.train.checkpoint import load_checkpoint
@@ -15,10 +15,7 @@ from contrastkit.train.checkpoint import load_checkpoint
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distill")
-    folder = make_image_folder(tmp / "data")
-    run = tmp / "run"
-    assert main(["pretrain", "--data", str(folder), "--epochs", "1", "--knn-every", "0", "--head-layers", "3",
-                 "--out", str(run), *TINY]) == 0
+    folder, run = pretrain_head3(tmp)
     path = tmp / "teacher.pt"
     assert main(["eval", "--checkpoint", str(run / "last.pt"), "--protocol", "finetune", "--from-head-layer",
                  "1", "--finetune-epochs", "2", "--label-fraction", "0.5", "--save", str(path), "--device", "cpu",

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, make_image_folder
+from conftest import pretrain_head3
 from contrastkit.cli import main
 from contrastkit.evaluate.classify import classifier_accuracy
 from contrastkit.finetuned import FORMAT, FineTunedNetwork, load_finetuned
@@ -17,10 +17,7 @@ from contrastkit.train.checkpoint import CheckpointError, load_checkpoint
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ft")
-    folder = make_image_folder(tmp / "data")
-    out = tmp / "run"
-    assert main(["pretrain", "--data", str(folder), "--epochs", "1", "--knn-every", "0", "--head-layers", "3",
-                 "--out", str(out), *TINY]) == 0
+    folder, out = pretrain_head3(tmp)
     path = tmp / "ft" / "net.pt"
     return folder, out, path
 
