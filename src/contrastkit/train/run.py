@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from .. import distributed as ckdist
 from ..allocator import tune_malloc_for
+from ..augment import ResolutionSchedule, parse_size_schedule
 from ..config import PretrainConfig
 from ..data import ArrayDataset, DataSplits, ViewDataset, array_cache_key, decode_to_array, stage_images
 from ..model import ContrastiveModel
@@ -57,6 +58,7 @@ class TrainData:
     sampler: DistributedSampler
     staged: torch.Tensor | None = None
     batch_augment: nn.Module | None = None
+    resolution: ResolutionSchedule | None = None
     monitor: MonitorData | None = None
     bad_files_log: Path | None = None
 
@@ -77,9 +79,16 @@ class LRSchedule:
     def __call__(self, step: int) -> float:
         cfg = self.cfg
         if cfg.schedule == "time":
-            ticks = int(10_000 * min(1.0, self.train_time / cfg.time_budget_s))
+            ticks = int(10_000 * self.progress(step))
             return warmup_cosine(ticks, 10_000, int(10_000 * cfg.warmup_epochs / cfg.epochs), cfg.min_lr_ratio)
         return warmup_cosine(step, self.total_steps, self.warmup_steps, cfg.min_lr_ratio)
+
+    def progress(self, step: int) -> float:
+        """How far the schedule is at ``step``, in [0, 1]: training seconds over ``--time-budget-s`` (``--schedule
+        time``) or steps over those of ``--epochs``; the resolution schedule follows it too."""
+        if self.cfg.schedule == "time":
+            return min(1.0, self.train_time / self.cfg.time_budget_s)
+        return min(1.0, step / max(1, self.total_steps))
 
 
 @dataclass
@@ -169,6 +178,10 @@ def build_data(cfg: PretrainConfig, splits: DataSplits, device: torch.device, ra
     n_views = cfg.n_views if cfg.method != "ce" else 1
     augment_on = resolve_augment_on(cfg.augment_on, splits)
     staged = batch_augment = None
+    resolution = parse_size_schedule(cfg.size_schedule, spec.size)
+    if resolution is not None and augment_on != "device":
+        raise ValueError(f"--size-schedule {cfg.size_schedule!r} needs the batched augmentation, but these data "
+                         f"take --augment-on workers (images of mixed sizes, or too many to decode into memory)")
     if augment_on == "device":
         images, _ = decode_to_array(splits.train, splits.image_size or spec.size, num_workers=cfg.num_workers,
                                     cache_key=array_cache_key(cfg.data, "train-native"),
@@ -182,7 +195,8 @@ def build_data(cfg: PretrainConfig, splits: DataSplits, device: torch.device, ra
     return TrainData(splits=splits, spec=spec, mean=mean, std=std, n_views=n_views, local_batch=cfg.batch_size // world,
                      steps_per_epoch=len(splits.train) // cfg.batch_size, labels=labels, augment_on=augment_on,
                      dataset=dataset, sampler=sampler, staged=staged, batch_augment=batch_augment,
-                     monitor=monitor_data(cfg, splits, spec.size, mean, std), bad_files_log=bad_files_log)
+                     resolution=resolution, monitor=monitor_data(cfg, splits, spec.size, mean, std),
+                     bad_files_log=bad_files_log)
 
 
 def build_model(cfg: PretrainConfig, data: TrainData, device: torch.device, world: int,

@@ -25,7 +25,7 @@ from ..data import batch_to_device, resolve_data, seed_for
 from ..device import resolve_device
 from .checkpoint import save_checkpoint
 from .metrics import MetricsLog, ProgressLine
-from .monitor import knn_monitor, monitor_due
+from .monitor import knn_monitor, monitor_due, timed_monitor_due
 from .nonfinite import NonFiniteError
 from .precision import autocast, resolve_precision, upcast
 from .run import Run, build_run, init_distributed, unwrap, wrap_model
@@ -114,8 +114,10 @@ def batch_views(run: Run, views: torch.Tensor | None, idx: torch.Tensor, epoch: 
         raw = batch_to_device(run.data.staged, idx, device)
         # BatchAugment draws its parameters on the CPU: a CPU generator needs no seed read from the device
         gen = torch.Generator().manual_seed(seed_for(run.cfg.seed, epoch, step))
+        sizes = run.data.resolution  # a resolution schedule: the view side where the schedule stands
+        size = sizes.size_at(run.schedule.progress(step)) if sizes is not None else None
         with torch.no_grad():
-            views = torch.stack(run.data.batch_augment(raw, generator=gen), dim=1)  # (B, V, C, H, W)
+            views = torch.stack(run.data.batch_augment(raw, generator=gen, size=size), dim=1)  # (B, V, C, H, W)
     else:
         views = views.to(device, non_blocking=True)
         if views.ndim == 4:
@@ -144,9 +146,12 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, ba
             run.scheduler.step()
             state.global_step += 1
             state.step_in_epoch += 1
+        trained_before = state.train_time
         _count_time(run, state, time.perf_counter() - t0, views.shape[0] * run.world)
         if state.global_step % cfg.log_every == 0 or state.step_in_epoch == run.data.steps_per_epoch:
             log_step(run, state, epoch, loss, finite, log, bar)
+        if run.data.monitor is not None and timed_monitor_due(cfg, trained_before, state.train_time):
+            log.write(timed_knn_row(run, state, epoch), state.global_step)  # --knn-every-s, not training time
         bar.update()
         if cfg.checkpoint_every_steps and state.global_step % cfg.checkpoint_every_steps == 0 \
                 and state.step_in_epoch < run.data.steps_per_epoch:
@@ -168,6 +173,13 @@ def _count_time(run: Run, state: TrainState, step_time: float, images: int) -> N
     if state.steps_this_run > 5:
         state.steady_time += step_time
         state.steady_images += images
+
+
+def timed_knn_row(run: Run, state: TrainState, epoch: int) -> dict:
+    """A ``knn`` row of metrics.jsonl: the kNN monitor mid-epoch (``--knn-every-s``), at this training time."""
+    knn = knn_monitor(unwrap(run.model).encoder, run.data.monitor, run.cfg, run.device)  # restores train mode
+    return {"kind": "knn", "step": state.global_step, "epoch": epoch, "train_time_s": state.train_time,
+            "knn_top1": knn}
 
 
 def log_step(run: Run, state: TrainState, epoch: int, loss: torch.Tensor, finite: torch.Tensor, log: MetricsLog,
