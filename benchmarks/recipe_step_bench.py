@@ -11,7 +11,10 @@ Each variant runs in its own process; ``--rounds`` repeats the whole list, inter
 load from other jobs falls on every variant alike; the median over rounds is reported with the ratio to the first
 variant. The first step of a process (and, with compile, its compilation) is timed apart as ``first_s``: what a
 time budget pays once per view size. Every figure line carries the 1-minute load average (``/proc/loadavg``)
-read when the variant ended.
+read when the variant ended. Beside the wall time per step it reports the process's CPU time per step
+(``time.process_time``): with one thread (``--threads 1``) that is the step's own work, which other jobs on the
+machine change much less than its wall time, so it is the figure to compare on a loaded machine
+(``recipe_sweep.py`` models time with it).
 
     .venv/bin/python benchmarks/recipe_step_bench.py --variants prec=fp32,prec=bf16 --rounds 3
     .venv/bin/python benchmarks/recipe_step_bench.py --variants size=32,size=24,size=16 --steps 30
@@ -97,11 +100,13 @@ def run_variant(spec: str, steps: int, warmup: int, threads: int) -> dict:
     first = time.perf_counter() - t0
     for _ in range(warmup):
         step()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - t0) / steps
-    return {"s_per_step": seconds, "images_per_s": batch / seconds, "first_s": first, "load1": load_average()}
+    cpu = (time.process_time() - c0) / steps
+    return {"s_per_step": seconds, "images_per_s": batch / seconds, "cpu_s_per_step": cpu, "first_s": first,
+            "load1": load_average()}
 
 
 def main() -> None:
@@ -130,15 +135,17 @@ def main() -> None:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             runs[spec].append(res)
             print(f"round {r + 1} {spec:40s} {res['s_per_step']:.4f} s/step {res['images_per_s']:7.1f} img/s "
-                  f"first step {res['first_s']:6.1f} s  load {res['load1']:.2f}", flush=True)
-    med = {s: {k: statistics.median(x[k] for x in rs) for k in ("s_per_step", "images_per_s", "first_s", "load1")}
-           for s, rs in runs.items()}
-    base = med[variants[0]]["s_per_step"]
-    print(f"\n| variant | s/step (median) | images/s | speed-up vs {variants[0]} | first step s | load |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: |")
+                  f"CPU {res['cpu_s_per_step']:.4f} s/step first step {res['first_s']:6.1f} s  load {res['load1']:.2f}",
+                  flush=True)
+    keys = ("s_per_step", "images_per_s", "cpu_s_per_step", "first_s", "load1")
+    med = {s: {k: statistics.median(x[k] for x in rs) for k in keys} for s, rs in runs.items()}
+    base, base_cpu = med[variants[0]]["s_per_step"], med[variants[0]]["cpu_s_per_step"]
+    print(f"\n| variant | s/step (median) | images/s | speed-up vs {variants[0]} | CPU s/step | CPU speed-up | "
+          "first step s | load |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for s, m in med.items():
         print(f"| {s} | {m['s_per_step']:.4f} | {m['images_per_s']:.1f} | {base / m['s_per_step']:.2f} | "
-              f"{m['first_s']:.1f} | {m['load1']:.2f} |")
+              f"{m['cpu_s_per_step']:.4f} | {base_cpu / m['cpu_s_per_step']:.2f} | {m['first_s']:.1f} | "
+              f"{m['load1']:.2f} |")
     print(json.dumps({"rounds": args.rounds, "steps": args.steps, "threads": args.threads,
                       "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "ONEDNN_MAX_CPU_ISA",
                                                          "ATEN_CPU_CAPABILITY") if k in os.environ},

@@ -12,7 +12,7 @@ from contrastkit.cli import main
 from contrastkit.config import PretrainConfig
 from contrastkit.train.checkpoint import load_checkpoint, save_checkpoint
 from contrastkit.train.objective import build_objective
-from contrastkit.train.precision import grad_scaler, resolve_precision
+from contrastkit.train.precision import cpu_has_fast_bf16, grad_scaler, resolve_precision
 from contrastkit.train.trainer import train_step as _train_step
 
 CPU = torch.device("cpu")
@@ -69,7 +69,8 @@ def test_auto_precision_and_the_scaler(monkeypatch):
     assert resolve_precision(cuda, "auto") == "fp16"  # a V100 or T4: fp16 with loss scaling
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision(cuda, "auto") == "bf16"
-    assert resolve_precision(CPU, "auto") == "fp32" and resolve_precision(CPU, "fp16") == "fp16"
+    cpu_auto = "bf16" if cpu_has_fast_bf16() else "fp32"  # tests/train/test_precision_auto.py: the CPU's choice
+    assert resolve_precision(CPU, "auto") == cpu_auto and resolve_precision(CPU, "fp16") == "fp16"
     assert isinstance(grad_scaler(CPU, "fp16"), torch.amp.GradScaler)
     assert grad_scaler(CPU, "bf16") is None and grad_scaler(CPU, "auto") is None
 
