@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 DEFAULTS = {"prec": "fp32", "compile": "0", "size": "32", "width": "0.25", "batch": "64", "cl": "1", "malloc": "1",
             "encoder": "resnet18"}
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first")
     parser.add_argument("--rounds", type=int, default=3, help="repeat the list, interleaved; report the median")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--write-costs", help="merge the median CPU s/step of each variant into this JSON table "
+                                              "(recipe_sweep.py --costs)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -146,6 +149,11 @@ def main() -> None:
         print(f"| {s} | {m['s_per_step']:.4f} | {m['images_per_s']:.1f} | {base / m['s_per_step']:.2f} | "
               f"{m['cpu_s_per_step']:.4f} | {base_cpu / m['cpu_s_per_step']:.2f} | {m['first_s']:.1f} | "
               f"{m['load1']:.2f} |")
+    if args.write_costs:
+        path = Path(args.write_costs)
+        table = json.loads(path.read_text()) if path.is_file() else {}
+        table.update({s: round(m["cpu_s_per_step"], 5) for s, m in med.items()})
+        path.write_text(json.dumps(dict(sorted(table.items())), indent=1) + "\n")
     print(json.dumps({"rounds": args.rounds, "steps": args.steps, "threads": args.threads,
                       "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "ONEDNN_MAX_CPU_ISA",
                                                          "ATEN_CPU_CAPABILITY") if k in os.environ},

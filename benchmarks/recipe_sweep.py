@@ -14,12 +14,17 @@ votes, on h, CIFAR-10 mean/std, fp32). The step is the library's: ``BatchAugment
 ``build_model`` (CIFAR stem, channels_last), the tiled ``NTXentLoss``, ``build_optimizer`` (SGD or LARS without
 decay on biases and norms), ``scaled_lr`` and ``warmup_cosine``, glibc malloc tuned.
 
+    # the cost table: CPU seconds per step, one thread, of every kind of step the recipes take
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recipe_step_bench.py --threads 1 --rounds 3 \
+        --variants prec=bf16/width=0.25/batch=64/size=16,... --write-costs benchmarks/results/step_costs.json
     # one recipe (options of contrastkit pretrain, plus warmup: the warm-up's fraction of the budget)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recipe_sweep.py --budget 600 --set '{"lr": 0.6}' --name lr0.6
     # a grid of recipes over a base, each in its own process, results appended to the log (finished ones skipped)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recipe_sweep.py --budget 600 --grid grid.json --log sweep.jsonl
 
-A grid file is a JSON list of ``{"name": ..., "set": {...}}``. Each result is one JSON line: the recipe, the budget,
+``clock_precision`` (a recipe key) times a recipe's steps as if they ran in that precision: bf16 with
+``clock_precision: fp32`` takes exactly the steps of the fp32 recipe, which tells whether bf16 holds the accuracy
+step for step. A grid file is a JSON list of ``{"name": ..., "set": {...}}``. Each result is one JSON line: the recipe, the budget,
 steps and images per view size, the kNN top-1 on the validation split, wall seconds and the load average.
 """
 from __future__ import annotations
@@ -39,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 BASE = dict(encoder="resnet18", width=0.25, proj_hidden_dim=512, proj_dim=128, head_layers=2, batch_size=64,
             lr=0.6, lr_scaling="linear", momentum=0.9, temperature=0.2, crop_scale=[0.2, 1.0], color_strength=0.5,
             warmup=0.0, min_lr_ratio=0.0, weight_decay=5e-4, optimizer="sgd", precision="fp32", size_schedule="",
-            seed=0)
+            seed=0, clock_precision=None)
 
 
 def load_average() -> float:
@@ -49,7 +54,8 @@ def load_average() -> float:
 
 def step_cost(costs: dict, recipe: dict, size: int) -> float:
     """Modelled seconds of one step of ``recipe`` on ``size``-px views (the ``--costs`` table)."""
-    key = f"prec={recipe['precision']}/width={recipe['width']:g}/batch={recipe['batch_size']}/size={size}"
+    precision = recipe["clock_precision"] or recipe["precision"]
+    key = f"prec={precision}/width={recipe['width']:g}/batch={recipe['batch_size']}/size={size}"
     if recipe["encoder"] != "resnet18":
         key += f"/encoder={recipe['encoder']}"
     if key not in costs:
