@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pretrain an encoder (SimCLR, SupCon or cross-entropy)")
     p.add_argument("--config", help="YAML file of options; command-line flags override it")
-    p.add_argument("--recipe", help="a named set of options (contrastkit.recipes: cifar-budget); the YAML file and "
-                                    "flags override it")
+    p.add_argument("--recipe", help="a named set of options (contrastkit.recipes: cifar-budget-2, cifar-budget); the "
+                                    "YAML file and flags override it")
     _add_config_options(p)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")

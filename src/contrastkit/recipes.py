@@ -19,6 +19,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         batch_size=64, lr=0.6, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
         warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0,
     ),
+    # The successor for 2-core CPUs (issue 27; benchmarks/README.md, "Accuracy per minute"): cifar-budget's model and
+    # hyper-parameters, plus bf16 autocast where the CPU multiplies bf16 in hardware (--precision auto) and a
+    # resolution schedule: 16-px views for the first half of the budget, 24 px to 80%, then 32 px.
+    "cifar-budget-2": dict(
+        method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512, proj_dim=128,
+        preset="cifar", augment_on="device", channels_last="on", schedule="time", epochs=100,
+        batch_size=64, lr=0.6, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
+        warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0, precision="auto",
+        size_schedule="16:0.5,24:0.8",
+    ),
 }
 
 

@@ -1,0 +1,42 @@
+"""Named recipes (contrastkit.recipes): each is a valid configuration, and the CPU budget recipe of issue 27 runs
+end to end with its resolution schedule and the CPU's automatic precision."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import make_image_folder
+from contrastkit.config import PretrainConfig
+from contrastkit.recipes import RECIPES, get_recipe
+from contrastkit.train import pretrain
+from contrastkit.train.precision import resolve_precision
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_is_a_valid_config(name, tmp_path):
+    cfg = PretrainConfig(**get_recipe(name), data=str(tmp_path), time_budget_s=60.0)
+    cfg.validate()
+    assert cfg.knn_every == 0  # a budget run spends its seconds on training; the monitor is asked for separately
+
+
+def test_get_recipe_gives_a_copy_and_names_the_known_ones():
+    get_recipe("cifar-budget-2")["lr"] = 99.0
+    assert RECIPES["cifar-budget-2"]["lr"] != 99.0
+    with pytest.raises(ValueError, match="unknown recipe 'nope'; known recipes: cifar-budget, cifar-budget-2"):
+        get_recipe("nope")
+
+
+def test_the_cpu_budget_recipe_runs_with_its_schedule(tmp_path):
+    folder = make_image_folder(tmp_path / "data", per_class=8, size=32)
+    recipe = get_recipe("cifar-budget-2")
+    assert recipe["size_schedule"] and recipe["precision"] == "auto" and recipe["schedule"] == "time"
+    cfg = PretrainConfig(**dict(recipe, batch_size=8), data=str(folder), out=str(tmp_path / "run"),
+                         time_budget_s=600.0, max_steps=3, num_workers=0, progress=False, device="cpu")
+    summary = pretrain(cfg)
+    assert summary["global_step"] == 3 and summary["stop_reason"] == "max_steps"
+    assert summary["precision"] == resolve_precision(torch.device("cpu"), "auto")
+    assert summary["augment_on"] == "device"
+    with pytest.raises(ValueError, match="needs the batched augmentation"):
+        dataclasses.replace(cfg, augment_on="workers").validate()
