@@ -217,7 +217,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the final JSON here")
     parser.add_argument("--plot", help="a PNG of the kNN-over-time curves (with --knn-every-s)")
     parser.add_argument("--replot", help="only draw --plot from this saved --json file")
-    parser.add_argument("--summarize", nargs="+", help="only print markdown for docs/results.md from saved --json files")
+    parser.add_argument("--summarize", nargs="+",
+                        help="only print markdown for docs/results.md from saved --json files")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--one-seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -24,8 +24,9 @@ decay on biases and norms), ``scaled_lr`` and ``warmup_cosine``, glibc malloc tu
 
 ``clock_precision`` (a recipe key) times a recipe's steps as if they ran in that precision: bf16 with
 ``clock_precision: fp32`` takes exactly the steps of the fp32 recipe, which tells whether bf16 holds the accuracy
-step for step. A grid file is a JSON list of ``{"name": ..., "set": {...}}``. Each result is one JSON line: the recipe, the budget,
-steps and images per view size, the kNN top-1 on the validation split, wall seconds and the load average.
+step for step. A grid file is a JSON list of ``{"name": ..., "set": {...}}``. Each result is one JSON line: the
+recipe, the budget, steps and images per view size, the kNN top-1 on the validation split, wall seconds and the load
+average.
 """
 from __future__ import annotations
 
