@@ -82,10 +82,14 @@ def run_variant(spec: str, steps: int, warmup: int, threads: int) -> dict:
     dtype = torch.bfloat16 if v["prec"] == "bf16" else None
     gen = torch.Generator().manual_seed(0)
 
+    aug_cpu = [0.0]
+
     def step() -> None:
         idx = torch.randint(0, len(images), (batch,), generator=gen)
+        c = time.process_time()
         with torch.no_grad():
             x = torch.cat(augment(images[idx], generator=gen))  # (2B, 3, S, S), view-major
+        aug_cpu[0] += time.process_time() - c
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
@@ -102,12 +106,13 @@ def run_variant(spec: str, steps: int, warmup: int, threads: int) -> dict:
     for _ in range(warmup):
         step()
     t0, c0 = time.perf_counter(), time.process_time()
+    aug_cpu[0] = 0.0
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - t0) / steps
     cpu = (time.process_time() - c0) / steps
-    return {"s_per_step": seconds, "images_per_s": batch / seconds, "cpu_s_per_step": cpu, "first_s": first,
-            "load1": load_average()}
+    return {"s_per_step": seconds, "images_per_s": batch / seconds, "cpu_s_per_step": cpu,
+            "augment_cpu_share": aug_cpu[0] / steps / cpu, "first_s": first, "load1": load_average()}
 
 
 def main() -> None:
@@ -140,15 +145,15 @@ def main() -> None:
             print(f"round {r + 1} {spec:40s} {res['s_per_step']:.4f} s/step {res['images_per_s']:7.1f} img/s "
                   f"CPU {res['cpu_s_per_step']:.4f} s/step first step {res['first_s']:6.1f} s  load {res['load1']:.2f}",
                   flush=True)
-    keys = ("s_per_step", "images_per_s", "cpu_s_per_step", "first_s", "load1")
+    keys = ("s_per_step", "images_per_s", "cpu_s_per_step", "augment_cpu_share", "first_s", "load1")
     med = {s: {k: statistics.median(x[k] for x in rs) for k in keys} for s, rs in runs.items()}
     base, base_cpu = med[variants[0]]["s_per_step"], med[variants[0]]["cpu_s_per_step"]
     print(f"\n| variant | s/step (median) | images/s | speed-up vs {variants[0]} | CPU s/step | CPU speed-up | "
-          "first step s | load |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "augmentation's CPU share | first step s | load |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for s, m in med.items():
         print(f"| {s} | {m['s_per_step']:.4f} | {m['images_per_s']:.1f} | {base / m['s_per_step']:.2f} | "
-              f"{m['cpu_s_per_step']:.4f} | {base_cpu / m['cpu_s_per_step']:.2f} | {m['first_s']:.1f} | "
-              f"{m['load1']:.2f} |")
+              f"{m['cpu_s_per_step']:.4f} | {base_cpu / m['cpu_s_per_step']:.2f} | {m['augment_cpu_share']:.2f} | "
+              f"{m['first_s']:.1f} | {m['load1']:.2f} |")
     if args.write_costs:
         path = Path(args.write_costs)
         table = json.loads(path.read_text()) if path.is_file() else {}

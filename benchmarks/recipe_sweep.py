@@ -149,7 +149,7 @@ def train(recipe: dict, budget: float, costs: dict, images, log=print):
     images_seen = step * B
     return model.encoder, {"steps": step, "images": images_seen, "epochs": round(images_seen / len(images), 2),
                            "steps_per_size": {str(k): v for k, v in sorted(per_size.items())},
-                           "final_loss": round(float(loss), 4), "train_wall_s": round(time.perf_counter() - t0, 1)}
+                           "final_loss": round(loss.item(), 4), "train_wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def knn_val(encoder, train_images, train_labels, val_images, val_labels) -> float:
@@ -180,9 +180,27 @@ def run_one(name: str, changes: dict, budget: float, costs: dict) -> dict:
             "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
 
 
+def table(log: Path) -> str:
+    """The sweep log as a markdown table, grouped by budget, in the order the runs finished."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    lines = []
+    for budget in sorted({r["budget"] for r in rows}):
+        lines += [f"Budget {budget:g} modelled seconds:", "",
+                  "| recipe | changes to the base | steps | epochs | steps at 16 / 24 / 32 px | kNN top-1 (val) | "
+                  "wall s | load |", "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
+        for r in (r for r in rows if r["budget"] == budget):
+            per = r["steps_per_size"]
+            sizes = " / ".join(str(per.get(k, 0)) for k in ("16", "24", "32"))
+            changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
+            lines.append(f"| {r['name']} | {changes} | {r['steps']} | {r['epochs']} | {sizes} | "
+                         f"{r['knn_val_top1']:.4f} | {r['wall_s']:.0f} | {r['load1_start']}-{r['load1_end']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, required=True, help="modelled seconds of training per recipe")
+    parser.add_argument("--budget", type=float, default=0.0, help="modelled seconds of training per recipe")
     parser.add_argument("--costs", default=str(HERE / "results" / "step_costs.json"),
                         help="JSON table of modelled step seconds (recipe_step_bench.py variant -> s/step)")
     parser.add_argument("--set", default="{}", help="one recipe: changes to the base, as JSON")
@@ -190,7 +208,13 @@ def main() -> None:
     parser.add_argument("--grid", help="a JSON list of {name, set}: run each (own process) unless in the log")
     parser.add_argument("--log", default=str(HERE / "results" / "recipe_sweep.jsonl"), help="results, appended")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th grid entry from the i-th")
+    parser.add_argument("--table", action="store_true", help="only print the log as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(table(Path(args.log)))
+        return
+    if args.budget <= 0:
+        raise SystemExit("--budget (modelled seconds of training, > 0) is needed to run recipes")
     costs = json.loads(Path(args.costs).read_text())
     if not args.grid:
         result = run_one(args.name, json.loads(args.set), args.budget, costs)

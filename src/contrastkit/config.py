@@ -116,9 +116,9 @@ class PretrainConfig:
     # run
     seed: int = _opt(0, "random seed (data order, augmentation, initialisation)")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp16 with loss scaling on GPUs without bf16, fp32 on "
-                          "CPU), fp32, bf16 or fp16 (with loss scaling); bf16 also "
-                          "speeds up CPUs with AMX (benchmarks/README.md)",
+    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp16 with loss scaling on GPUs without bf16; on a CPU "
+                          "bf16 where it has bf16 instructions (AMX or AVX512-BF16) that oneDNN may use, else "
+                          "fp32: train/precision.py), fp32, bf16 or fp16 (with loss scaling)",
                           choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: str = _opt("auto", "channels_last memory format: on, off, auto (on for GPUs and CPUs, "
                               "where oneDNN convolutions are faster in it; off on a CPU for encoders narrow enough "
