@@ -28,8 +28,7 @@ import torch
 from contrastkit.config import PretrainConfig
 from contrastkit.export import FORMATS, export_checkpoint
 from contrastkit.export.graphs import onnx_session
-from contrastkit.train.checkpoint import save_checkpoint
-from contrastkit.train.setup import build_run_model
+from contrastkit.models import build_model, load_checkpoint_model, save_checkpoint
 
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
@@ -38,7 +37,7 @@ def make_checkpoint(folder: Path, encoder: str, size: int = 224) -> Path:
     """A contrastkit checkpoint of a randomly initialised encoder, in pretrain's layout."""
     cfg = PretrainConfig(encoder=encoder, width=1.0, cifar_stem="off")
     torch.manual_seed(0)
-    model = build_run_model(cfg, 0, size)
+    model = build_model(cfg, None, size)
     path = folder / f"{encoder.replace(':', '_')}.pt"
     save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(),
                      "meta": {"encoder": encoder, "feature_dim": model.encoder.feature_dim, "image_size": size,
@@ -79,11 +78,9 @@ def _seconds(fn, iters: int) -> float:
 
 def throughput(arch: str, folder: Path, batch: int, threads: int, rounds: int, iters: int) -> dict:
     """Images/s of eager PyTorch (NCHW, channels_last) and onnxruntime, alternating round by round."""
-    from contrastkit.runner import load_pretrained
-
     torch.set_num_threads(threads)
-    encoder = load_pretrained(folder / f"{arch}.pt")[0].encoder.eval()
-    encoder_cl = load_pretrained(folder / f"{arch}.pt")[0].encoder.eval().to(memory_format=torch.channels_last)
+    encoder = load_checkpoint_model(folder / f"{arch}.pt")[0].encoder.eval()
+    encoder_cl = load_checkpoint_model(folder / f"{arch}.pt")[0].encoder.eval().to(memory_format=torch.channels_last)
     session, _ = onnx_session(folder / f"{arch}.onnx", threads=threads)
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     x_cl, x_np = x.contiguous(memory_format=torch.channels_last), x.numpy()

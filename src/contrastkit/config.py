@@ -15,12 +15,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES", "METHOD_DEFAULTS"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES"]
 
-METHODS = ("simclr", "supcon", "ce", "distill")
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
-# options whose default depends on the method (None in PretrainConfig until the method's value is filled in)
-METHOD_DEFAULTS = {"temperature": {"simclr": 0.5, "supcon": 0.1, "ce": 0.5}}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -35,15 +32,15 @@ class PretrainConfig:
     """Every option of ``contrastkit pretrain``. See the README for the sources of defaults."""
 
     # what to train
-    method: str = _opt("simclr", "simclr (NT-Xent, SimCLR), supcon (L_out/L_in, SupCon), ce (cross-entropy baseline) "
-                       "or distill (a student on a fine-tuned teacher, SimCLRv2; see contrastkit distill)",
-                       choices=METHODS)
+    method: str = _opt("simclr", "the training method, a name of contrastkit.methods: simclr (NT-Xent, SimCLR), "
+                       "supcon (L_out/L_in, SupCon), ce (cross-entropy baseline) or distill (a student on a "
+                       "fine-tuned teacher, SimCLRv2; see contrastkit distill)")
     loss: str = _opt("ntxent", "loss for --method simclr: ntxent, ntlogistic, margin or npair (SimCLR Table 4)",
                      choices=LOSSES)
     supcon_variant: str = _opt("out", "SupCon loss variant: out (L_out, better: SupCon Table 1) or in (L_in)",
                                choices=("out", "in"))
-    temperature: float | None = _opt(None, "softmax temperature tau; unset: the method's, 0.5 for simclr (SimCLR "
-                                           "CIFAR-10, App. B.9) and 0.1 for supcon (SupCon Sec. 4)",
+    temperature: float | None = _opt(None, "softmax temperature tau; unset: the method's (contrastkit.methods), 0.5 "
+                                           "for simclr (SimCLR CIFAR-10, App. B.9) and 0.1 for supcon (SupCon Sec. 4)",
                                      type=float, default_help="the method's")
     margin: float = _opt(0.1, "margin m of the margin triplet loss on cosine similarities (FaceNet's 0.2 on squared "
                               "distances; SimCLR Table 4 tunes it)")
@@ -151,25 +148,19 @@ class PretrainConfig:
                                    "first (torch.cuda.set_sync_debug_mode), to check that the loop runs ahead of "
                                    "the GPU; logging and checkpoint steps are outside the check")
 
-    def with_method_defaults(self) -> "PretrainConfig":
-        """A copy with every option left unset (None) given its method's default (:data:`METHOD_DEFAULTS`); the
-        run records these values in its config.yaml and checkpoint."""
-        unset = {name: by_method[self.method] for name, by_method in METHOD_DEFAULTS.items()
-                 if getattr(self, name) is None and self.method in by_method}
-        return dataclasses.replace(self, **unset) if unset else self
-
     def validate(self) -> None:
-        """Check every option, each with its own message naming the option, what it got and what it takes.
+        """Check every option on its own, each with a message naming the option, what it got and what it takes.
 
-        Called by :func:`~contrastkit.train.pretrain` before anything is created; the checks that need the data
+        :func:`contrastkit.methods.check_options` calls this, then the method's own checks (an option of another
+        method, the views and batch a method needs), before anything is created; the checks that need the data
         (a batch larger than the training set, labels for SupCon) come when the data are loaded.
 
         Raises:
             ValueError: the first bad option.
         """
         _check_types(self)
-        for check in (_check_training, _check_distillation, _check_data, _check_augmentation, _check_model,
-                      _check_optimisation, _check_run, _check_monitoring):
+        for check in (_check_training, _check_data, _check_augmentation, _check_model, _check_optimisation,
+                      _check_run, _check_monitoring):
             check(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,40 +244,11 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _check_training(cfg: PretrainConfig) -> None:
-    _require(not (not cfg.l2_normalize and (cfg.method == "ce" or (cfg.method == "simclr" and cfg.loss != "ntxent"))),
-             f"--no-l2-normalize applies to NT-Xent and SupCon; got --method {cfg.method} --loss {cfg.loss}, which "
-             f"has no temperature-scaled dot product to leave unnormalised")
+    _require(cfg.method != "", "--method must name a training method (contrastkit.methods), got an empty string")
     _require(cfg.temperature is None or 0 < cfg.temperature < float("inf"),
              f"--temperature must be a finite number > 0, got {cfg.temperature}")
     _require(cfg.margin >= 0, f"--margin must be >= 0, got {cfg.margin}")
     _require(0 < cfg.labeled_fraction <= 1, f"--labeled-fraction must be in (0, 1], got {cfg.labeled_fraction}")
-    _require(cfg.labeled_fraction == 1 or cfg.method == "supcon",
-             f"--labeled-fraction applies to --method supcon only, got --method {cfg.method}")
-
-
-def _check_distillation(cfg: PretrainConfig) -> None:
-    """The distillation options of a PretrainConfig (``teacher``, ``distill_temperature``, ``labelled_weight``).
-
-    Raises:
-        ValueError: ``--method distill`` without ``--teacher``, a teacher file that does not exist, a
-            temperature <= 0, a labelled weight outside [0, 1], or distillation options with another method.
-    """
-    if cfg.method != "distill":
-        if cfg.teacher or cfg.labelled_weight != 0.0 or cfg.distill_temperature != 1.0:
-            raise ValueError(f"--teacher, --distill-temperature and --labelled-weight apply to distillation "
-                             f"(contrastkit distill, or --method distill), got --method {cfg.method}")
-        return
-    if not cfg.teacher:
-        raise ValueError("distillation needs --teacher FINETUNED.pt (written by 'contrastkit eval --protocol "
-                         "finetune --save')")
-    if not Path(cfg.teacher).expanduser().is_file():
-        raise ValueError(f"--teacher {cfg.teacher} does not exist")
-    if not cfg.distill_temperature > 0:
-        raise ValueError(f"--distill-temperature must be a finite number > 0, got {cfg.distill_temperature}")
-    if not 0 <= cfg.labelled_weight <= 1:
-        raise ValueError(f"--labelled-weight must be in [0, 1] (0: distillation alone), got {cfg.labelled_weight}")
-    if cfg.n_views < 1:
-        raise ValueError(f"--n-views must be >= 1 for distillation, got {cfg.n_views}")
 
 
 def _check_data(cfg: PretrainConfig) -> None:
@@ -302,10 +264,7 @@ def _check_augmentation(cfg: PretrainConfig) -> None:
     _require(cfg.size >= 0, f"--size must be >= 0 (0: the preset's), got {cfg.size}")
     lo, hi = cfg.crop_scale
     _require(0 < lo <= hi <= 1, f"--crop-scale must satisfy 0 < min <= max <= 1, got {lo} {hi}")
-    _require(cfg.method in ("ce", "distill") or cfg.n_views >= 2,
-             f"--n-views must be >= 2 for contrastive methods, got {cfg.n_views}")
-    _require(cfg.method != "simclr" or cfg.loss == "ntxent" or cfg.n_views == 2,
-             f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
+    _require(cfg.n_views >= 1, f"--n-views must be >= 1, got {cfg.n_views}")
     if cfg.augment:
         try:
             preset_config("cifar", **cfg.augment)
@@ -314,7 +273,7 @@ def _check_augmentation(cfg: PretrainConfig) -> None:
 
 
 def _check_model(cfg: PretrainConfig) -> None:
-    from .encoders import list_encoders
+    from .models import check_head_layers, list_encoders
 
     _require(cfg.encoder in list_encoders() or cfg.encoder.startswith("timm:"),
              f"unknown encoder {cfg.encoder!r}; known encoders: {', '.join(list_encoders())}")
@@ -322,16 +281,12 @@ def _check_model(cfg: PretrainConfig) -> None:
     _require(cfg.proj_dim >= 1, f"--proj-dim must be >= 1, got {cfg.proj_dim}")
     _require(cfg.proj_hidden_dim >= 0, f"--proj-hidden-dim must be >= 0 (0: the encoder's feature dimension), got "
                                        f"{cfg.proj_hidden_dim}")
-    from .heads import check_head_layers
-
     check_head_layers(cfg.head, cfg.head_layers)
 
 
 def _check_optimisation(cfg: PretrainConfig) -> None:
     _require(cfg.epochs > 0, f"--epochs must be a positive integer, got {cfg.epochs!r}")
     _require(cfg.batch_size > 0, f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
-    _require(cfg.method == "ce" or cfg.batch_size >= 2, f"--batch-size must be >= 2 for --method {cfg.method} (each "
-                                                      f"image is contrasted with the others), got {cfg.batch_size}")
     _require(cfg.micro_batch_size >= 0 and not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
              f"--micro-batch-size must divide --batch-size {cfg.batch_size}, got {cfg.micro_batch_size}")
     _require(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
@@ -344,7 +299,7 @@ def _check_optimisation(cfg: PretrainConfig) -> None:
 
 
 def _check_run(cfg: PretrainConfig) -> None:
-    from .device import resolve_device
+    from .runtime import resolve_device
 
     _require(0 <= cfg.seed < 2**32, f"--seed must be in [0, 2**32), got {cfg.seed}")
     for name in ("checkpoint_every_steps", "max_steps", "time_budget_s"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import TINY
-from contrastkit import allocator
+from contrastkit.runtime import allocator
 from contrastkit.cli import build_parser, main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 
 
 def _pretrain(tmp_path, folder, method, *extra):
@@ -166,7 +166,7 @@ def test_eval_all_with_per_protocol_epochs(tmp_path, image_folder, capsys):
 
 
 def test_eval_malloc_option_is_checked(tmp_path):
-    from contrastkit.runner import evaluate_checkpoint
+    from contrastkit.evaluate import evaluate_checkpoint
 
     with pytest.raises(ValueError, match="malloc must be auto or off, got 'always'"):
         evaluate_checkpoint(tmp_path / "last.pt", "knn", malloc="always")

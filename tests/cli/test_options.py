@@ -11,7 +11,7 @@ import torch
 
 from contrastkit.cli import build_parser
 from contrastkit.config import PretrainConfig, config_groups, option_flag
-from contrastkit.device import resolve_device
+from contrastkit.runtime import resolve_device
 from contrastkit.train import run as run_module
 
 
@@ -111,17 +111,19 @@ def test_supcon_takes_its_own_temperature_unless_one_is_set(tmp_path):
 
     from conftest import TINY, make_image_folder
     from contrastkit.cli import config_from_args, main
-    from contrastkit.train.objective import build_objective
+    from contrastkit.methods import DataInfo, get_method, with_method_defaults
 
     def parsed(*argv):
         return config_from_args(build_parser().parse_args(["pretrain", *argv]))
 
     assert parsed("--method", "supcon").temperature is None  # unset until the run fills in the method's
-    assert parsed("--method", "supcon").with_method_defaults().temperature == 0.1
-    assert parsed("--method", "simclr").with_method_defaults().temperature == 0.5
-    assert parsed("--method", "supcon", "--temperature", "0.3").with_method_defaults().temperature == 0.3
-    assert build_objective(PretrainConfig(method="supcon")).loss.temperature == 0.1
-    assert build_objective(PretrainConfig(method="simclr")).loss.temperature == 0.5
+    assert with_method_defaults(parsed("--method", "supcon")).temperature == 0.1
+    assert with_method_defaults(parsed("--method", "simclr")).temperature == 0.5
+    assert with_method_defaults(parsed("--method", "supcon", "--temperature", "0.3")).temperature == 0.3
+    data = DataInfo([0, 1, 0, 1], ["a", "b"], 16, "toy")
+    for method, tau in (("supcon", 0.1), ("simclr", 0.5)):
+        cfg = with_method_defaults(PretrainConfig(method=method, width=0.125))
+        assert get_method(method).build(cfg, data).objective.loss.temperature == tau
 
     folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
     common = ["pretrain", "--method", "supcon", "--data", str(folder), "--epochs", "1", *TINY, "--batch-size", "6",

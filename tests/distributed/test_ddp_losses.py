@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from contrastkit import distributed
+from contrastkit.runtime import distributed
 from contrastkit.losses import NTXentLoss, SupConLoss
 
 IN_DIM, HIDDEN, OUT_DIM = 6, 16, 8

@@ -8,7 +8,7 @@ import pytest
 
 from contrastkit.experiments import (AUGMENT_OPS, BUDGETS, EXPERIMENTS, get_experiment, materialise_subset,
                                      ops_augment, plan, run_experiment)
-from contrastkit.experiments import execute
+from contrastkit.experiments import execute, records
 from contrastkit.experiments.augment_overrides import check_augment_overrides
 from contrastkit.experiments.subsets import subset_folder
 
@@ -105,7 +105,7 @@ def test_augment_overrides_are_applied_and_then_removed():
 
     from contrastkit.config import PretrainConfig
     from contrastkit.data import load_dataset
-    from contrastkit.train.setup import resolve_preset
+    from contrastkit.train.data import resolve_preset
 
     cfg = PretrainConfig(data="digits", preset="cifar")
     splits = load_dataset("digits")
@@ -245,12 +245,12 @@ def test_fingerprint_tolerates_new_config_fields_at_their_default():
     fp = run.fingerprint()
     older = json.loads(json.dumps(fp))
     del older["config"]["margin"]  # as if stored before the field existed; the run uses the default
-    assert execute._same_fingerprint(older, fp)
+    assert records.same_fingerprint(older, fp)
     changed = json.loads(json.dumps(fp))
     changed["config"]["temperature"] = 0.7
-    assert not execute._same_fingerprint(changed, fp)
-    assert not execute._same_fingerprint({**fp, "linear_epochs": 1}, fp)
-    assert not execute._same_fingerprint(None, fp)
+    assert not records.same_fingerprint(changed, fp)
+    assert not records.same_fingerprint({**fp, "linear_epochs": 1}, fp)
+    assert not records.same_fingerprint(None, fp)
 
 
 def test_fingerprint_holds_the_method_default_temperature():
@@ -263,6 +263,6 @@ def test_fingerprint_holds_the_method_default_temperature():
     fp = run.fingerprint()
     assert fp["config"]["temperature"] == 0.1
     stored = json.loads(json.dumps(fp))
-    assert execute._same_fingerprint(stored, fp)
+    assert records.same_fingerprint(stored, fp)
     stored["config"]["temperature"] = 0.5
-    assert not execute._same_fingerprint(stored, fp)
+    assert not records.same_fingerprint(stored, fp)

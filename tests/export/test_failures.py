@@ -9,7 +9,7 @@ import torch
 from contrastkit.cli import main
 from contrastkit.export import ExportError, export_checkpoint
 from contrastkit.export import state_dicts
-from contrastkit.train.checkpoint import CheckpointError
+from contrastkit.models import CheckpointError
 
 
 def test_an_export_that_does_not_match_contrastkit_fails_and_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch):

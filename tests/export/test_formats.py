@@ -64,7 +64,7 @@ def test_safetensors_holds_torchvision_names_and_the_metadata(tiny_ckpt, tmp_pat
     from safetensors import safe_open
 
     from contrastkit.config import PretrainConfig
-    from contrastkit.encoders import create_encoder
+    from contrastkit.models import create_encoder
 
     out = tmp_path / "enc.safetensors"
     export_checkpoint(tiny_ckpt, "safetensors", out, include_head=True)
@@ -134,7 +134,7 @@ def test_formats_an_encoder_cannot_take_are_refused(timm_ckpt, stock_ckpt, tmp_p
 @pytest.mark.parametrize("arch,width,stem", [(a, 0.125, s) for a in ("resnet18", "resnet34", "resnet50")
                                              for s in ("cifar", "imagenet")] + [("resnet34", 1.0, "cifar")])
 def test_the_printed_torchvision_lines_build_contrastkit_s_layout(arch, width, stem):
-    from contrastkit.encoders import create_encoder
+    from contrastkit.models import create_encoder
     from contrastkit.export.torchvision_code import torchvision_build_lines
 
     namespace: dict = {}
@@ -173,12 +173,11 @@ def test_a_three_layer_head_is_exported_whole(fmt, tmp_path):
 
 
 def test_a_fine_tuned_network_exports_f_and_refuses_include_head(tmp_path):
-    from contrastkit.finetuned import build_finetuned_network, save_finetuned
+    from contrastkit.models import build_model, load_checkpoint, save_finetuned
     from export_checkpoints import make_checkpoint
-    from contrastkit.train.checkpoint import load_checkpoint
 
     pre = load_checkpoint(make_checkpoint(tmp_path / "head3.pt", head_layers=3))
-    net = build_finetuned_network(pre["config"], num_classes=3, image_size=16, head_layer=1)
+    net = build_model(pre["config"], num_classes=3, image_size=16, head_layer=1)
     path = save_finetuned(tmp_path / "ft.pt", net, pre["config"], pre["meta"], ["a", "b", "c"],
                           {"kind": "finetune", "top1": 0.5})
     with pytest.raises(ExportError, match="fine-tuned network.*without --include-head.*--protocol classifier"):

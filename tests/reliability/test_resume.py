@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from contrastkit.cli import main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 from reliability._common import pretrain_args
 
 # One DataLoader worker: views must not depend on which process makes them.

@@ -13,6 +13,8 @@ import itertools
 import math
 from typing import Any
 
+from ..config import PretrainConfig
+from ..methods.simclr import simclr_objective
 from .budgets import Budget
 from .few_labels import PAPER_FEW_LABELS, few_labels_runs, few_labels_summary, run_few_labels
 from .paper import PAPER
@@ -181,10 +183,7 @@ LOSS_NAMES = {"ntxent": "NT-Xent", "ntlogistic": "NT-Logistic", "margin": "margi
 
 def semi_hard_supported(loss: str) -> bool:
     """Whether the library's objective for ``loss`` honours ``semi_hard=True`` (the loss object says so)."""
-    from ..config import PretrainConfig
-    from ..train.objective import build_objective
-
-    objective = build_objective(PretrainConfig(method="simclr", loss=loss, semi_hard=True))
+    objective = simclr_objective(PretrainConfig(method="simclr", loss=loss, semi_hard=True, temperature=0.5))
     return getattr(objective.loss, "semi_hard", False) is True
 
 

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..evaluate.plots import new_figure
+
 __all__ = ["write_markdown", "write_figure", "markdown_table"]
 
 
@@ -152,8 +154,6 @@ def write_figure(spec: dict[str, Any], path: str | Path, baseline: dict[str, Any
     Raises:
         ValueError: an unknown figure kind or a path that does not end in ``.png``.
     """
-    from ..evaluate.plots import new_figure
-
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"figure path must end in .png, got {str(path)!r}")

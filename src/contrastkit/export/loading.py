@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from ..encoders import Encoder
-from ..train.checkpoint import CheckpointError, resolve_checkpoint
+from ..models import CheckpointError, Encoder, load_checkpoint_model, resolve_checkpoint
 from .formats import ExportError, sidecar_path
 from .graphs import load_torchscript, onnx_session
 from .metadata import check_metadata, read_sidecar
@@ -92,12 +91,10 @@ def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportError(f"{path} is not a readable torch file ({type(exc).__name__}: {first})") from exc
     if isinstance(state, dict) and "model" in state and "config" in state:
-        from ..runner import load_pretrained
-
-        model, meta, _ = load_pretrained(path, "cpu")
-        size = int(meta.get("image_size", 32))
-        return model.encoder, {"input_size": [3, size, size], "mean": list(meta.get("mean", (0.5,) * 3)),
-                               "std": list(meta.get("std", (0.5,) * 3)), "architecture": meta.get("encoder")}
+        model, meta, config = load_checkpoint_model(path, "cpu")
+        size = meta.image_size
+        return model.encoder, {"input_size": [3, size, size], "mean": list(meta.mean), "std": list(meta.std),
+                               "architecture": config.get("encoder")}
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise ExportError(f"{path} is a torch file but neither a contrastkit checkpoint (keys 'model' and 'config') "
                           f"nor a state_dict of tensors")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import distributed
+from ..runtime import distributed
 from ._tiled import group_counts, supcon_tiled
 from ._validation import check_chunk_size, check_flag, check_temperature, computes_in_fp32, compute_dtype, normalize
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data import load_dataset
 from ..evaluate.embed import CSV_HEADER, class_column
+from ..runtime import resolve_device
 from .encoder import load_frozen_encoder
 from .stream import SHARD_SIZE, embed_stream, iter_shards
 
@@ -102,7 +103,6 @@ def embed_to_files(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dat
         ValueError: an unknown data set, an empty folder, a missing split, no readable image.
         CheckpointError: a missing or corrupt checkpoint.
     """
-    from ..device import resolve_device
 
     if num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {num_workers}")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.sources import IMAGE_EXTENSIONS, ImageFiles
+from ..runtime import resolve_device
 from .backends import KINDS, FaissSearcher, exact_topk, faiss_available, recall_at_k, require_faiss
 from .encoder import FrozenEncoder, load_frozen_encoder
 from .stream import SHARD_SIZE, embed_stream, iter_shards
@@ -296,7 +297,6 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
             bad options; :class:`IndexMismatchError` for an update through another checkpoint.
         RuntimeError: FAISS is needed (ivf, hnsw, backend faiss) but not installed.
     """
-    from ..device import resolve_device
 
     t0 = time.perf_counter()
     out = Path(os.path.expanduser(os.fspath(out)))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..data.sources import open_rgb
 from ..data.views import resize_square
+from ..runtime import resolve_device
 from .encoder import FrozenEncoder, load_frozen_encoder
 from .index import ImageIndex, check_k, list_images
 
@@ -85,7 +86,6 @@ def search(index: str | os.PathLike | ImageIndex, query: str | os.PathLike, k: i
         ValueError: a missing or non-image query, an empty folder, k out of range, a damaged index;
             :class:`contrastkit.search.IndexMismatchError` for another model than the index's.
     """
-    from ..device import resolve_device
 
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index, backend=backend, nprobe=nprobe)
     check_k(k, len(idx))

@@ -51,8 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..finetuned import FineTunedNetwork, head_prefix_of
-from ..heads import HeadPrefix
+from ..models import FineTunedNetwork, HeadPrefix, head_prefix_of
 from ._checks import check_positive_float, check_positive_int, resolve_device
 from .classify import classifier_accuracy
 

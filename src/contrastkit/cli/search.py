@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-__all__ = ["_add_index_parser", "_add_search_parser", "_run_index", "_run_search"]
+__all__ = ["register"]
 
 
 def _add_index_parser(sub) -> None:
@@ -59,7 +59,7 @@ def _check_positive(flag: str, value) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> None:
-    from .search import build_index
+    from ..search import build_index
 
     for flag, value in (("--batch-size", args.batch_size), ("--nlist", args.nlist), ("--nprobe", args.nprobe)):
         _check_positive(flag, value)
@@ -81,7 +81,7 @@ def _print_results(results: list[dict]) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> None:
-    from .search import find_near_duplicates, search, write_search_outputs
+    from ..search import find_near_duplicates, search, write_search_outputs
 
     if args.near_duplicates is not None:
         if args.out is not None:
@@ -104,3 +104,11 @@ def _run_search(args: argparse.Namespace) -> None:
     if args.out is not None:
         written = write_search_outputs(results, args.out)
         print(f"wrote {written['png']} and {written['html']}", file=sys.stderr if args.json else sys.stdout)
+
+
+def register(sub) -> None:
+    """Add ``index`` and ``search`` to the command line's subcommands."""
+    _add_index_parser(sub)
+    sub.choices["index"].set_defaults(handler=lambda args, argv: _run_index(args))
+    _add_search_parser(sub)
+    sub.choices["search"].set_defaults(handler=lambda args, argv: _run_search(args))

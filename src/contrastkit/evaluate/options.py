@@ -2,17 +2,20 @@
 
 ``contrastkit eval`` refuses an option its protocol does not use (``--protocol knn --from-scratch``) instead of
 ignoring it; the command line runs this check before anything heavy is imported, and
-:func:`contrastkit.runner.evaluate_checkpoint` runs it again for Python callers.
+:func:`contrastkit.evaluate.protocols.evaluate_checkpoint` runs it again for Python callers.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EVAL_PROTOCOLS", "EXTRA_PROTOCOLS", "OPTION_PROTOCOLS", "check_eval_options"]
+__all__ = ["PROTOCOLS", "EXTRA_PROTOCOLS", "ALL_PROTOCOLS", "OPTION_PROTOCOLS", "check_eval_options"]
 
-EVAL_PROTOCOLS = ("knn", "linear", "finetune", "retrieval")
+#: the protocols of ``--protocol all``
+PROTOCOLS = ("knn", "linear", "finetune", "retrieval")
 #: protocols outside ``all``: ``classifier`` scores a fine-tuned checkpoint's own classifier.
 EXTRA_PROTOCOLS = ("classifier",)
+#: every value of ``--protocol``
+ALL_PROTOCOLS = PROTOCOLS + ("all",) + EXTRA_PROTOCOLS
 
 #: option (a keyword of ``evaluate_checkpoint``) -> the protocols that use it; ``all`` uses every option.
 OPTION_PROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -40,8 +43,8 @@ def check_eval_options(protocol: str, **options: Any) -> None:
     Raises:
         ValueError: an unknown protocol or option, an option the protocol does not use, or a value out of range.
     """
-    if protocol != "all" and protocol not in EVAL_PROTOCOLS + EXTRA_PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(EVAL_PROTOCOLS + EXTRA_PROTOCOLS)} "
+    if protocol != "all" and protocol not in PROTOCOLS + EXTRA_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS + EXTRA_PROTOCOLS)} "
                          f"or all")
     unknown = sorted(set(options) - set(OPTION_PROTOCOLS))
     if unknown:

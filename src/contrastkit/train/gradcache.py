@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .train.precision import upcast
+from .forward import forward_views
 
 __all__ = ["cached_backward"]
 
@@ -92,19 +92,12 @@ def cached_backward(
     if micro_batch_size < 1:
         raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
     autocast = autocast or contextlib.nullcontext
-    n, v = views.shape[:2]
+    n = views.shape[0]
     chunks = [slice(i, min(i + micro_batch_size, n)) for i in range(0, n, micro_batch_size)]
     device = views.device
 
     def forward(chunk: slice) -> torch.Tensor:
-        x = views[chunk]  # (n_c, V, C, H, W)
-        m = x.shape[0]
-        x = x.transpose(0, 1).reshape(v * m, *x.shape[2:])  # (V*n_c, C, H, W), view-major
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            _, out = model(x)  # (V*n_c, D)
-        return upcast(out).view(v, m, -1).transpose(0, 1)  # (n_c, V, D)
+        return forward_views(model, views[chunk], channels_last, autocast)  # (n_c, V, D)
 
     # Pass 1: embeddings only, no graph; BN running stats restored afterwards.
     bn_saved = _bn_buffers(model)

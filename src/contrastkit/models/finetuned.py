@@ -4,7 +4,8 @@ SimCLRv2 (Chen et al. 2020, arXiv 2006.10029, Sec. 2.2) fine-tunes from a layer 
 than from h: the network is f, then the first L Linear-BN-ReLU blocks of g, then a new linear layer
 (L = 0 is SimCLR's fine-tuning from h). A distilled student (Sec. 2.3) is the same network with L = 0.
 
-Checkpoint format (``FORMAT``, written by :func:`save_finetuned`, read by :func:`load_finetuned`), a dict
+Checkpoint format (``FORMAT``, made by :func:`finetuned_state`, written by
+:func:`~contrastkit.models.checkpoint.save_finetuned`, read by :func:`~contrastkit.models.checkpoint.load_checkpoint_model`), a dict
 that loads with ``torch.load(weights_only=True)``:
 
 * ``format``: ``"contrastkit.finetuned"``; ``version``: 1.
@@ -24,8 +25,6 @@ read a pretraining checkpoint's encoder read this one's too.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,8 +32,7 @@ from torch import nn
 
 from .heads import HeadPrefix, ProjectionHead
 
-__all__ = ["FineTunedNetwork", "FORMAT", "build_finetuned_network", "save_finetuned", "load_finetuned",
-           "is_finetuned"]
+__all__ = ["FineTunedNetwork", "FORMAT", "head_prefix_of", "is_finetuned", "finetuned_state"]
 
 FORMAT = "contrastkit.finetuned"
 VERSION = 1
@@ -45,7 +43,7 @@ class FineTunedNetwork(nn.Module):
 
     Attributes:
         encoder: the encoder f.
-        head: a :class:`~contrastkit.heads.HeadPrefix` (L = 0: the identity).
+        head: a :class:`~contrastkit.models.heads.HeadPrefix` (L = 0: the identity).
         classifier: ``nn.Linear(feature_dim, C)``.
 
     Shape:
@@ -92,47 +90,28 @@ def head_prefix_of(model: nn.Module, head_layer: int, feature_dim: int) -> HeadP
     return HeadPrefix([], feature_dim)
 
 
-def build_finetuned_network(config: dict[str, Any], num_classes: int, image_size: int,
-                            head_layer: int = 0) -> FineTunedNetwork:
-    """A freshly initialised network of the architecture in ``config`` (a PretrainConfig dict)."""
-    from .config import PretrainConfig
-    from .model import build_model
-
-    cfg = PretrainConfig.from_dict(config)
-    stem = cfg.cifar_stem == "on" or (cfg.cifar_stem == "auto" and image_size <= 64)
-    model = build_model(cfg.encoder, cifar_stem=stem, width=cfg.width, head=cfg.head,
-                        proj_hidden_dim=cfg.proj_hidden_dim or None, proj_dim=cfg.proj_dim,
-                        head_layers=cfg.head_layers)
-    prefix = head_prefix_of(model, head_layer, model.encoder.feature_dim)
-    return FineTunedNetwork(model.encoder, prefix, nn.Linear(prefix.out_dim, num_classes))
-
-
 def is_finetuned(state: dict[str, Any]) -> bool:
     """Whether a loaded checkpoint dict is a fine-tuned network (rather than a pretraining run)."""
     return isinstance(state, dict) and state.get("format") == FORMAT
 
 
-def save_finetuned(path: str | os.PathLike, network: FineTunedNetwork, config: dict[str, Any],
-                   meta: dict[str, Any], classes: list[str], result: dict[str, Any]) -> Path:
-    """Write ``network`` as a fine-tuned checkpoint (atomically: a temporary file, then a rename).
+def finetuned_state(network: FineTunedNetwork, config: dict[str, Any], meta: dict[str, Any], classes: list[str],
+                    result: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint dict of a fine-tuned network (the format above).
 
     Args:
-        path: the file to write.
         network: the fine-tuned network.
-        config: the PretrainConfig dict of its architecture.
+        config: the run options of its architecture (a PretrainConfig dict).
         meta: the pretraining checkpoint's meta (image size, normalisation, data, ...).
         classes: the C class names, in the classifier's order.
         result: how the network was made and what it scored (``kind``, ``top1``, ``top5``, ``data``, ...).
 
     Raises:
         ValueError: ``classes`` does not have one name per output of the classifier.
-        CheckpointError: the file could not be written.
     """
-    from .train.checkpoint import save_checkpoint
-
     if len(classes) != network.num_classes:
         raise ValueError(f"classes has {len(classes)} names but the classifier has {network.num_classes} outputs")
-    state = {
+    return {
         "format": FORMAT,
         "version": VERSION,
         "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
@@ -142,36 +121,3 @@ def save_finetuned(path: str | os.PathLike, network: FineTunedNetwork, config: d
                        "from_head_layer": network.from_head_layer, "feature_dim": network.classifier.in_features},
         "result": dict(result),
     }
-    path = Path(path).expanduser()
-    save_checkpoint(state, path)
-    prev = path.with_name(path.stem + ".prev" + path.suffix)  # save_checkpoint keeps one for training runs
-    if prev.exists():
-        prev.unlink()
-    return path
-
-
-def load_finetuned(path: str | os.PathLike, device: str | torch.device = "cpu"
-                   ) -> tuple[FineTunedNetwork, dict[str, Any]]:
-    """Rebuild and strictly load a fine-tuned checkpoint.
-
-    Returns:
-        (network in eval mode on ``device``, the checkpoint dict without ``model``).
-
-    Raises:
-        CheckpointError: the file is missing or corrupt, is not a fine-tuned checkpoint, or its weights do not
-            match its own architecture.
-    """
-    from .train.checkpoint import CheckpointError, load_checkpoint
-
-    state = load_checkpoint(path)
-    if not is_finetuned(state):
-        raise CheckpointError(f"{path} is a pretraining checkpoint, not a fine-tuned network; write one with "
-                              f"'contrastkit eval --protocol finetune ... --save PATH'")
-    info = state["classifier"]
-    network = build_finetuned_network(state["config"], int(info["num_classes"]),
-                                      int(state["meta"].get("image_size", 32)), int(info["from_head_layer"]))
-    try:
-        network.load_state_dict(state["model"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"fine-tuned checkpoint {path} does not match its own architecture: {exc}") from exc
-    return network.to(device).eval(), {k: v for k, v in state.items() if k != "model"}

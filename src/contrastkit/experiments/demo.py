@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import PretrainConfig
-from .runner import evaluation_data, load_pretrained, run_protocol
-from .train import pretrain
-from .train.setup import build_run_model
+from sklearn.model_selection import train_test_split
+
+from ..augment import BatchAugment
+from ..config import PretrainConfig
+from ..data import EvalDataset
+from ..data.sources import DigitsImages
+from ..evaluate import extract_features, format_table, plot_curves, plot_embedding_2d
+from ..evaluate.protocols import evaluation_data, run_protocol
+from ..models import build_model, load_checkpoint_model
+from ..train import pretrain
 
 __all__ = ["run_demo", "demo_config", "evaluate_encoders", "digits_validation_folder", "CANDIDATES", "DEMO_RECIPE"]
 
@@ -82,10 +88,6 @@ def digits_validation_folder(root: str | Path, seed: int = 1) -> Path:
     The folder on which the demo's recipe is chosen; digits' own test split is never read. Written once (a
     ``done`` marker), as PNGs of the 32 px RGB images ``load_dataset("digits")`` gives.
     """
-    from sklearn.model_selection import train_test_split
-
-    from .data.sources import DigitsImages
-
     root = Path(root)
     if (root / "done").exists():
         return root
@@ -122,16 +124,13 @@ def under_augmentation(data: dict, cfg: PretrainConfig, seed: int = 0) -> dict:
     seeded view per image, the same for every encoder, so references and queries come from one distribution.
 
     Args:
-        data: :func:`contrastkit.runner.evaluation_data` (uint8 images at the run's size).
+        data: :func:`contrastkit.evaluate.evaluation_data` (uint8 images at the run's size).
         cfg: the run's config (its crop scale and augmentation overrides).
         seed: seed of the views.
 
     Returns:
         A copy of ``data`` whose ``train`` and ``test`` hold the views.
     """
-    from .augment import BatchAugment
-    from .data import EvalDataset
-
     augment = BatchAugment.from_preset("cifar", n_views=1, size=data["image_size"], crop_scale=tuple(cfg.crop_scale),
                                        normalize=None, **(cfg.augment or {}))
     generator = torch.Generator().manual_seed(10_000 + seed)
@@ -152,7 +151,7 @@ def evaluate_encoders(model, cfg: PretrainConfig, data: dict, seed: int = 0,
     Args:
         model: the pretrained model.
         cfg: its config (builds the random encoder of the same architecture).
-        data: :func:`contrastkit.runner.evaluation_data` of the split to score.
+        data: :func:`contrastkit.evaluate.evaluation_data` of the split to score.
         seed: seed of the random encoder, the views and the linear probe.
         augmented: score on :func:`under_augmentation` views (the demo's evaluation); False: on the images as
             they are.
@@ -163,7 +162,7 @@ def evaluate_encoders(model, cfg: PretrainConfig, data: dict, seed: int = 0,
     if augmented:
         data = under_augmentation(data, cfg, seed)
     torch.manual_seed(seed + 1)
-    random_model = build_run_model(cfg, data["num_classes"], data["image_size"]).eval()
+    random_model = build_model(cfg, None, data["image_size"]).eval()
     summary: dict[str, dict[str, float]] = {}
     for name, m in (("simclr", model), ("random", random_model)):
         feats: dict = {}
@@ -175,8 +174,6 @@ def evaluate_encoders(model, cfg: PretrainConfig, data: dict, seed: int = 0,
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Pretrain, evaluate the three encoders, write ``summary.json`` and plots; returns the summary."""
-    from .evaluate import extract_features, format_table, plot_curves, plot_embedding_2d
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -184,8 +181,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     print(f"[demo] SimCLR pretraining on digits: {cfg.epochs} epochs, batch {cfg.batch_size}, "
           f"{cfg.size or 32} px, {cfg.encoder} width {cfg.width} (recipe {DEMO_RECIPE!r})")
     train_summary = pretrain(cfg)
-    model, meta, _ = load_pretrained(Path(cfg.out) / "last.pt")
-    data = evaluation_data("digits", meta, seed=seed)
+    model, meta, _ = load_checkpoint_model(Path(cfg.out) / "last.pt")
+    data = evaluation_data("digits", meta.image_size, meta.mean, meta.std, seed=seed)
 
     summary = evaluate_encoders(model, cfg, data, seed)
 
