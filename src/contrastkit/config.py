@@ -8,6 +8,7 @@ share one source of truth. Precedence: dataclass defaults < YAML file
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES", "SPELLINGS"]
 
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
+#: The other spelling of an option's name (British and American), accepted in YAML and on the command line.
+SPELLINGS = {"labelled_fraction": "labeled_fraction", "labeled_weight": "labelled_weight"}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -50,7 +53,8 @@ class PretrainConfig:
     labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
 
     # what to train: distillation (SimCLRv2 Sec. 2.3; contrastkit distill)
-    teacher: str = _opt("", "distill: the fine-tuned teacher (eval --protocol finetune --save)")
+    teacher: str = _opt("", "distill: the fine-tuned teacher (eval --protocol finetune --save)",
+                        default_help="none")
     distill_temperature: float = _opt(1.0, "distill: temperature tau softening teacher and student predictions")
     labelled_weight: float = _opt(0.0, "distill: weight A of the labelled loss on the teacher's labelled subset, "
                                        "(1 - A) x distillation + A x cross-entropy (SimCLRv2 eq. 3, A = 1 - alpha)")
@@ -170,11 +174,20 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
+        """Options from a mapping (a YAML file, a checkpoint's config); the other spelling of an option
+        (:data:`SPELLINGS`) is accepted.
+
+        Raises:
+            ValueError: an unknown key, naming the closest known ones.
+        """
+        values = {SPELLINGS.get(k, k): v for k, v in values.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        values = dict(values)
+            hints = [f"{k!r} (did you mean {', '.join(repr(c) for c in close)}?)" if close else repr(k)
+                     for k in unknown for close in [difflib.get_close_matches(k, known, n=1, cutoff=0.6)]]
+            raise ValueError(f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                             f"`contrastkit pretrain --help` lists every option")
         if "crop_scale" in values:
             values["crop_scale"] = tuple(values["crop_scale"])
         return cls(**values)
@@ -287,7 +300,8 @@ def _check_model(cfg: PretrainConfig) -> None:
 def _check_optimisation(cfg: PretrainConfig) -> None:
     _require(cfg.epochs > 0, f"--epochs must be a positive integer, got {cfg.epochs!r}")
     _require(cfg.batch_size > 0, f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
-    _require(cfg.micro_batch_size >= 0 and not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
+    _require(cfg.micro_batch_size >= 0, f"--micro-batch-size must be >= 0 (0: off), got {cfg.micro_batch_size}")
+    _require(not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
              f"--micro-batch-size must divide --batch-size {cfg.batch_size}, got {cfg.micro_batch_size}")
     _require(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
     _require(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")

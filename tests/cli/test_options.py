@@ -177,3 +177,21 @@ def test_out_naming_a_file(tmp_path, capsys):
     (tmp_path / "run").write_text("not a folder")
     out, err = _failed_start(tmp_path, capsys, folder)
     assert f"--out {out} is a file; expected a folder" in err and "Errno" not in err
+
+
+def test_options_accept_both_spellings_and_unknown_keys_get_a_suggestion(tmp_path):
+    """Issue 31: --labeled-fraction and --labelled-weight are accepted in either spelling; an unknown YAML key names
+    the closest option instead of listing all of them."""
+    from contrastkit.cli import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["pretrain", "--labelled-fraction", "0.5"]))
+    assert cfg.labeled_fraction == 0.5
+    assert PretrainConfig.from_dict({"labeled_weight": 0.3}).labelled_weight == 0.3
+    with pytest.raises(ValueError, match=r"unknown config key 'bath_size' \(did you mean 'batch_size'\?\)") as err:
+        PretrainConfig.from_dict({"bath_size": 64})
+    assert "knn_temperature" not in str(err.value)  # not the whole list of options
+    with pytest.raises(ValueError, match=r"--micro-batch-size must be >= 0 \(0: off\), got -1"):
+        PretrainConfig(micro_batch_size=-1).validate()
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["pretrain"].format_help().split())
+    assert "--teacher TEACHER distill: the fine-tuned teacher (eval --protocol finetune --save) (default: none)" \
+        in help_text

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import PretrainConfig, config_groups, load_yaml, option_flag
+from ..config import SPELLINGS, PretrainConfig, config_groups, load_yaml, option_flag
 from ..recipes import get_recipe
 from .common import print_json
 
@@ -59,7 +59,8 @@ def add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
             else:
                 kwargs["type"] = meta.pop("type", type(default))
                 kwargs.update(meta)
-            group.add_argument(option_flag(name), **kwargs)
+            spellings = [option_flag(other) for other, canonical in SPELLINGS.items() if canonical == name]
+            group.add_argument(option_flag(name), *spellings, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> PretrainConfig:

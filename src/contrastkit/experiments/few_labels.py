@@ -62,6 +62,11 @@ PAPER_FEW_LABELS: dict[str, Any] = {
 }
 
 
+def _percent(fraction: float | None) -> float | None:
+    """A fraction as a percentage with two decimals (None stays None: top-5 of 5 classes or fewer)."""
+    return None if fraction is None else round(100 * fraction, 2)
+
+
 def _pct(fraction: float) -> str:
     return f"{100 * fraction:g}pct"
 
@@ -148,7 +153,7 @@ def _finetune_stage(row, fraction, pre, evaluator, epochs, out, teacher_path=Non
         if teacher_path is not None:
             save_finetuned_result(teacher_path, res, meta, data, pre.out / "last.pt", meta.data, evaluator.seed)
         m = res["metrics"]
-        return {"top1": round(100 * m["top1"], 2), "top5": round(100 * m["top5"], 2), "n_train": m["n_train"],
+        return {"top1": round(100 * m["top1"], 2), "top5": _percent(m["top5"]), "n_train": m["n_train"],
                 "epochs": epochs}
 
     record = _stage(f"{row}-{_pct(fraction)}", {"row": row, "fraction": fraction}, fingerprint, out, work)
@@ -166,7 +171,7 @@ def _distill_stage(fraction, pre, teacher_record, teacher_path, settings, out, p
 
     def work() -> dict[str, Any]:
         summary = pretrain(cfg)
-        return {"top1": round(100 * summary["student_top1"], 2), "top5": round(100 * summary["student_top5"], 2),
+        return {"top1": round(100 * summary["student_top1"], 2), "top5": _percent(summary["student_top5"]),
                 "steps": summary["global_step"], "train_time_s": summary["train_time_s"]}
 
     return _stage(f"distilled-{_pct(fraction)}", {"row": "distilled", "fraction": fraction}, fingerprint, out, work)
