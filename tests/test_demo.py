@@ -1,5 +1,6 @@
 """The demo's outputs: summary.json in the promised schema and the three plots (1 epoch, so not its accuracy); its
 evaluation under augmentation; its recipe chosen on training images only."""
+import dataclasses
 import json
 
 import pytest
@@ -27,6 +28,23 @@ def test_demo_writes_summary_and_plots(tmp_path):
     assert saved["pixels"]["knn"] < clean["pixels"]["knn"]  # the demo scores views, where pixels lose their edge
     for name in ("loss_curve.png", "knn_per_epoch.png", "embedding_2d.png"):
         assert (tmp_path / "demo" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_rerun_resumes_its_run_and_other_options_replace_it(tmp_path):
+    """Issue 31: a demo stopped with Ctrl-C can go on: a rerun resumes the run of the same options (a finished one
+    is not trained again); other options start it again."""
+    from contrastkit.experiments.demo import demo_config, pretrain_or_resume
+    from contrastkit.models import load_checkpoint
+
+    cfg = dataclasses.replace(demo_config(tmp_path, epochs=2), max_steps=3, knn_every=0, progress=False)
+    first = pretrain_or_resume(cfg)
+    assert first["global_step"] == 3 and first["stop_reason"] == "max_steps"
+    again = pretrain_or_resume(dataclasses.replace(cfg, max_steps=5))  # as if the first run had been stopped
+    steps = [json.loads(line)["step"] for line in (tmp_path / "simclr" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "step"]
+    assert again["global_step"] == 5 and steps == sorted(set(steps))  # resumed at 3: no step logged twice
+    other = pretrain_or_resume(dataclasses.replace(cfg, seed=1, max_steps=2))  # another demo's options
+    assert other["global_step"] == 2 and load_checkpoint(tmp_path / "simclr")["config"]["seed"] == 1
 
 
 def test_every_candidate_recipe_is_a_valid_config(tmp_path):

@@ -3,6 +3,7 @@ one epoch, the end of an epoch with its checkpoint, resuming from it, and the no
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 
 import pytest
@@ -210,13 +211,34 @@ def test_guard_stop_mode_deferred_as_on_a_gpu(tmp_path):
 
 
 def test_the_progress_line_shows_the_epoch_and_its_knn(cfg, capsys):
-    """Issue 21: the console shows the epoch number and each epoch's kNN, not only metrics.jsonl."""
+    """Issue 21: the console shows the epoch number and each epoch's kNN, not only metrics.jsonl. Issue 31: when
+    stderr is not a terminal (here: captured), one line per epoch, not a bar redrawn at every step."""
     from contrastkit.train import pretrain
 
     pretrain(dataclasses.replace(cfg, progress=True))
     err = capsys.readouterr().err
-    assert "epoch 1/2" in err and "epoch 2/2" in err
-    assert re.search(r"knn=[01]\.\d{3}", err), err[-500:]
+    lines = [line for line in err.splitlines() if line.startswith("simclr epoch")]
+    assert [line.split(",")[0] for line in lines] == ["simclr epoch 1/2", "simclr epoch 2/2"], err[-500:]
+    assert all(re.search(r", knn [01]\.\d{3}$", line) for line in lines), lines
+    assert "\r" not in err and "it/s" not in err  # no tqdm redraws in a log
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_progress_is_a_bar():
+    stream = _Terminal()
+    bar = ProgressLine(True, 4, 0, "simclr", 2, stream=stream)
+    bar.epoch(0)
+    bar.update()
+    bar.show(knn="0.500")
+    bar.end_epoch({"epoch": 0, "loss": 1.0, "epoch_time_s": 0.1, "knn_top1": 0.5})
+    bar.close()
+    text = stream.getvalue()
+    assert "simclr epoch 1/2" in text and "knn=0.500" in text and "\r" in text  # tqdm's redrawn line
+    assert "loss 1.0000" not in text  # no epoch line on a terminal
 
 
 def test_the_monitor_runs_on_every_rank_and_only_rank_0_writes(cfg):

@@ -20,7 +20,12 @@ def _run_experiment(args: argparse.Namespace, argv: Sequence[str] | None) -> Non
 def _run_demo(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     from ..experiments.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, seed=args.seed)
+    try:
+        run_demo(args.out, epochs=args.epochs, seed=args.seed)
+    except KeyboardInterrupt:
+        args.interrupted = ("\ninterrupted: run the same command again to resume the demo from its last checkpoint "
+                            f"(in {args.out}/simclr)")
+        raise
 
 
 def register(sub) -> None:

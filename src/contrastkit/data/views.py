@@ -215,7 +215,7 @@ def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key:
     if progress:
         from tqdm.auto import tqdm
 
-        loader = tqdm(loader, desc=f"decoding {len(source)} images", leave=False)
+        loader = tqdm(loader, desc=f"decoding {len(source)} images", leave=False, disable=None)  # none in a log
     images, labels = [], []
     for x, y in loader:
         images.append(x)

@@ -9,6 +9,7 @@ images (``scripts/demo_tune.py``, docs/results.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..data import EvalDataset
 from ..data.sources import DigitsImages
 from ..evaluate import extract_features, format_table, plot_curves, plot_embedding_2d
 from ..evaluate.protocols import evaluation_data, run_protocol
-from ..models import build_model, load_checkpoint_model
+from ..models import CheckpointError, build_model, load_checkpoint_model
 from ..train import pretrain
 
 __all__ = ["run_demo", "demo_config", "evaluate_encoders", "digits_validation_folder", "CANDIDATES", "DEMO_RECIPE"]
@@ -172,26 +173,46 @@ def evaluate_encoders(model, cfg: PretrainConfig, data: dict, seed: int = 0,
     return summary
 
 
+def pretrain_or_resume(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pretrain the demo's run, resuming it when its folder holds a checkpoint of the same options (a demo stopped
+    with Ctrl-C goes on where it stopped; a finished one is not trained again); a run of other options (another
+    ``--epochs`` or ``--seed``) is replaced."""
+    if (Path(cfg.out) / "last.pt").is_file():
+        try:
+            return pretrain(dataclasses.replace(cfg, resume=True, overwrite=False))
+        except CheckpointError:
+            pass  # another demo's run, or a damaged checkpoint: this demo's own folder, trained again
+    return pretrain(cfg)
+
+
+def _plot_runs(cfg: PretrainConfig, out: Path) -> None:
+    """``loss_curve.png`` (per step) and ``knn_per_epoch.png`` (per epoch, numbered from 1 as the progress line)."""
+    rows = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines() if line]
+    steps = [r for r in rows if r.get("kind") == "step"]
+    plot_curves(steps, ["loss"], out / "loss_curve.png", x="step", title="SimCLR loss during pretraining")
+    knn = [{**r, "epoch": r["epoch"] + 1} for r in rows if r.get("kind") == "epoch" and "knn_top1" in r]
+    if knn:
+        plot_curves(knn, ["knn_top1"], out / "knn_per_epoch.png", x="epoch",
+                    title=f"kNN top-1 (k = {cfg.knn_k}) on the clean test images during pretraining;\n"
+                          f"the demo's table scores one augmented view of each image instead")
+
+
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Pretrain, evaluate the three encoders, write ``summary.json`` and plots; returns the summary."""
+    """Pretrain (or resume), evaluate the three encoders, write ``summary.json`` and plots; returns the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cfg = demo_config(out, epochs, seed)
     print(f"[demo] SimCLR pretraining on digits: {cfg.epochs} epochs, batch {cfg.batch_size}, "
           f"{cfg.size or 32} px, {cfg.encoder} width {cfg.width} (recipe {DEMO_RECIPE!r})")
-    train_summary = pretrain(cfg)
+    train_summary = pretrain_or_resume(cfg)
     model, meta, _ = load_checkpoint_model(Path(cfg.out) / "last.pt")
     data = evaluation_data("digits", meta.image_size, meta.mean, meta.std, seed=seed)
 
     summary = evaluate_encoders(model, cfg, data, seed)
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines() if line]
-    steps = [r for r in rows if r.get("kind") == "step"]
-    epochs_rows = [r for r in rows if r.get("kind") == "epoch"]
-    plot_curves(steps, ["loss"], out / "loss_curve.png", x="step")
-    plot_curves([r for r in epochs_rows if "knn_top1" in r], ["knn_top1"], out / "knn_per_epoch.png", x="epoch")
+    _plot_runs(cfg, out)
     feats, labels = extract_features(model.encoder, data["test"], batch_size=512)
     plot_embedding_2d(feats, labels, out / "embedding_2d.png", method="tsne")
 

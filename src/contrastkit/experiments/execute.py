@@ -319,7 +319,8 @@ def run_experiment(name: str, *, data: str | None = None, budget: str | Budget =
 
     records: list[dict[str, Any]] = []
     with _torch_threads(b.threads):
-        bar = tqdm(runs, desc=f"{name} ({b.name})", unit="run", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(runs, desc=f"{name} ({b.name})", unit="run", disable=None if progress else True,
+                   dynamic_ncols=True)  # disable=None: no bar when stderr is not a terminal
         for run in bar:
             bar.set_postfix_str(run.key)
             records.append(_run_one(run, evaluator))

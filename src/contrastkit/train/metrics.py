@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from tqdm.auto import tqdm
 
 __all__ = ["MetricsLog", "ProgressLine", "drop_rows_after"]
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
 
 
 class MetricsLog:
@@ -78,23 +88,26 @@ def drop_rows_after(path: Path, step: int) -> None:
 
 
 class ProgressLine:
-    """The console's tqdm bar: steps done, the epoch, and the latest loss, learning rate, images/s and kNN.
+    """The console's progress: on a terminal, a tqdm bar (steps done, the epoch, the latest loss, learning rate,
+    images/s and kNN); when stderr is not a terminal (a redirected log), one line per epoch instead.
 
     Args:
         enabled: show it (``--progress``, rank 0).
         total: the run's steps; initial: those done before (resume).
         method: the bar's label.
         epochs: the run's epochs, shown as ``epoch e/E``.
+        stream: where it writes (default: stderr).
     """
 
-    def __init__(self, enabled: bool, total: int, initial: int, method: str, epochs: int) -> None:
+    def __init__(self, enabled: bool, total: int, initial: int, method: str, epochs: int,
+                 stream: TextIO | None = None) -> None:
         self.bar = None
         self.method, self.epochs = method, epochs
         self.fields: dict[str, str] = {}
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=method, dynamic_ncols=True)
+        self.stream = stream if stream is not None else sys.stderr
+        self.lines = enabled and not _is_terminal(self.stream)  # one line per epoch
+        if enabled and not self.lines:
+            self.bar = tqdm(total=total, initial=initial, desc=method, dynamic_ncols=True, file=self.stream)
 
     def epoch(self, epoch: int) -> None:
         """Show that epoch ``epoch`` (0-based) is running."""
@@ -103,9 +116,19 @@ class ProgressLine:
 
     def show(self, **fields: str) -> None:
         """Set (or update) the fields shown after the bar, e.g. ``loss="0.512"``."""
+        self.fields.update(fields)
         if self.bar is not None:
-            self.fields.update(fields)
             self.bar.set_postfix(self.fields)
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        """Without a terminal: the epoch's line (its mean loss, seconds and kNN when measured)."""
+        if not self.lines:
+            return
+        parts = [f"{self.method} epoch {row['epoch'] + 1}/{self.epochs}", f"loss {row['loss']:.4f}",
+                 f"{row['epoch_time_s']:.1f} s"]
+        if "knn_top1" in row:
+            parts.append(f"knn {row['knn_top1']:.3f}")
+        print(", ".join(parts), file=self.stream, flush=True)
 
     def update(self) -> None:
         if self.bar is not None:

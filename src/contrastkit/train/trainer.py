@@ -161,6 +161,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stopping: bool, log: Metr
         bar.show(knn=f"{row['knn_top1']:.3f}")
     state.history.append(row)
     log.write(row, state.global_step)
+    bar.end_epoch(row)
     if finished:
         save(run, state, epoch + 1, 0)
         state.step_in_epoch = 0
