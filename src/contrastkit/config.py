@@ -16,9 +16,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES", "SPELLINGS"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES", "SPELLINGS", "RUN_IDENTITY"]
 
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
+#: The options that make a run what it is: ``--resume`` refuses a checkpoint written with other values (but
+#: ``epochs`` with ``--extend``).
+RUN_IDENTITY = ("method", "encoder", "width", "head", "head_layers", "proj_dim", "proj_hidden_dim", "cifar_stem",
+                "data", "n_views", "batch_size", "epochs", "seed", "teacher")
 #: The other spelling of an option's name (British and American), accepted in YAML and on the command line.
 SPELLINGS = {"labelled_fraction": "labeled_fraction", "labeled_weight": "labelled_weight"}
 

@@ -67,11 +67,27 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path, image_folder, augment_on):
     assert main(["pretrain", *common, "--out", str(part), "--max-steps", "4"]) == 0
     state = load_checkpoint(part / "last.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 1, 4)
-    assert main(["pretrain", *common, "--out", str(part), "--resume"]) == 0
+    assert main(["pretrain", "--out", str(part), "--resume", "--max-steps", "0"]) == 0  # the run's other options
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
     assert a["global_step"] == b["global_step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+def test_resume_takes_the_runs_options_and_names_what_differs(tmp_path, image_folder, capsys):
+    """Issue 31: ``pretrain --out RUN --resume`` needs nothing retyped; a flag given differently is named."""
+    out = tmp_path / "run"
+    assert main(["pretrain", "--method", "simclr", "--data", str(image_folder), "--epochs", "2", *TINY,
+                 "--knn-every", "0", "--max-steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(out), "--resume", "--max-steps", "4", "--log-every", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: resuming" in err and "--max-steps 4 (the run had 2)" in err and "--log-every 1 (the run had 10)" in err
+    state = load_checkpoint(out / "last.pt")
+    assert state["global_step"] == 4 and state["config"]["width"] == 0.125 and state["config"]["data"] == str(image_folder)
+    rc = main(["pretrain", "--out", str(out), "--resume", "--epochs", "1"])  # a 2-epoch run, 1 epoch completed
+    err = capsys.readouterr().err
+    assert rc == 2 and "a new --epochs must be more than 1" in err and "add --extend" not in err
 
 
 def test_resume_refuses_missing_or_different_run(tmp_path, image_folder, capsys):

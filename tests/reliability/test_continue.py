@@ -85,7 +85,7 @@ def test_extend_checks_the_new_total(folder, tmp_path, capsys, epochs, message):
     out = tmp_path / "run"
     assert main(pretrain_args(folder, out, "--max-steps", "4", epochs=2)) == 0  # stopped in epoch 2
     capsys.readouterr()
-    rc = main(pretrain_args(folder, out, "--resume", "--extend", epochs=epochs))
+    rc = main(pretrain_args(folder, out, "--resume", "--extend", "--max-steps", "0", epochs=epochs))
     if message:
         assert rc == 2 and message in capsys.readouterr().err
     else:  # a mid-epoch checkpoint extended: it finishes its epoch, then trains to the new total

@@ -92,7 +92,7 @@ def test_fp16_run_checkpoints_and_resumes_its_loss_scale(tmp_path, image_folder,
     assert state["scaler"]["scale"] == 65536.0
     state["scaler"]["scale"] = 1024.0  # as if overflows had lowered it: the resumed run must go on from there
     save_checkpoint(state, out / "last.pt")
-    assert main([*common, "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
+    assert main([*common, "--out", str(out), "--resume", "--max-steps", "0"]) == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["global_step"] == 6 and summary["grad_scale"] == 1024.0
     assert all(torch.isfinite(v).all() for v in load_checkpoint(out / "last.pt")["model"].values()

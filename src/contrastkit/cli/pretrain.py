@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import SPELLINGS, PretrainConfig, config_groups, load_yaml, option_flag
+from ..config import RUN_IDENTITY, SPELLINGS, PretrainConfig, config_groups, load_yaml, option_flag
 from ..recipes import get_recipe
 from .common import print_json
 
@@ -63,6 +63,42 @@ def add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
             group.add_argument(option_flag(name), *spellings, **kwargs)
 
 
+#: Options a resumed run does not take from the run it resumes (they say what this invocation does).
+_PER_INVOCATION = ("resume", "extend", "overwrite", "out")
+
+
+def saved_options(out: str) -> dict[str, Any]:
+    """The options of the run in ``out`` (its ``config.yaml``), without :data:`_PER_INVOCATION`; empty when it
+    has none."""
+    path = Path(out).expanduser() / "config.yaml"
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in load_yaml(path).items() if k not in _PER_INVOCATION}
+
+
+def resume_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> PretrainConfig:
+    """The options of ``pretrain``: with ``--resume``, the run's own (its ``config.yaml``) unless ``--recipe``,
+    ``--config`` or a flag sets them, so that ``pretrain --out RUN --resume`` needs nothing retyped. What this
+    invocation changes is named on stderr (a change of what makes the run what it is, :data:`RUN_IDENTITY`, is
+    the resume's to accept, with ``--extend``, or refuse)."""
+    cfg = config_from_args(args, base)
+    if not cfg.resume:
+        return cfg
+    saved = saved_options(cfg.out)
+    if not saved:
+        return cfg  # nothing to resume from: the run itself says so (no checkpoint)
+    resumed = config_from_args(args, {**(base or {}), **saved})
+    changed = [f"{option_flag(k)} {getattr(resumed, k)!r} (the run had {v!r})" for k, v in saved.items()
+               if k in resumed.to_dict() and k not in RUN_IDENTITY and _differs(resumed.to_dict()[k], v)]
+    if changed:
+        print(f"note: resuming {cfg.out} with {'; '.join(changed)}", file=sys.stderr)
+    return resumed
+
+
+def _differs(a: Any, b: Any) -> bool:
+    return (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b)
+
+
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> PretrainConfig:
     """Options from ``base`` < ``--recipe`` < ``--config`` YAML < flags."""
     values: dict[str, Any] = dict(base or {})
@@ -108,7 +144,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str] | None, cfg: PretrainCo
 
 
 def _run_pretrain(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
-    _train(args, argv, config_from_args(args))
+    _train(args, argv, resume_config(args))
 
 
 def _run_distill(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
@@ -120,7 +156,7 @@ def _run_distill(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         raise ValueError("--teacher FINETUNED.pt is required (write one with 'contrastkit eval --protocol "
                          "finetune --save PATH')")
     base = {**student_defaults(teacher), "method": "distill", "n_views": 1, "out": "runs/distill"}
-    _train(args, argv, config_from_args(args, base))
+    _train(args, argv, resume_config(args, base))
 
 
 def register(sub) -> None:

@@ -16,16 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import PretrainConfig
+from ..config import RUN_IDENTITY, PretrainConfig
 from ..data import resolve_data
 from ..models import CheckpointError, load_checkpoint
 
 __all__ = ["TrainState", "load_resume", "restore", "checkpoint_state", "check_extension", "extension", "rng_state",
            "set_rng_state"]
 
-# what a resumed run must share with the checkpoint's: the model, the data, the batch, the schedule and the seed
-_SAME_RUN_KEYS = ("method", "encoder", "width", "head", "head_layers", "proj_dim", "proj_hidden_dim", "cifar_stem",
-                  "data", "n_views", "batch_size", "epochs", "seed", "teacher")
 
 
 @dataclass
@@ -105,11 +102,15 @@ def load_resume(cfg: PretrainConfig) -> dict[str, Any] | None:
     old = dict(saved["config"])
     if isinstance(old.get("data"), str):  # checkpoints of older versions hold --data as typed
         old["data"] = resolve_data(old["data"])
-    keys = [k for k in _SAME_RUN_KEYS if not (cfg.extend and k == "epochs")]
+    keys = [k for k in RUN_IDENTITY if not (cfg.extend and k == "epochs")]
     diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in keys if old.get(k) != getattr(cfg, k)]
     if diffs:
-        hint = (f"; to train it further, to --epochs {cfg.epochs} in all, add --extend"
-                if any(d.startswith("epochs:") for d in diffs) else "")
+        hint = ""
+        if any(d.startswith("epochs:") for d in diffs):
+            done = int(saved["epoch"])
+            hint = (f"; to train it further, to --epochs {cfg.epochs} in all, add --extend" if cfg.epochs > done else
+                    f"; it has completed {done} of its {old.get('epochs')} epochs, so a new --epochs must be more "
+                    f"than {done}; leave --epochs out to finish it, or evaluate it as it is (contrastkit eval)")
         raise CheckpointError(f"--resume: checkpoint {path} was written by a different run ({'; '.join(diffs)}); "
                               f"use another --out or the same options{hint}")
     if cfg.extend:
