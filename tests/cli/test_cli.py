@@ -153,6 +153,15 @@ def test_preview_augment_writes_png(tmp_path, image_folder):
     assert main(["preview-augment", "--data", str(image_folder), "--out", str(out), "--images", "2",
                  "--views", "3"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(out) as grid:  # issue 31: cells of at least 96 px, a header row and the rows' class names
+        width, height = grid.size
+        pixels = grid.convert("L")
+        assert width >= 4 * 96 and height >= 2 * 96
+        label_column = [pixels.getpixel((x, y)) for x in range(0, 30) for y in range(16, height)]
+        header = [pixels.getpixel((x, y)) for x in range(width) for y in range(0, 14)]
+    assert min(label_column) < 100 and min(header) < 100  # dark text on the white margins
 
 
 def test_recipe_applies_and_flags_override(tmp_path):

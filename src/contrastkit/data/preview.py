@@ -17,8 +17,9 @@ __all__ = ["preview_augment"]
 def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.cache/contrastkit/datasets",
                     preset: str = "auto", n_images: int = 6, n_views: int = 4, seed: int = 0,
                     skip_bad_files: bool = False) -> Path:
-    """Save an image grid (the format of ``out``'s extension: .png, .jpg, .jpeg or .webp): each row an image and
-    ``n_views`` augmented views of it. ``skip_bad_files`` passes over unreadable images."""
+    """Save an image grid (the format of ``out``'s extension: .png, .jpg, .jpeg or .webp): each row an image (named
+    by its class, or its file for unlabelled data) and ``n_views`` augmented views of it, each cell at least 96 px.
+    ``skip_bad_files`` passes over unreadable images."""
     if n_images < 1 or n_views < 1:
         raise ValueError(f"--images and --views must be >= 1, got {n_images} and {n_views}")
     try:
@@ -30,8 +31,17 @@ def preview_augment(data: str, out: str | os.PathLike, *, data_root: str = "~/.c
     n = min(n_images, len(splits.train))
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(splits.train), generator=g)[:n].tolist()
-    images = [splits.train[i][0] for i in idx]
+    samples = [splits.train[i] for i in idx]
     torch.manual_seed(seed)
     transform = SimCLRTransform.from_preset(preset)
-    save_preview(images, transform, out, n_views=n_views)
+    save_preview([image for image, _ in samples], transform, out, n_views=n_views, min_cell=96,
+                 row_labels=[_name(splits, i, label) for i, (_, label) in zip(idx, samples)])
     return Path(out)
+
+
+def _name(splits, index: int, label: int) -> str:
+    """A row's name: the image's class, or its file name when the data have no classes."""
+    if splits.labelled and 0 <= label < len(splits.classes):
+        return str(splits.classes[label])
+    paths = getattr(splits.train, "paths", None)
+    return Path(paths[index]).name if paths else f"image {index}"
