@@ -9,7 +9,7 @@
     contrastkit preview-augment --data digits --out grid.png
     contrastkit demo --out runs/demo
     contrastkit experiment NAME --budget smoke|cpu|gpu --out DIR
-    contrastkit export --checkpoint runs/x --format torchvision|timm|safetensors|torchscript|onnx --out f.pt
+    contrastkit export --checkpoint runs/x --format torchvision|timm|safetensors|torchscript|onnx|pt2|hub --out f
 """
 from __future__ import annotations
 
@@ -159,12 +159,15 @@ def _add_export_parser(sub) -> None:
     from .export.formats import FORMATS
 
     p = sub.add_parser("export", help="write a checkpoint's encoder as a torchvision or timm state_dict, "
-                                      "safetensors, TorchScript or ONNX, verified against contrastkit's h")
+                                      "safetensors, TorchScript, ONNX, torch.export (pt2) or a Hub folder, verified "
+                                      "against contrastkit's h")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by pretrain, or its run folder")
     p.add_argument("--format", required=True, choices=FORMATS, help="torchvision / timm: a state_dict (plus a "
                    ".json sidecar) for torchvision.models.resnetN() / timm.create_model(name, num_classes=0); "
-                   "safetensors: the same tensors with metadata; torchscript, onnx: the encoder alone")
-    p.add_argument("--out", required=True, help="the file to write")
+                   "safetensors: the same tensors with metadata; torchscript, onnx, pt2 (torch.export): the encoder alone; "
+                   "hub: a folder with model.safetensors, config.json and a model card (README.md)")
+    p.add_argument("--out", required=True, help="the file to write, named for the format (.safetensors, "
+                                                ".torchscript, .onnx, .pt2), or the folder of --format hub")
     p.add_argument("--include-head", action="store_true", help="also export the projection head g")
 
 
@@ -173,7 +176,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     result = export_checkpoint(args.checkpoint, args.format, args.out, include_head=args.include_head)
     print(f"wrote {result['out']} ({args.format}, {result['bytes'] / 1e6:.1f} MB); verified against contrastkit's "
-          f"h on a batch of {result['verify_batch']}: largest difference {result['max_abs_diff']:.3g} (relative "
+          f"h at {len(result['verified_shapes'])} input shapes: largest difference {result['max_abs_diff']:.3g} (relative "
           f"{result['max_rel_diff']:.3g}, tolerance {result['tolerance']:g})")
     _print_json(result)
 

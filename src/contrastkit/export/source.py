@@ -14,6 +14,7 @@ from ..heads import HeadPrefix, ProjectionHead
 from ..model import ContrastiveModel
 from ..train.checkpoint import CheckpointError, resolve_checkpoint
 from .formats import ExportError
+from .shapes import dynamic_axes
 
 __all__ = ["ExportSource", "load_source", "resolve_checkpoint", "build_metadata", "describe_head",
            "backbone_state_dict", "head_state_dict"]
@@ -128,7 +129,8 @@ def describe_head(head: nn.Module) -> dict[str, Any]:
 
 
 def build_metadata(source: ExportSource, fmt: str, include_head: bool) -> dict[str, Any]:
-    """The metadata every export carries: architecture, input, normalisation, version and the run's config."""
+    """The metadata every export carries: architecture, input size trained at, normalisation, the input axes that
+    take any size (``dynamic_axes``), version and the run's config."""
     import contrastkit
 
     meta = {
@@ -147,6 +149,7 @@ def build_metadata(source: ExportSource, fmt: str, include_head: bool) -> dict[s
         "data": source.meta.get("data", source.config.get("data")),
         "include_head": include_head,
         "head": describe_head(source.model.head) if include_head else None,
+        "dynamic_axes": dynamic_axes(fmt),
         "config": source.config,
     }
     return json.loads(json.dumps(meta))  # as it reads back from JSON: tuples become lists
