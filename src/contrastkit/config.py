@@ -15,12 +15,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES", "METHOD_DEFAULTS"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES", "METHOD_DEFAULTS",
+           "TRACKING"]
 
 METHODS = ("simclr", "supcon", "ce", "distill")
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
 # options whose default depends on the method (None in PretrainConfig until the method's value is filled in)
 METHOD_DEFAULTS = {"temperature": {"simclr": 0.5, "supcon": 0.1, "ce": 0.5}}
+#: the names ``--tracking`` takes (contrastkit.tracking has a tracker for each but none)
+TRACKING = ("mlflow", "wandb", "none")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -150,6 +153,11 @@ class PretrainConfig:
     sync_debug: bool = _opt(False, "CUDA only: raise at any host synchronisation inside a training step after the "
                                    "first (torch.cuda.set_sync_debug_mode), to check that the loop runs ahead of "
                                    "the GPU; logging and checkpoint steps are outside the check")
+    tracking: list = _opt([], "experiment tracking beside metrics.jsonl and TensorBoard: mlflow (MLFLOW_TRACKING_URI, "
+                              "else mlflow.db in the working folder), wandb (offline unless logged in) or none; "
+                              "repeatable or comma-separated; a resume continues the same tracked run",
+                          type=str, action="append", metavar="NAME", default_help="none")
+    tracking_experiment: str = _opt("contrastkit", "the MLflow experiment / W&B project of a tracked run")
 
     def with_method_defaults(self) -> "PretrainConfig":
         """A copy with every option left unset (None) given its method's default (:data:`METHOD_DEFAULTS`); the
@@ -157,6 +165,13 @@ class PretrainConfig:
         unset = {name: by_method[self.method] for name, by_method in METHOD_DEFAULTS.items()
                  if getattr(self, name) is None and self.method in by_method}
         return dataclasses.replace(self, **unset) if unset else self
+
+    def tracking_backends(self) -> list[str]:
+        """The tracking services of ``tracking`` (a list, repeated flags, or a comma-separated string), in order,
+        without repeats or ``none``."""
+        items = [self.tracking] if isinstance(self.tracking, str) else list(self.tracking)
+        names = [n.strip().lower() for item in items for n in str(item).split(",") if n.strip()]
+        return [n for i, n in enumerate(names) if n != "none" and n not in names[:i]]
 
     def validate(self) -> None:
         """Check every option, each with its own message naming the option, what it got and what it takes.
@@ -366,6 +381,22 @@ def _check_monitoring(cfg: PretrainConfig) -> None:
     _require(cfg.knn_k >= 1, f"--knn-k must be >= 1, got {cfg.knn_k}")
     _require(cfg.knn_temperature > 0, f"--knn-temperature must be > 0, got {cfg.knn_temperature}")
     _require(cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}")
+    _check_tracking(cfg)
+
+
+def _check_tracking(cfg: PretrainConfig) -> None:
+    items = [cfg.tracking] if isinstance(cfg.tracking, str) else cfg.tracking
+    _require(isinstance(items, (list, tuple)) and all(isinstance(i, str) for i in items),
+             f"--tracking must be names ({', '.join(TRACKING)}), got {cfg.tracking!r}")
+    names = [n.strip().lower() for item in items for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TRACKING]
+    _require(not unknown, f"--tracking must be one or more of {', '.join(TRACKING)}, got {', '.join(unknown)}")
+    _require("none" not in names or set(names) == {"none"},
+             f"--tracking none turns tracking off; got it with {', '.join(n for n in names if n != 'none')}")
+    bad = set(cfg.tracking_experiment) & set("/\\#?%:")
+    _require(bool(cfg.tracking_experiment.strip()) and not bad and len(cfg.tracking_experiment) <= 128,
+             f"--tracking-experiment must be a name of 1-128 characters without / \\ # ? % :, got "
+             f"{cfg.tracking_experiment!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from .model import ContrastiveModel
 from .eval_options import EVAL_PROTOCOLS, EXTRA_PROTOCOLS as EVAL_EXTRA, check_eval_options
 from .train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .train.setup import build_run_model, check_output_dir, preset_for
+from .tracking import log_evaluation
 
 __all__ = ["load_pretrained", "evaluate_checkpoint", "embed_checkpoint", "preview_augment", "PROTOCOLS",
            "evaluation_data"]
@@ -221,7 +222,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     suffix = "" if data_name == cfg.data else "_" + Path(os.path.expanduser(data_name)).name
     feats: dict = {}
     protocols = PROTOCOLS if protocol == "all" else (protocol,)
-    results = {}
+    results, written = {}, {}
     for name in protocols:
         res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
                            epochs=per_protocol.get(name), projection=projection, device=dev, seed=seed,
@@ -239,7 +240,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
             idx_file.write_text(json.dumps(res["metrics"].pop("_indices")))
             res["indices_file"] = str(idx_file)
         (ckpt_dir / f"eval_{tag}{suffix}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
-        results[name] = res
+        results[name], written[tag + suffix] = res, (res, ckpt_dir / f"eval_{tag}{suffix}.json")
+    saved = load_checkpoint(checkpoint)  # --tracking: the results join the checkpoint's tracked runs, if any
+    log_evaluation(saved.get("tracking"), int(saved.get("global_step", 0)), written)
     if protocol != "all":
         return results[protocol]
     from .evaluate import format_table

@@ -75,13 +75,12 @@ def check_exportable(source: ExportSource, fmt: str) -> None:
 
 
 def _check_out(out: str | os.PathLike, fmt: str) -> Path:
-    """``--out`` as a path whose folder exists and is writable (created if missing), named for ``fmt``."""
+    """``--out`` as a path whose folder exists and is writable (created if missing)."""
     path = Path(out).expanduser()
     if fmt == "hub" and path.exists() and not path.is_dir():
         raise ExportError(f"--out {path} is a file; --format hub writes a folder")
     if fmt != "hub" and path.is_dir():
         raise ExportError(f"--out {path} is a folder; expected the path of the file to write")
-    check_out_name(path, fmt)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.write-test-"):
@@ -208,6 +207,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     if any(path.resolve() == source.checkpoint.resolve() for path in final.values()):
         raise ExportError(f"--out {out_path} would overwrite the checkpoint {source.checkpoint} it exports; "
                           f"choose another path")
+    check_out_name(out_path, fmt)
     _check_replaceable(final)
     try:
         t0 = time.perf_counter()

@@ -23,6 +23,7 @@ from ..allocator import malloc_state
 from ..config import PretrainConfig
 from ..data import batch_to_device, resolve_data, seed_for
 from ..device import resolve_device
+from ..tracking import start_tracking
 from .checkpoint import save_checkpoint
 from .metrics import MetricsLog, ProgressLine
 from .monitor import knn_monitor, monitor_due
@@ -69,8 +70,10 @@ def _train(cfg: PretrainConfig, device: torch.device, rank: int, world: int, sav
     run.train_model = wrap_model(run.model, cfg, device, world)
     if run.is_main:
         cfg.save_yaml(run.out / "config.yaml")
+    tracker = start_tracking(cfg, run.out, state.tracking, None if saved is None else state.global_step, run.is_main)
+    state.tracking = tracker.references()  # stored in every checkpoint: a resume continues the same tracked runs
     log = MetricsLog(run.out, run.is_main, fresh=saved is None,
-                     resumed_at=None if saved is None else state.global_step)
+                     resumed_at=None if saved is None else state.global_step, tracker=tracker)
     if saved is not None and (extended := extension(cfg, saved, run.data.steps_per_epoch)) is not None:
         log.write(extended, state.global_step)
     bar = ProgressLine(run.is_main and cfg.progress, cfg.epochs * run.data.steps_per_epoch, state.global_step,
@@ -83,10 +86,13 @@ def _train(cfg: PretrainConfig, device: torch.device, rank: int, world: int, sav
             end_epoch(run, state, epoch, stopping, log, bar)
             if stopping:
                 break
+    except BaseException as exc:
+        tracker.abort(exc)  # the tracked runs end as failed (killed on Ctrl-C)
+        raise
     finally:
         bar.close()
         log.close()
-    return summarize(run, state)
+    return tracker.finish(summarize(run, state))  # summary, config.yaml and plots as artifacts
 
 
 def epoch_batches(run: Run, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor | None, torch.Tensor]]:
