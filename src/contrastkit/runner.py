@@ -239,8 +239,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
             idx_file = ckpt_dir / f"eval_{tag}{suffix}_indices.json"
             idx_file.write_text(json.dumps(res["metrics"].pop("_indices")))
             res["indices_file"] = str(idx_file)
-        (ckpt_dir / f"eval_{tag}{suffix}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
-        results[name], written[tag + suffix] = res, (res, ckpt_dir / f"eval_{tag}{suffix}.json")
+        out_file = ckpt_dir / f"eval_{tag}{suffix}.json"
+        out_file.write_text(json.dumps(res, indent=2, default=float) + "\n")
+        results[name], written[tag + suffix] = res, (res, out_file)
     saved = load_checkpoint(checkpoint)  # --tracking: the results join the checkpoint's tracked runs, if any
     log_evaluation(saved.get("tracking"), int(saved.get("global_step", 0)), written)
     if protocol != "all":

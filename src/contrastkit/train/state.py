@@ -1,8 +1,9 @@
 """Where a run stands (:class:`TrainState`), what its checkpoint holds, and resuming from one.
 
 A checkpoint is ``{model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, train_time, images_seen,
-config, rng, history, tracking, epoch_loss, meta}``, written atomically by :func:`~.checkpoint.save_checkpoint` at the end
-of every epoch (and every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run
+config, rng, history, tracking, epoch_loss, meta}`` (``tracking``: the references of the tracked runs, so that a
+resume continues them), written atomically by :func:`~.checkpoint.save_checkpoint` at the end of every epoch (and
+every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run
 continues bit-exactly, and its training time adds to the checkpoint's. ``--resume --extend`` continues it to a new
 ``--epochs`` total: the same weights, optimiser state and step, under the new total's schedule.
 """
