@@ -91,10 +91,10 @@ def test_hub_export_replaces_its_own_folder_and_refuses_a_user_s(run_with_eval, 
     assert "head.net.0.weight" not in st.load_file(str(out / "model.safetensors"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "run"]  # no temporary folder left
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ExportError, match="was not written by contrastkit export; nothing was replaced"):
+    with pytest.raises(ExportError, match="contrastkit export did not write; nothing was replaced"):
         export_checkpoint(run_with_eval, "hub", out)
     assert (out / "notes.txt").read_text() == "mine"
-    with pytest.raises(ExportError, match="was not written by contrastkit export"):
+    with pytest.raises(ExportError, match="holds files that contrastkit export did not write"):
         export_checkpoint(run_with_eval, "hub", run_with_eval.parent)  # a folder of the user's
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExportError, match="is a file; --format hub writes a folder"):

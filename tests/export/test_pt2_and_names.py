@@ -81,7 +81,7 @@ def test_export_replaces_its_own_file_but_never_a_user_s(tiny_ckpt, tmp_path, ca
     out = tmp_path / "enc.pt2"
     out.write_bytes(b"a user's own file")
     assert main(["export", "--checkpoint", str(tiny_ckpt), "--format", "pt2", "--out", str(out)]) == 2
-    assert "was not written by contrastkit export; nothing was replaced" in capsys.readouterr().err
+    assert "contrastkit export did not write; nothing was replaced" in capsys.readouterr().err
     assert out.read_bytes() == b"a user's own file" and sorted(p.name for p in tmp_path.iterdir()) == ["enc.pt2"]
     out.unlink()
     export_checkpoint(tiny_ckpt, "pt2", out)

@@ -108,7 +108,8 @@ def _check_replaceable(final: dict[str, Path]) -> None:
         if not (path.exists() or path.is_symlink()) or (path.is_dir() and not any(path.iterdir())):
             continue
         if path.is_symlink() or not written_by_export(path):
-            raise ExportError(f"--out: {path} exists and was not written by contrastkit export; nothing was "
+            what = "holds files that" if path.is_dir() else "is a file that"
+            raise ExportError(f"--out: {path} exists and {what} contrastkit export did not write; nothing was "
                               f"replaced. Choose another --out, or move it away")
 
 
