@@ -157,7 +157,8 @@ class PretrainConfig:
                               "else mlflow.db in the working folder), wandb (offline unless logged in) or none; "
                               "repeatable or comma-separated; a resume continues the same tracked run",
                           type=str, action="append", metavar="NAME", default_help="none")
-    tracking_experiment: str = _opt("contrastkit", "the MLflow experiment / W&B project of a tracked run")
+    tracking_experiment: str = _opt("contrastkit", "the MLflow experiment / W&B project of a tracked run",
+                                    metavar="NAME")
 
     def with_method_defaults(self) -> "PretrainConfig":
         """A copy with every option left unset (None) given its method's default (:data:`METHOD_DEFAULTS`); the

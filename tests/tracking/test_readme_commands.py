@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY
 from contrastkit import load_encoder
 from contrastkit.cli import main
+from contrastkit.train.checkpoint import load_checkpoint
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -41,6 +42,7 @@ def test_the_tracking_and_sharing_commands_run(tmp_path, image_folder, monkeypat
     hub = tmp_path / "runs" / "x-hub"
     assert sorted(p.name for p in hub.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert json.loads((hub / "config.json").read_text())["architecture"] == "resnet18"
+    size = load_checkpoint(tmp_path / "runs" / "x")["meta"]["image_size"]
     for exported in (hub, tmp_path / "runs" / "x.onnx"):
         encoder, transform = load_encoder(exported)
-        assert transform.transforms[0].size == 16
+        assert transform.transforms[0].size == size
