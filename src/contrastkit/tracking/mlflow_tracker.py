@@ -1,8 +1,9 @@
 """MLflow: a run in an experiment of the tracking server or store that ``MLFLOW_TRACKING_URI`` names.
 
-Unset, MLflow's own default applies: a local SQLite file, ``mlflow.db`` in the working folder (with artifacts in
-``mlruns/`` beside it), so there is nothing to start; ``mlflow ui`` in that folder shows the runs. The checkpoint
-keeps the run id and the URI, so a resume or an evaluation reaches the same run from any folder.
+Unset, MLflow's own default applies (MLflow 3: a local SQLite file, ``mlflow.db`` in the working folder, with
+artifacts in ``mlruns/`` beside it), so there is nothing to start; ``mlflow ui --backend-store-uri
+sqlite:///mlflow.db`` in that folder shows the runs. The checkpoint keeps the run id and the URI, so a resume or an
+evaluation reaches the same run from any folder.
 
 The tracker talks to MLflow through ``MlflowClient`` (no active-run state in the process). A store it cannot reach
 is refused up front: an HTTP server that does not answer its ``/health`` within 5 seconds, or a local store whose
