@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES", "SPELLINGS", "RUN_IDENTITY"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES", "SPELLINGS", "RUN_IDENTITY",
+           "TRACKING"]
 
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
 #: The options that make a run what it is: ``--resume`` refuses a checkpoint written with other values (but
@@ -25,6 +26,8 @@ RUN_IDENTITY = ("method", "encoder", "width", "head", "head_layers", "proj_dim",
                 "data", "n_views", "batch_size", "epochs", "seed", "teacher")
 #: The other spelling of an option's name (British and American), accepted in YAML and on the command line.
 SPELLINGS = {"labelled_fraction": "labeled_fraction", "labeled_weight": "labelled_weight"}
+#: the names ``--tracking`` takes (contrastkit.tracking has a tracker for each but none)
+TRACKING = ("mlflow", "wandb", "none")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -155,6 +158,19 @@ class PretrainConfig:
     sync_debug: bool = _opt(False, "CUDA only: raise at any host synchronisation inside a training step after the "
                                    "first (torch.cuda.set_sync_debug_mode), to check that the loop runs ahead of "
                                    "the GPU; logging and checkpoint steps are outside the check")
+    tracking: list = _opt([], "experiment tracking beside metrics.jsonl and TensorBoard: mlflow (MLFLOW_TRACKING_URI, "
+                              "else mlflow.db in the working folder), wandb (offline unless logged in) or none; "
+                              "repeatable or comma-separated; a resume continues the same tracked run",
+                          type=str, action="append", metavar="NAME", default_help="none")
+    tracking_experiment: str = _opt("contrastkit", "the MLflow experiment / W&B project of a tracked run",
+                                    metavar="NAME")
+
+    def tracking_backends(self) -> list[str]:
+        """The tracking services of ``tracking`` (a list, repeated flags, or a comma-separated string), in order,
+        without repeats or ``none``."""
+        items = [self.tracking] if isinstance(self.tracking, str) else list(self.tracking)
+        names = [n.strip().lower() for item in items for n in str(item).split(",") if n.strip()]
+        return [n for i, n in enumerate(names) if n != "none" and n not in names[:i]]
 
     def validate(self) -> None:
         """Check every option on its own, each with a message naming the option, what it got and what it takes.
@@ -339,6 +355,22 @@ def _check_monitoring(cfg: PretrainConfig) -> None:
     _require(cfg.knn_k >= 1, f"--knn-k must be >= 1, got {cfg.knn_k}")
     _require(cfg.knn_temperature > 0, f"--knn-temperature must be > 0, got {cfg.knn_temperature}")
     _require(cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}")
+    _check_tracking(cfg)
+
+
+def _check_tracking(cfg: PretrainConfig) -> None:
+    items = [cfg.tracking] if isinstance(cfg.tracking, str) else cfg.tracking
+    _require(isinstance(items, (list, tuple)) and all(isinstance(i, str) for i in items),
+             f"--tracking must be names ({', '.join(TRACKING)}), got {cfg.tracking!r}")
+    names = [n.strip().lower() for item in items for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TRACKING]
+    _require(not unknown, f"--tracking must be one or more of {', '.join(TRACKING)}, got {', '.join(unknown)}")
+    _require("none" not in names or set(names) == {"none"},
+             f"--tracking none turns tracking off; got it with {', '.join(n for n in names if n != 'none')}")
+    bad = set(cfg.tracking_experiment) & set("/\\#?%:")
+    _require(bool(cfg.tracking_experiment.strip()) and not bad and len(cfg.tracking_experiment) <= 128,
+             f"--tracking-experiment must be a name of 1-128 characters without / \\ # ? % :, got "
+             f"{cfg.tracking_experiment!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

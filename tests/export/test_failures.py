@@ -31,7 +31,8 @@ def test_an_export_that_does_not_match_contrastkit_fails_and_leaves_nothing(tiny
 
 def test_a_failed_export_keeps_the_previous_file(tiny_ckpt, tmp_path, monkeypatch):
     out = tmp_path / "enc.torchscript"
-    out.write_bytes(b"previous export")
+    export_checkpoint(tiny_ckpt, "torchscript", out)
+    previous = out.read_bytes()
 
     def broken_writer(source, meta, paths):
         paths["main"].write_bytes(b"half")
@@ -42,7 +43,7 @@ def test_a_failed_export_keeps_the_previous_file(tiny_ckpt, tmp_path, monkeypatc
     monkeypatch.setitem(exporter._WRITERS, "torchscript", (broken_writer, exporter._WRITERS["torchscript"][1]))
     with pytest.raises(OSError, match="disk full"):
         export_checkpoint(tiny_ckpt, "torchscript", out)
-    assert out.read_bytes() == b"previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["enc.torchscript"]
+    assert out.read_bytes() == previous and sorted(p.name for p in tmp_path.iterdir()) == ["enc.torchscript"]
 
 
 def test_not_a_contrastkit_checkpoint(tmp_path):
@@ -64,7 +65,7 @@ def test_a_missing_optional_package_names_the_extra(fmt, module, extra, tiny_ckp
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     with pytest.raises(ExportError, match=rf"needs the optional package '{module}'.*pip install "
                                           rf"'contrastkit\[{extra}\]'"):
-        export_checkpoint(tiny_ckpt, fmt, tmp_path / "x")
+        export_checkpoint(tiny_ckpt, fmt, tmp_path / f"x.{fmt}")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,6 +20,7 @@ from ..models import (CheckpointMeta, FineTunedNetwork, build_model, head_prefix
                       resolve_checkpoint, save_finetuned)
 from ..runtime import resolve_device, tune_malloc_for
 from ..runtime.files import check_output_dir
+from ..tracking import log_evaluation
 from .classify import classifier_accuracy
 from .features import extract_features
 from .fine_tune import finetune
@@ -153,13 +154,16 @@ def _tag(name: str, label_fraction: float, from_scratch: bool, from_head_layer: 
             + (f"_layer{from_head_layer}" if from_head_layer else ""))
 
 
-def _write_result(res: dict[str, Any], folder: Path, tag: str, suffix: str) -> None:
-    """``eval_<tag><suffix>.json`` (and a fine-tuning run's subset, ``..._indices.json``) in ``folder``."""
+def _write_result(res: dict[str, Any], folder: Path, tag: str, suffix: str) -> Path:
+    """Write ``eval_<tag><suffix>.json`` (and a fine-tuning run's subset, ``..._indices.json``) in ``folder``;
+    returns its path."""
     if "_indices" in res["metrics"]:
         idx_file = folder / f"eval_{tag}{suffix}_indices.json"
         idx_file.write_text(json.dumps(res["metrics"].pop("_indices")))
         res["indices_file"] = str(idx_file)
-    (folder / f"eval_{tag}{suffix}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    path = folder / f"eval_{tag}{suffix}.json"
+    path.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    return path
 
 
 def _write_all(results: dict[str, Any], meta: CheckpointMeta, checkpoint: Path, data_name: str, suffix: str
@@ -218,7 +222,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                              num_workers=num_workers)
     suffix = "" if data_name == trained_on else "_" + Path(os.path.expanduser(data_name)).name
     feats: dict = {}
-    results = {}
+    results, written = {}, {}
     for name in (PROTOCOLS if protocol == "all" else (protocol,)):
         res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
                            epochs={"linear": linear_epochs, "finetune": finetune_epochs}.get(name),
@@ -229,8 +233,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
             del res["model"]
         res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != trained_on,
                    pretrained_on=trained_on, method=meta.method, what="z" if projection else "h")
-        _write_result(res, checkpoint.parent, _tag(name, label_fraction, from_scratch, from_head_layer), suffix)
+        tag = _tag(name, label_fraction, from_scratch, from_head_layer)
+        written[tag + suffix] = (res, _write_result(res, checkpoint.parent, tag, suffix))
         results[name] = res
+    # --tracking: the results join the checkpoint's tracked runs, if any
+    log_evaluation(meta.tracking, meta.global_step or 0, written)
     if protocol != "all":
         return results[protocol]
     return _write_all(results, meta, checkpoint, data_name, suffix)

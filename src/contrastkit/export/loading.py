@@ -1,14 +1,15 @@
 """``load_encoder``: any contrastkit export, checkpoint or run folder -> (encoder returning h, its transform).
 
-The kind of file is read from its contents, not its name: a zip archive is a TorchScript module or a
-``torch.save`` file (a checkpoint, or a torchvision / timm state_dict), a JSON header marks safetensors, and
-anything else is tried as ONNX. A state_dict carries no metadata of its own: it needs the ``<path>.json``
-sidecar that ``contrastkit export`` writes beside it.
+The reader is chosen by the file's name and its bytes are checked to match before it is read
+(:func:`~.filekinds.reader_for`): ``*.onnx``, ``*.safetensors``, ``*.torchscript``, ``*.pt2``, a hub folder
+(``config.json`` + ``model.safetensors``), a run folder (its ``last.pt``), and any other file as a ``torch.save``
+archive read with ``weights_only=True`` (a checkpoint, or a torchvision / timm state_dict). TorchScript and
+``torch.export`` archives hold code and run only from files named for them. A state_dict carries no metadata of
+its own: it needs the ``<path>.json`` sidecar that ``contrastkit export`` writes beside it.
 """
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ from torch import nn
 from torchvision import transforms
 
 from ..models import CheckpointError, Encoder, load_checkpoint_model, resolve_checkpoint
+from .filekinds import reader_for
 from .formats import ExportError, sidecar_path
 from .graphs import load_torchscript, onnx_session
+from .hub import read_hub
 from .metadata import check_metadata, read_sidecar
+from .program import load_pt2
 from .rebuild import target_backbone
 from .state_dicts import read_safetensors, split_head
 from .transform import evaluation_transform
@@ -48,29 +52,13 @@ class OnnxEncoder(nn.Module):
 
 
 def _resolve(path: Path) -> Path:
-    """The file to read: ``path``, or a run folder's ``last.pt``."""
+    """The file or folder to read: ``path``, a hub folder, or a run folder's ``last.pt``."""
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
     try:
         return resolve_checkpoint(path)
     except CheckpointError as exc:
         raise ExportError(f"{exc} (or an export written by contrastkit export)") from exc
-
-
-def _kind(path: Path) -> str:
-    """``torchscript``, ``torch`` (a torch.save file), ``safetensors`` or ``onnx``, from the file's bytes."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04":
-        try:
-            names = zipfile.ZipFile(path).namelist()
-        except zipfile.BadZipFile as exc:
-            raise ExportError(f"{path} is a damaged zip archive: {exc}") from exc
-        return "torchscript" if any("/code/" in n or n.endswith("/constants.pkl") for n in names) else "torch"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
-        return "safetensors"
-    if head[:1] == b"\x08" or path.suffix == ".onnx":  # an ONNX ModelProto starts with field 1, ir_version
-        return "onnx"
-    raise ExportError(f"{path} is not a contrastkit checkpoint or export (expected a checkpoint, a torchvision / "
-                      f"timm state_dict with its .json sidecar, safetensors, TorchScript or ONNX)")
 
 
 def _rebuilt(meta: dict[str, Any], backbone_state: dict[str, torch.Tensor], where: str) -> Encoder:
@@ -110,14 +98,17 @@ def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    kind = _kind(path)
+    kind = reader_for(path)
     if kind == "torch":
         return _from_torch_file(path)
     if kind == "torchscript":
         module, meta = load_torchscript(path, map_location=device)
         return module, check_metadata(meta, str(path))
-    if kind == "safetensors":
-        tensors, meta = read_safetensors(path)
+    if kind == "pt2":
+        module, meta = load_pt2(path)
+        return module, check_metadata(meta, str(path))
+    if kind in ("safetensors", "hub"):
+        tensors, meta = read_safetensors(path) if kind == "safetensors" else read_hub(path)
         check_metadata(meta, str(path))
         return _rebuilt(meta, split_head(tensors)[0], str(path)), meta
     if device.type != "cpu":
@@ -133,8 +124,8 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
 
     Args:
         path: a file written by ``contrastkit export`` (torchvision or timm state_dict with its ``.json``
-            sidecar, safetensors, TorchScript, ONNX), a checkpoint written by ``contrastkit pretrain``, or a
-            run folder (its ``last.pt``).
+            sidecar, ``*.safetensors``, ``*.torchscript``, ``*.onnx``, ``*.pt2``) or its hub folder, a checkpoint
+            written by ``contrastkit pretrain``, or a run folder (its ``last.pt``). The name picks the reader.
         device: where the encoder runs (ONNX exports: the CPU only).
 
     Returns:
@@ -146,8 +137,9 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
         ``encoder``: (N, 3, S, S) -> (N, feature_dim); ``transform``: PIL image -> (3, S, S).
 
     Raises:
-        ExportError: the file is not a contrastkit export or checkpoint, a state_dict lacks its sidecar, or an
-            optional package it needs is missing (the message names the extra to install).
+        ExportError: the file is not a contrastkit export or checkpoint, its bytes do not match its name (a
+            TorchScript or torch.export archive under another name is refused, never run), a state_dict lacks
+            its sidecar, or an optional package it needs is missing (the message names the extra to install).
         CheckpointError: a checkpoint that does not match its own config.
     """
     resolved = _resolve(Path(path).expanduser())

@@ -13,6 +13,7 @@ from torch import nn
 from ..models import (CheckpointError, ContrastiveModel, HeadPrefix, ProjectionHead, load_checkpoint_model,
                       resolve_checkpoint)
 from .formats import ExportError
+from .shapes import dynamic_axes
 
 __all__ = ["ExportSource", "load_source", "resolve_checkpoint", "build_metadata", "describe_head",
            "backbone_state_dict", "head_state_dict"]
@@ -122,7 +123,8 @@ def describe_head(head: nn.Module) -> dict[str, Any]:
 
 
 def build_metadata(source: ExportSource, fmt: str, include_head: bool) -> dict[str, Any]:
-    """The metadata every export carries: architecture, input, normalisation, version and the run's config."""
+    """The metadata every export carries: architecture, input size trained at, normalisation, the input axes that
+    take any size (``dynamic_axes``), version and the run's config."""
     import contrastkit
 
     meta = {
@@ -141,6 +143,7 @@ def build_metadata(source: ExportSource, fmt: str, include_head: bool) -> dict[s
         "data": source.meta.get("data", source.config.get("data")),
         "include_head": include_head,
         "head": describe_head(source.model.head) if include_head else None,
+        "dynamic_axes": dynamic_axes(fmt),
         "config": source.config,
     }
     return json.loads(json.dumps(meta))  # as it reads back from JSON: tuples become lists

@@ -170,6 +170,7 @@ class CheckpointMeta:
         global_step: the optimiser steps taken, if recorded.
         config: the run's options as stored (a ``PretrainConfig`` dict).
         finetuned: a fine-tuned network's ``classifier`` and ``result`` records (None for a training run).
+        tracking: the references of the run's tracked runs (``--tracking``; empty when untracked).
     """
 
     path: Path
@@ -184,6 +185,7 @@ class CheckpointMeta:
     global_step: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     finetuned: dict[str, Any] | None = None
+    tracking: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, path: Path, state: dict[str, Any]) -> "CheckpointMeta":
@@ -199,7 +201,8 @@ class CheckpointMeta:
                    mean=tuple(float(v) for v in meta.get("mean") or _DEFAULT_STAT),
                    std=tuple(float(v) for v in meta.get("std") or _DEFAULT_STAT),
                    classes=tuple(str(c) for c in meta.get("classes") or ()), preset=meta.get("preset"),
-                   global_step=None if step is None else int(step), config=config, finetuned=finetuned)
+                   global_step=None if step is None else int(step), config=config, finetuned=finetuned,
+                   tracking=dict(state.get("tracking") or {}))
 
     def as_dict(self) -> dict[str, Any]:
         """The ``meta`` entry a checkpoint derived from this one stores (a fine-tuned network's, an export's)."""

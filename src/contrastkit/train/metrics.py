@@ -1,5 +1,6 @@
 """What a run records as it trains: ``metrics.jsonl`` (one JSON row per log step and per epoch), TensorBoard
-scalars when tensorboard is installed, and the progress line on the console. Only rank 0 records."""
+scalars when tensorboard is installed, the tracked run of ``--tracking``, and the progress line on the console.
+Only rank 0 records."""
 from __future__ import annotations
 
 import json
@@ -29,10 +30,13 @@ class MetricsLog:
         fresh: a new run (not a resume): an existing ``metrics.jsonl`` is emptied first.
         resumed_at: a resume from the checkpoint at this global step: the rows logged after it (by the run that
             was stopped, and trained again now) are dropped from ``metrics.jsonl`` and hidden in TensorBoard.
+        tracker: also hands every row to it (:class:`contrastkit.tracking.TrainingTracker`: MLflow, W&B).
     """
 
-    def __init__(self, out: Path, enabled: bool, fresh: bool = False, resumed_at: int | None = None) -> None:
+    def __init__(self, out: Path, enabled: bool, fresh: bool = False, resumed_at: int | None = None,
+                 tracker: Any = None) -> None:
         self.enabled = enabled
+        self.tracker = tracker
         self.file = None
         self.tb = None
         if not enabled:
@@ -54,6 +58,8 @@ class MetricsLog:
             return
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        if self.tracker is not None:  # --tracking: the same row to MLflow / W&B
+            self.tracker.log_row(row, step)
         if self.tb is not None and row.get("kind") in ("step", "epoch"):  # other kinds are events (extend)
             prefix = "epoch" if row.get("kind") == "epoch" else "train"
             for key, value in row.items():

@@ -1,8 +1,9 @@
 """Where a run stands (:class:`TrainState`), what its checkpoint holds, and resuming from one.
 
 A checkpoint is ``{model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, train_time, images_seen,
-config, rng, history, epoch_loss, meta}``, written atomically by :func:`~contrastkit.models.save_checkpoint` at the
-end of every epoch (and every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run
+config, rng, history, tracking, epoch_loss, meta}`` (``tracking``: the references of the tracked runs, so that a
+resume continues them), written atomically by :func:`~contrastkit.models.save_checkpoint` at the end of every epoch
+(and every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run
 continues bit-exactly, and its training time adds to the checkpoint's. ``--resume --extend`` continues it to a new
 ``--epochs`` total: the same weights, optimiser state and step, under the new total's schedule.
 """
@@ -44,6 +45,7 @@ class TrainState:
     last_log_time: float = 0.0  # when the last step row was logged, and the images seen then (images/s)
     last_log_images: int = 0
     epoch_started: float = 0.0
+    tracking: dict = field(default_factory=dict)  # {backend: reference} of the tracked runs (contrastkit.tracking)
 
     def reset_epoch_loss(self, device: torch.device) -> None:
         self.loss_sum = torch.zeros((), device=device)
@@ -168,6 +170,7 @@ def restore(run, saved: dict[str, Any] | None) -> TrainState:
     state.history = list(saved.get("history", []))
     state.train_time = run.scheduler.train_time = float(saved.get("train_time", 0.0))  # across resumes
     state.images_seen = state.last_log_images = int(saved.get("images_seen", 0))
+    state.tracking = dict(saved.get("tracking") or {})
     if run.cfg.extend:  # the rest of the run follows the new total's schedule
         run.scheduler.extend(run.cfg.epochs * run.data.steps_per_epoch,
                              int(round(run.cfg.warmup_epochs * run.data.steps_per_epoch)))
@@ -195,6 +198,7 @@ def checkpoint_state(run, state: TrainState, epoch: int, step_in_epoch: int) -> 
         "config": run.cfg.to_dict(),
         "rng": rng_state(),
         "history": state.history,
+        "tracking": state.tracking,
         "epoch_loss": {"sum": state.loss_sum.detach().cpu().clone(), "count": int(state.loss_count)},
         "meta": run.meta(),
     }

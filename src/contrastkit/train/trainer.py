@@ -26,6 +26,7 @@ from ..data import resolve_data
 from ..methods import check_options
 from ..models import save_checkpoint
 from ..runtime import malloc_state, resolve_device
+from ..tracking import start_tracking
 from .forward import forward_views
 from .gradcache import cached_backward
 from .metrics import MetricsLog, ProgressLine
@@ -71,8 +72,10 @@ def _train(run: Run, state: TrainState, saved: dict | None) -> dict[str, Any]:
     cfg = run.cfg
     if run.is_main:
         cfg.save_yaml(run.out / "config.yaml")
+    tracker = start_tracking(cfg, run.out, state.tracking, None if saved is None else state.global_step, run.is_main)
+    state.tracking = tracker.references()  # stored in every checkpoint: a resume continues the same tracked runs
     log = MetricsLog(run.out, run.is_main, fresh=saved is None,
-                     resumed_at=None if saved is None else state.global_step)
+                     resumed_at=None if saved is None else state.global_step, tracker=tracker)
     if saved is not None and (extended := extension(cfg, saved, run.data.steps_per_epoch)) is not None:
         log.write(extended, state.global_step)
     bar = ProgressLine(run.is_main and cfg.progress, cfg.epochs * run.data.steps_per_epoch, state.global_step,
@@ -85,10 +88,13 @@ def _train(run: Run, state: TrainState, saved: dict | None) -> dict[str, Any]:
             end_epoch(run, state, epoch, stopping, log, bar)
             if stopping:
                 break
+    except BaseException as exc:
+        tracker.abort(exc)  # the tracked runs end as failed (killed on Ctrl-C)
+        raise
     finally:
         bar.close()
         log.close()
-    return summarize(run, state)
+    return tracker.finish(summarize(run, state))  # summary, config.yaml and plots as artifacts
 
 
 def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, bar: ProgressLine) -> bool:
