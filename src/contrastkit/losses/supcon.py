@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 from ._contrastive import TiledContrastiveLoss
-from ._validation import check_embeddings, check_labels
+from ._validation import check_embeddings, check_labels, check_memory, check_multi_hot
 
 __all__ = ["SupConLoss"]
 
@@ -35,6 +35,21 @@ class SupConLoss(TiledContrastiveLoss):
         * With or without labels the batch needs N >= 2 samples (over all ranks):
           one sample's views have no negative, so there is no contrast (for V = 2
           the loss is identically 0); ValueError, as for :class:`NTXentLoss`.
+        * Multi-hot labels (N, C), L_out only (multi-label SupCon): positives are weighted. Two views of one sample
+          weigh w = 1; two different samples weigh the Jaccard overlap of their label sets,
+          w_ip = |A_i n A_p| / |A_i u A_p| (0 when both are empty), and::
+
+              l_i = -(1 / sum_p w_ip) sum_p w_ip log( exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+
+          averaged over the anchors with sum_p w_ip > 0. With one-hot labels every weight is 0 or 1 and this is
+          L_out above exactly. A sample with an empty label set has its own views as its only positives (as -1).
+          The weights of each tile of anchors are computed when the tile is (``_multilabel.py``): no (VN)^2 matrix.
+
+    Memory (SupCon App., the memory-based variant; MoCo's queue): ``memory`` (K, D) holds features of past
+    samples, such as keys from a momentum encoder. They are K more candidates in every anchor's A(i), never anchors,
+    and receive no gradient. With labels, a memory row whose ``memory_labels`` match the anchor's (the same class;
+    for multi-hot labels, weighted by the overlap) is a positive; without labels, or labelled -1, it is a negative.
+    Every rank must pass the same memory (a queue gathered from all ranks, :class:`MemoryQueue`).
 
     Computed by the exact tiled kernel of ``contrastkit.losses._tiled``: memory
     O(chunk * VN + VN * D), never (VN)^2. Distributed use, input dtypes: as
@@ -83,31 +98,42 @@ class SupConLoss(TiledContrastiveLoss):
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, " + super().extra_repr()
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None, memory_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean SupCon loss over the anchors that have a positive.
 
         Args:
             features: V views of N samples (need not be normalised).
-            labels: integer class of each sample, -1 for unlabelled, or None.
+            labels: integer class of each sample, -1 for unlabelled; multi-hot labels (N, C) (L_out only); or None.
+            memory: features of past samples (need not be normalised; normalised like ``features``), more
+                candidates without gradient; None or K = 0: none.
+            memory_labels: their labels, of the same kind as ``labels``; None: all unlabelled (negatives).
 
         Returns:
             The scalar loss.
 
         Raises:
-            TypeError: features not a floating tensor; labels not an integer tensor.
-            ValueError: features not 3-D or not finite; labels not of shape (N,) or < -1;
-                N < 2 (with or without labels); labels None with V < 2; no anchor with a positive.
+            TypeError: features or memory not a floating tensor; class labels not an integer tensor.
+            ValueError: features not 3-D or not finite; labels not of shape (N,) or (N, C), class labels < -1,
+                multi-hot labels other than 0/1 or with ``variant="in"``; memory not (K, D) of the features' D;
+                memory labels without labels; N < 2 (with or without labels); labels None with V < 2; no anchor
+                with a positive.
 
         Shape:
-            features (N, V, D), labels (N,) -> ().
+            features (N, V, D), labels (N,) or (N, C), memory (K, D), memory_labels (K,) or (K, C) -> ().
         """
         features = check_embeddings("features", features, "NVD", self.check_values)
-        N, V, _ = features.shape
-        if labels is not None:
+        N, V, D = features.shape
+        if isinstance(labels, torch.Tensor) and labels.dim() == 2:
+            if self.variant != "out":
+                raise ValueError("multi-hot labels (N, C) are defined for L_out (variant='out'); got variant='in'")
+            labels = check_multi_hot(labels, N, features.device, self.check_values)
+        elif labels is not None:
             labels = check_labels(labels, N, features.device, self.check_values)
         elif V < 2:
             raise ValueError(
                 f"SupConLoss with labels=None needs V >= 2 views per sample (the positives are the other "
                 f"views), got features of shape {tuple(features.shape)} with V={V}"
             )
-        return self._contrastive(features, labels, self.variant)
+        memory, memory_labels = check_memory(memory, memory_labels, D, labels, features.device, self.check_values)
+        return self._contrastive(features, labels, self.variant, memory, memory_labels)

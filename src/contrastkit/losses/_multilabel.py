@@ -1,0 +1,186 @@
+"""SupCon L_out with weighted positives: multi-label SupCon, on a tiled kernel of its own.
+
+With multi-hot labels, how much candidate j is a positive of anchor i is a weight, not a yes or no: 1 for another
+view of i's own sample, the Jaccard overlap |A_i n A_j| / |A_i u A_j| of their label sets for any other sample (0 when
+both sets are empty). With W_i = sum_j w_ij and L_ij = z_i.z_j / tau::
+
+    l_i = -(1 / W_i) sum_j w_ij log( exp(L_ij) / sum_{a != i} exp(L_ia) ) = lse_i - (1 / W_i) sum_j w_ij L_ij
+
+and d l_i / d L_ij = p_ij - w_ij / W_i (softmax over A(i) minus the normalised weights). With one-hot labels the
+weights are 0 or 1 and this is SupCon's L_out exactly.
+
+The kernel takes anchors ``chunk`` rows at a time, like ``_tiled.py``: the weights of a tile are computed from the
+label sets when the tile is, so memory is a few (chunk, M) tiles plus O(M (D + C)), never an (M, M) matrix. A tile
+costs four (c x M x D) matmuls (logits, the weighted positive sum, the gradient's row and column sides) and one
+(c x M x C) for the label overlaps. Each row is shifted by its own max before ``exp`` (its largest term is then 1,
+so nothing underflows and nothing is read back from the device).
+
+Memory rows (a queue of past keys, :class:`~contrastkit.losses.MemoryQueue`) are more candidates after the batch's:
+they take part in every anchor's denominator and, by their labels, in its positives, and receive no gradient.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..runtime import distributed
+from ._tiled import default_chunk_size
+from ._validation import computes_in_fp32
+
+__all__ = ["multilabel_loss"]
+
+
+def _exp_floor(dtype: torch.dtype) -> float:
+    return math.log(torch.finfo(dtype).tiny) + 8.0  # shifted logits below this are clamped (subnormal exps)
+
+
+def _tile_weights(labels_a: torch.Tensor, sizes_a: torch.Tensor, sample_a: torch.Tensor, cand_labels: torch.Tensor,
+                  cand_sizes: torch.Tensor, row_sample: torch.Tensor, self_offset: int, out: torch.Tensor
+                  ) -> torch.Tensor:
+    """The weights w_ij of a tile of anchors against every candidate, written into ``out``.
+
+    Shape:
+        labels_a (c, C), sizes_a (c,), sample_a (c,), cand_labels (M+K, C), cand_sizes (M+K,), row_sample (M,)
+        -> out (c, M+K).
+    """
+    M = row_sample.shape[0]
+    torch.mm(labels_a, cand_labels.t(), out=out)  # (c, M+K) |A_i n A_j|
+    union = (sizes_a[:, None] + cand_sizes[None, :]).sub_(out).clamp_min_(1.0)  # (c, M+K); 0/1 when both are empty
+    out.div_(union)  # Jaccard overlap
+    same = torch.eq(sample_a[:, None], row_sample[None, :])  # (c, M) views of the anchor's own sample
+    out[:, :M].masked_fill_(same, 1.0)
+    out.diagonal(self_offset).zero_()  # i is not its own positive
+    return out
+
+
+class _WeightedSupCon(torch.autograd.Function):
+    """Sum over anchors with positive weight of l_i, times ``scale``; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, memory: torch.Tensor, row_sample: torch.Tensor,  # type: ignore[override]
+                row_labels: torch.Tensor, memory_labels: torch.Tensor, temperature: float, anchor_start: int,
+                anchor_count: int, scale: float | torch.Tensor, chunk: int) -> torch.Tensor:
+        (M, D), a0, na = z.shape, anchor_start, anchor_count
+        inv_tau, dtype, device = 1.0 / temperature, z.dtype, z.device
+        floor = _exp_floor(dtype)
+        with_grad = ctx.needs_input_grad[0]
+        cand = torch.cat([z, memory])  # (M+K, D)
+        cand_labels = torch.cat([row_labels, memory_labels])  # (M+K, C)
+        cand_sizes = cand_labels.sum(dim=1)  # (M+K,)
+        za = z[a0:a0 + na]  # (na, D)
+        zs = za * inv_tau  # (na, D)
+        lse = torch.empty(na, dtype=dtype, device=device)
+        positive = torch.empty(na, dtype=dtype, device=device)  # sum_j w_ij L_ij
+        weight = torch.empty(na, dtype=dtype, device=device)  # W_i
+        grad_soft = torch.zeros(M, D, dtype=dtype, device=device) if with_grad else None  # (M, D), units of 1/tau
+        rows = min(chunk, na)
+        tile = torch.empty(rows, cand.shape[0], dtype=dtype, device=device)  # (c, M+K)
+        wtile = torch.empty_like(tile)  # (c, M+K)
+        for i0 in range(0, na, chunk):
+            i1 = min(i0 + chunk, na)
+            t, w = tile[: i1 - i0], wtile[: i1 - i0]
+            torch.mm(zs[i0:i1], cand.t(), out=t)  # (c, M+K) L_ij
+            t.diagonal(a0 + i0).fill_(-math.inf)
+            shift = t.amax(dim=1)  # (c,)
+            t.sub_(shift[:, None]).clamp_min_(floor).exp_()  # (c, M+K) e_ij <= 1
+            t.diagonal(a0 + i0).zero_()
+            total = t.sum(dim=1)  # (c,) >= 1
+            lse[i0:i1] = total.log().add_(shift)
+            _tile_weights(row_labels[a0 + i0:a0 + i1], cand_sizes[a0 + i0:a0 + i1], row_sample[a0 + i0:a0 + i1],
+                          cand_labels, cand_sizes, row_sample, a0 + i0, w)
+            w_sum = w.sum(dim=1)  # (c,)
+            weight[i0:i1] = w_sum
+            positive[i0:i1] = (zs[i0:i1] * torch.mm(w, cand)).sum(dim=1)  # (c,) via (c, D) sum_j w_ij z_j
+            if not with_grad:
+                continue
+            valid = w_sum > 0  # (c,)
+            a = torch.where(valid, 1.0 / total, torch.zeros_like(total))  # (c,)
+            b = torch.where(valid, 1.0 / w_sum.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(w_sum))  # (c,)
+            t.mul_(a[:, None]).sub_(w.mul_(b[:, None]))  # (c, M+K) p_ij - w_ij / W_i
+            grad_soft[a0 + i0:a0 + i1] += torch.mm(t, cand)  # (c, D) row side
+            grad_soft.addmm_(t[:, :M].t(), za[i0:i1])  # (M, D) column side: the batch's rows only
+        valid = weight > 0
+        per_anchor = torch.where(valid, lse - positive / weight.clamp_min(torch.finfo(dtype).tiny),
+                                 torch.zeros_like(lse))  # (na,)
+        if with_grad:
+            ctx.save_for_backward(grad_soft)
+            ctx.factor = (scale, inv_tau)
+        return per_anchor.sum() * scale
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+        (grad_soft,) = ctx.saved_tensors
+        scale, inv_tau = ctx.factor
+        grad_z = grad_soft * (grad_output.to(grad_soft.dtype) * (scale * inv_tau))  # (M, D)
+        return grad_z, None, None, None, None, None, None, None, None, None
+
+
+def _anchors_with_positive(labels: torch.Tensor, memory_labels: torch.Tensor, views: int) -> torch.Tensor | int:
+    """How many of the batch's rows have a positive of weight > 0: all of them with V >= 2 (each view has its
+    sample's other views); with V = 1, those sharing a label with another row or a memory row (on the device).
+
+    Shape:
+        labels (N, C), memory_labels (K, C) -> () or an int.
+    """
+    n = labels.shape[0]
+    if views >= 2:
+        return n * views
+    holders = labels.sum(dim=0) + memory_labels.sum(dim=0)  # (C,) rows holding each label
+    shares = (labels * (holders[None, :] - labels)).sum(dim=1) > 0  # (N,) a label held by another row
+    return shares.sum().to(labels.dtype)
+
+
+@computes_in_fp32
+def multilabel_loss(z: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor | None,
+                    memory_labels: torch.Tensor | None, *, temperature: float, chunk_size: int | None,
+                    gather_distributed: bool, even_batches: bool, sync_free: bool, who: str) -> torch.Tensor:
+    """Mean multi-label SupCon L_out over this rank's anchors (validated inputs; see
+    :class:`~contrastkit.losses.SupConLoss`).
+
+    Args:
+        z: the views, normalised (or raw, for ``normalize=False``), in the compute dtype.
+        labels: multi-hot labels in z's dtype.
+        memory: memory rows in z's dtype (normalised like z), or None.
+        memory_labels: their multi-hot labels (None: empty label sets).
+        temperature, chunk_size: as the loss.
+        gather_distributed, even_batches: gather the views and labels of every rank (equal sizes: no exchange).
+        sync_free: keep the number of anchors with a positive on the device (none: a NaN loss, not a ValueError).
+        who: the calling class, for error messages.
+
+    Raises:
+        ValueError: fewer than 2 samples in the batch, or (checked) no anchor with a positive.
+
+    Shape:
+        z (N, V, D), labels (N, C), memory (K, D), memory_labels (K, C) -> ().
+    """
+    N, V, D = z.shape
+    world = distributed.get_world_size() if gather_distributed else 1
+    start = 0
+    if world > 1:
+        sizes = [N] * world if even_batches else distributed.gather_sizes(z)
+        start = sum(sizes[: distributed.get_rank()])
+        z = distributed.gather_with_grad(z, sizes)  # (N_all, V, D)
+        labels = distributed.gather_no_grad(labels, sizes)  # (N_all, C)
+    n_all, C = z.shape[0], labels.shape[1]
+    if n_all < 2:
+        raise ValueError(f"{who} needs at least 2 samples so that every anchor has a negative, got N={n_all}"
+                         + (" over all ranks" if world > 1 else ""))
+    if memory is None:
+        memory = z.new_zeros(0, D)
+    if memory_labels is None:
+        memory_labels = labels.new_zeros(memory.shape[0], C)
+    num_valid = _anchors_with_positive(labels, memory_labels, V)
+    if not sync_free and not isinstance(num_valid, int):
+        num_valid = int(num_valid)
+        if num_valid == 0:
+            raise ValueError(f"{who}: no anchor has a positive (V={V} view(s) and no two of the {n_all} samples "
+                             f"share a label); use V >= 2 views or batches with shared labels")
+    rows = z.reshape(n_all * V, D)  # (M, D), row n*V + v
+    row_sample = torch.arange(n_all, device=z.device).repeat_interleave(V)  # (M,)
+    row_labels = labels.repeat_interleave(V, dim=0)  # (M, C)
+    chunk = chunk_size or default_chunk_size(rows.shape[0] + memory.shape[0], z.device, z.element_size())
+    return _WeightedSupCon.apply(rows, memory.detach(), row_sample, row_labels, memory_labels, float(temperature),
+                                 start * V, N * V, world / num_valid, int(chunk))
