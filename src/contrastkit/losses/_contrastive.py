@@ -115,6 +115,46 @@ def _memory_groups(labels: torch.Tensor | None, memory_labels: torch.Tensor | No
     return group_ids(torch.cat([labels, memory_labels]), n_all + k, device)
 
 
+def _compute_rows(features: torch.Tensor, memory: torch.Tensor | None, normalize_features: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The features and the memory rows as the kernel takes them: in the compute dtype, L2-normalised unless
+    ``normalize_features`` is False; the memory detached (no gradient reaches it).
+
+    Shape:
+        features (N, V, D), memory (K, D) -> (N, V, D), (K, D).
+    """
+    z = normalize(features) if normalize_features else features.to(compute_dtype(features.dtype))
+    if memory is not None:
+        memory = normalize(memory.detach()) if normalize_features else memory.detach().to(z.dtype)
+    return z, memory
+
+
+def _anchors_with_positive(ids: torch.Tensor, memory_ids: torch.Tensor, num_groups: int, unlabelled: bool, views: int,
+                           dtype: torch.dtype, sync_free: bool, who: str) -> torch.Tensor | int:
+    """How many of the batch's rows have a positive: all of them without labels (the callers ensure V >= 2); with
+    labels, those whose group holds another row of the batch or of the memory (V = 1 and a label seen once, or -1,
+    have none and are left out of the mean). On the device when ``sync_free``.
+
+    Raises:
+        ValueError: not ``sync_free`` and no anchor has a positive.
+
+    Shape:
+        ids (N_all,), memory_ids (K,) -> () or an int.
+    """
+    n_all = ids.shape[0]
+    if unlabelled:
+        return n_all * views
+    counts = group_counts(ids, num_groups) * views + group_counts(memory_ids, num_groups)  # (G,) rows per group
+    num_valid = (counts[ids] > 1).sum().to(dtype) * views  # () on the device
+    if sync_free:
+        return num_valid
+    num_valid = int(num_valid)
+    if num_valid == 0:
+        raise ValueError(f"{who}: no anchor has a positive (V={views} view(s) and no label appears twice among the "
+                         f"{n_all} samples); use V >= 2 views or batches with repeated labels")
+    return num_valid
+
+
 @computes_in_fp32
 def contrastive_loss(
     features: torch.Tensor,
@@ -162,12 +202,7 @@ def contrastive_loss(
         features (N, V, D), labels (N,) or (N, C) multi-hot, memory (K, D), memory_labels (K,) or (K, C) -> ().
     """
     N, V, D = features.shape
-    if normalize_features:
-        z = normalize(features)  # (N, V, D) in float32/float64
-    else:
-        z = features.to(compute_dtype(features.dtype))  # (N, V, D)
-    if memory is not None:  # no gradient reaches the memory
-        memory = normalize(memory.detach()) if normalize_features else memory.detach().to(z.dtype)  # (K, D)
+    z, memory = _compute_rows(features, memory, normalize_features)  # (N, V, D), (K, D)
     if labels is not None and labels.dim() == 2:  # multi-hot: weighted positives (L_out only, checked by the caller)
         return multilabel_loss(z, labels.to(z.dtype), memory,
                                None if memory_labels is None else memory_labels.to(z.dtype),
@@ -195,20 +230,7 @@ def contrastive_loss(
     k = 0 if memory is None else memory.shape[0]
     ids, num_groups = _memory_groups(labels, memory_labels, n_all, k, z.device)  # (N_all + K,)
     ids, memory_ids = ids[:n_all], ids[n_all:]  # (N_all,), (K,)
-    if labels is None:  # every sample its own group; the callers ensure V >= 2, so every anchor has a positive
-        num_valid = n_all * V
-    else:
-        counts = group_counts(ids, num_groups) * V + group_counts(memory_ids, num_groups)  # (G,) rows per group
-        # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
-        with_positive = counts[ids] > 1  # (N_all,)
-        num_valid = with_positive.sum().to(z.dtype) * V  # () on the device
-        if not sync_free:
-            num_valid = int(num_valid)
-            if num_valid == 0:
-                raise ValueError(
-                    f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
-                    f"{n_all} samples); use V >= 2 views or batches with repeated labels"
-                )
+    num_valid = _anchors_with_positive(ids, memory_ids, num_groups, labels is None, V, z.dtype, sync_free, who)
     rows = z.reshape(n_all * V, D)  # (M, D), row n*V + v
     row_groups = ids[:, None].expand(n_all, V).reshape(n_all * V)  # (M,) id of sample n on rows n*V .. n*V+V-1
     if k:  # the memory rows are more candidates after the batch's; their gradient is dropped by cat's backward

@@ -61,7 +61,8 @@ class Method:
         build: ``build(cfg, data: DataInfo) -> MethodParts``; called once per run, after the data are loaded.
         check: ``check(cfg)`` raises ValueError for an option value this method cannot train with.
         defaults: options whose unset value (None) means the method's own (``temperature``).
-        options: options that belong to this method alone: another method refuses them when set.
+        options: options that belong to this method (and to any other that lists them): a method that does not
+            list an option refuses it when set.
         ignored: options this method does not use (``contrastkit distill`` hides them from its ``--help``).
         views: views per image when the method fixes it (the CE baseline: 1); None for ``--n-views``.
         min_views: the fewest ``--n-views`` it trains with.
