@@ -9,7 +9,7 @@ import dataclasses
 import difflib
 from typing import Any
 
-from . import ce, distill, queue, simclr, supcon
+from . import ce, distill, multilabel, queue, simclr, supcon
 from .base import DataInfo, Method, MethodParts
 
 __all__ = ["METHODS", "Method", "MethodParts", "DataInfo", "get_method", "list_methods", "with_method_defaults",
@@ -17,7 +17,7 @@ __all__ = ["METHODS", "Method", "MethodParts", "DataInfo", "get_method", "list_m
 
 #: every method, by its ``--method`` name
 METHODS: dict[str, Method] = {m.name: m for m in (simclr.METHOD, supcon.METHOD, ce.METHOD, distill.METHOD,
-                                                  queue.SIMCLR_QUEUE, queue.SUPCON_QUEUE)}
+                                                  queue.SIMCLR_QUEUE, queue.SUPCON_QUEUE, multilabel.METHOD)}
 
 
 def list_methods() -> list[str]:

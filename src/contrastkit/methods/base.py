@@ -24,12 +24,14 @@ class DataInfo:
         classes: the class names.
         image_size: the side of the training crops.
         data: the data set or folder (as resolved).
+        paths: the file of every training image, for data read from files (empty otherwise).
     """
 
     targets: list[int]
     classes: list[str]
     image_size: int
     data: str
+    paths: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -39,7 +41,8 @@ class DataInfo:
 @dataclass
 class MethodParts:
     """What the loop trains: the model (``forward(x) -> (h, outputs)``), the objective
-    (``objective(outputs (N, V, D), labels (N,)) -> loss``) and the label of every training image (-1: none)."""
+    (``objective(outputs (N, V, D), labels (N,)) -> loss``) and the label of every training image (-1: none), or
+    its label set (N, C), multi-hot."""
 
     model: nn.Module
     objective: nn.Module
