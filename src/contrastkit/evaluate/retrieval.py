@@ -191,6 +191,30 @@ def _scores(queries: torch.Tensor, q_labels: torch.Tensor, gallery: torch.Tensor
     return recall_hits, r_precision_sum, map_sum
 
 
+def _scored_queries(r: torch.Tensor, label_sets: bool) -> tuple[torch.Tensor, int]:
+    """The queries with a relevant reference (R_q > 0) and their number; a warning says how many are left out.
+
+    Raises:
+        ValueError: no query has one.
+
+    Shape:
+        r (Q,) -> (Q,) bool.
+    """
+    scored = r > 0  # (Q,)
+    n_scored = int(scored.sum())
+    if n_scored == 0:
+        raise ValueError("no query has a same-label item (or, for label sets, one sharing a label) among its "
+                         "references: retrieval metrics are undefined")
+    if n_scored < r.shape[0]:
+        warnings.warn(
+            f"{r.shape[0] - n_scored} of {r.shape[0]} queries have no "
+            f"{'reference sharing a label' if label_sets else 'same-label reference'} (R = 0) and are left "
+            "out of the retrieval metrics",
+            stacklevel=3,
+        )
+    return scored, n_scored
+
+
 @torch.no_grad()
 def retrieval_metrics(
     embeddings: torch.Tensor,
@@ -269,18 +293,7 @@ def retrieval_metrics(
     gallery_labels = gallery_labels.to(gallery.device)
     q_labels = q_labels.to(gallery.device)
     r = _relevant_counts(q_labels, gallery_labels, leave_one_out, chunk_size)  # (Q,) R_q
-    scored = r > 0  # (Q,)
-    n_scored = int(scored.sum())
-    if n_scored == 0:
-        raise ValueError("no query has a same-label item (or, for label sets, one sharing a label) among its "
-                         "references: retrieval metrics are undefined")
-    if n_scored < queries.shape[0]:
-        warnings.warn(
-            f"{queries.shape[0] - n_scored} of {queries.shape[0]} queries have no "
-            f"{'same-label reference' if q_labels.dim() == 1 else 'reference sharing a label'} (R = 0) and are left "
-            "out of the retrieval metrics",
-            stacklevel=2,
-        )
+    scored, n_scored = _scored_queries(r, q_labels.dim() == 2)  # (Q,)
 
     index = _faiss_index(gallery) if backend == "faiss" else None
 
