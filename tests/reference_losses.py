@@ -104,21 +104,26 @@ def _pair_weight(i: int, j: int, views: int, batch_rows: int, labels, memory_lab
 
 def supcon_weighted_loop(features: torch.Tensor, labels: torch.Tensor | None, temperature: float,
                          memory: torch.Tensor | None = None, memory_labels: torch.Tensor | None = None,
-                         variant: str = "out") -> torch.Tensor:
+                         variant: str = "out", keys: torch.Tensor | None = None) -> torch.Tensor:
     """SupCon over the batch plus memory rows, with weighted positives, by loops over anchors and candidates in
     float64, written from the formulas: A(i) is every batch row but i and every memory row; w_ij as
     :func:`_pair_weight`; L_out: l_i = -(1 / sum_p w_ip) sum_p w_ip (L_ip - log sum_{a in A(i)} exp L_ia);
     L_in: l_i = -log( sum_p w_ip exp L_ip / sum_p w_ip ) + log sum_a exp L_ia; the mean over anchors with
     sum_p w_ip > 0. Differentiable w.r.t. ``features`` (float64), for gradient checks.
 
+    With ``keys`` (momentum contrast), the anchors are ``features`` (the queries) and the batch's candidates are the
+    keys instead: row i of the keys is anchor i's own key, left out of A(i) as the anchor itself is otherwise.
+
     Shape:
-        features (N, V, D), labels (N,) / (N, C) / None, memory (K, D), memory_labels (K,) / (K, C) -> ().
+        features (N, V, D), labels (N,) / (N, C) / None, memory (K, D), memory_labels (K,) / (K, C),
+        keys (N, V, D) -> ().
     """
     N, V, D = features.shape
     x = features.to(torch.float64).reshape(N * V, D)
     rows = x / x.norm(dim=1, keepdim=True)  # (N*V, D), row n*V + v, differentiable
     mem = _unit_rows64(memory) if memory is not None else rows.new_zeros(0, D)
-    candidates = torch.cat([rows, mem])  # (N*V + K, D)
+    batch = rows if keys is None else _unit_rows64(keys.reshape(N * V, D))  # (N*V, D)
+    candidates = torch.cat([batch, mem])  # (N*V + K, D)
     losses = []
     for i in range(N * V):
         others = [a for a in range(candidates.shape[0]) if a != i]

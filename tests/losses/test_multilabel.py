@@ -1,5 +1,6 @@
 """Multi-label SupCon (issue 30): SupConLoss with (N, C) multi-hot labels against the float64 loop (Jaccard-weighted
-positives, two views of a sample weigh 1), against SupCon on one-hot labels, with memory rows, and bad input."""
+positives, two views of a sample weigh 1), against SupCon on one-hot labels, and bad input (with a queue of keys:
+tests/losses/test_moco.py)."""
 from __future__ import annotations
 
 import pytest
@@ -57,19 +58,6 @@ def test_empty_label_sets_have_their_own_views_only():
     assert got.item() == pytest.approx(SupConLoss(0.3)(x).item(), rel=1e-12)
 
 
-def test_with_memory_matches_the_loop():
-    x, memory = _randn(7, 2, 5, seed=6), _randn(10, 5, seed=7)
-    memory_labels = torch.randint(0, 2, (10, 4), generator=torch.Generator().manual_seed(1))
-    got = SupConLoss(0.2, chunk_size=4)(x, MULTI_HOT, memory, memory_labels)
-    want = ref.supcon_weighted_loop(x, MULTI_HOT, 0.2, memory, memory_labels)
-    assert got.item() == pytest.approx(want.item(), rel=1e-11)
-    x = x.clone().requires_grad_(True)
-    SupConLoss(0.2)(x, MULTI_HOT, memory, memory_labels).backward()
-    x_ref = x.detach().clone().requires_grad_(True)
-    ref.supcon_weighted_loop(x_ref, MULTI_HOT, 0.2, memory, memory_labels).backward()
-    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-9, atol=1e-12)
-
-
 def test_unchecked_float32_matches():
     x = _randn(7, 2, 16, seed=8)
     want = SupConLoss(0.1)(x, MULTI_HOT).item()
@@ -91,8 +79,3 @@ def test_one_view_without_shared_labels_raises():
 def test_bad_multi_hot_labels(labels, kwargs, match):
     with pytest.raises(ValueError, match=match):
         SupConLoss(0.1, **kwargs)(_randn(7, 2, 4, seed=0), labels)
-
-
-def test_memory_labels_of_another_kind_are_refused():
-    with pytest.raises(ValueError, match="C=3"):
-        SupConLoss(0.1)(_randn(7, 2, 4, seed=0), MULTI_HOT, _randn(5, 4, seed=1), torch.zeros(5, 3))

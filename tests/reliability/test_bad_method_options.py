@@ -37,6 +37,7 @@ def _pretrain(method: str, data, out, *extra: str) -> list[str]:
     ("supcon", ["--momentum-encoder", "0.9"], "--momentum-encoder applies to --method simclr-queue or "
                                               "supcon-queue only"),
     ("simclr-queue", ["--labeled-fraction", "0.5"], "--labeled-fraction applies to SupCon"),
+    ("supcon-queue", ["--supcon-variant", "in"], "uses SupCon's L_out over the batch's keys and the queue"),
 ])
 def test_bad_queue_options_fail_at_start(folder, tmp_path, capsys, method, extra, message):
     out = tmp_path / "run"

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import reference_losses as ref
-from contrastkit.losses import MemoryQueue, SupConLoss
+from contrastkit.losses import MemoryQueue, MomentumContrastLoss
 from contrastkit.methods.queue import QueueObjective
 from contrastkit.models import ContrastiveModel, MomentumModel, ProjectionHead, build_model
 from contrastkit.train.forward import forward_views
@@ -105,14 +105,14 @@ def test_momentum_outside_zero_one_is_refused(m):
 
 
 def _objective(model, size, labelled):
-    loss = SupConLoss(0.2, chunk_size=5)
+    loss = MomentumContrastLoss(0.2, chunk_size=5)
     return QueueObjective(loss, MemoryQueue(size, model.key_dim, () if labelled else None), labelled, model)
 
 
 @pytest.mark.parametrize("labelled", [False, True])
 def test_queue_loss_equals_the_loop_over_batch_plus_queue_and_keys_come_after(labelled):
-    """Step 1 sees an empty queue (its own keys are enqueued after its loss); step 2's loss is the float64 loop over
-    its batch plus step 1's keys."""
+    """Step 1 sees an empty queue (its own keys are enqueued after its loss); step 2's loss is the float64 loop of
+    its queries over its batch's keys plus step 1's keys."""
     model = MomentumModel(_network(bn_free=True).double(), 0.9)
     objective = _objective(model, 12, labelled).double()  # a float64 queue for the float64 model
     views = torch.randn(2, 6, 2, 3, 8, 8, dtype=torch.float64)
@@ -124,7 +124,7 @@ def test_queue_loss_equals_the_loop_over_batch_plus_queue_and_keys_come_after(la
         memory, memory_labels = objective.queue.contents()
         y = labels[step] if labelled else None
         want = ref.supcon_weighted_loop(queries, y, 0.2, memory if len(memory) else None,
-                                        memory_labels if labelled and len(memory) else None)
+                                        memory_labels if labelled and len(memory) else None, keys=keys)
         got = objective(outputs, labels[step])
         assert got.item() == pytest.approx(want.item(), rel=1e-10)
         keys_seen.append(keys.detach().reshape(12, 5))

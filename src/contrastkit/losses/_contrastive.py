@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..runtime import distributed
-from ._multilabel import multilabel_loss
 from ._tiled import group_counts, supcon_tiled
+from ._weighted import multilabel_loss
 from ._validation import check_chunk_size, check_flag, check_temperature, computes_in_fp32, compute_dtype, normalize
 
 __all__ = ["TiledContrastiveLoss", "contrastive_loss", "group_ids"]
@@ -53,8 +53,12 @@ class TiledContrastiveLoss(nn.Module):
                                         (self.even_batches, "even_batches=True")) if on]
         return ", ".join(parts)
 
-    def _contrastive(self, features: torch.Tensor, labels: torch.Tensor | None, variant: str,
-                     memory: torch.Tensor | None = None, memory_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def _contrastive(self, features: torch.Tensor, labels: torch.Tensor | None, variant: str) -> torch.Tensor:
+        if labels is not None and labels.dim() == 2:  # multi-hot: weighted positives (L_out, checked by the caller)
+            return multilabel_loss(features, labels, temperature=self.temperature, chunk_size=self.chunk_size,
+                                   gather_distributed=self.gather_distributed, normalize_features=self.normalize,
+                                   even_batches=self.even_batches, sync_free=not self.check_values,
+                                   who=type(self).__name__)
         return contrastive_loss(
             features,
             labels,
@@ -66,8 +70,6 @@ class TiledContrastiveLoss(nn.Module):
             normalize_features=self.normalize,
             sync_free=not self.check_values,
             even_batches=self.even_batches,
-            memory=memory,
-            memory_labels=memory_labels,
         )
 
 
@@ -100,61 +102,6 @@ def group_ids(labels: torch.Tensor | None, num_samples: int, device: torch.devic
     return ids, num_samples
 
 
-def _memory_groups(labels: torch.Tensor | None, memory_labels: torch.Tensor | None, n_all: int, k: int,
-                   device: torch.device) -> tuple[torch.Tensor, int]:
-    """Group ids of the batch's samples followed by the memory rows' (one sort over both, so that a memory row of an
-    anchor's class shares its group); without labels every memory row is a group of its own.
-
-    Shape:
-        labels (N_all,), memory_labels (K,) -> ids (N_all + K,).
-    """
-    if labels is None:
-        return torch.arange(n_all + k, device=device), n_all + k
-    if memory_labels is None:  # unlabelled memory rows: negatives of every anchor
-        memory_labels = torch.full((k,), -1, dtype=torch.long, device=device)
-    return group_ids(torch.cat([labels, memory_labels]), n_all + k, device)
-
-
-def _compute_rows(features: torch.Tensor, memory: torch.Tensor | None, normalize_features: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The features and the memory rows as the kernel takes them: in the compute dtype, L2-normalised unless
-    ``normalize_features`` is False; the memory detached (no gradient reaches it).
-
-    Shape:
-        features (N, V, D), memory (K, D) -> (N, V, D), (K, D).
-    """
-    z = normalize(features) if normalize_features else features.to(compute_dtype(features.dtype))
-    if memory is not None:
-        memory = normalize(memory.detach()) if normalize_features else memory.detach().to(z.dtype)
-    return z, memory
-
-
-def _anchors_with_positive(ids: torch.Tensor, memory_ids: torch.Tensor, num_groups: int, unlabelled: bool, views: int,
-                           dtype: torch.dtype, sync_free: bool, who: str) -> torch.Tensor | int:
-    """How many of the batch's rows have a positive: all of them without labels (the callers ensure V >= 2); with
-    labels, those whose group holds another row of the batch or of the memory (V = 1 and a label seen once, or -1,
-    have none and are left out of the mean). On the device when ``sync_free``.
-
-    Raises:
-        ValueError: not ``sync_free`` and no anchor has a positive.
-
-    Shape:
-        ids (N_all,), memory_ids (K,) -> () or an int.
-    """
-    n_all = ids.shape[0]
-    if unlabelled:
-        return n_all * views
-    counts = group_counts(ids, num_groups) * views + group_counts(memory_ids, num_groups)  # (G,) rows per group
-    num_valid = (counts[ids] > 1).sum().to(dtype) * views  # () on the device
-    if sync_free:
-        return num_valid
-    num_valid = int(num_valid)
-    if num_valid == 0:
-        raise ValueError(f"{who}: no anchor has a positive (V={views} view(s) and no label appears twice among the "
-                         f"{n_all} samples); use V >= 2 views or batches with repeated labels")
-    return num_valid
-
-
 @computes_in_fp32
 def contrastive_loss(
     features: torch.Tensor,
@@ -168,8 +115,6 @@ def contrastive_loss(
     normalize_features: bool = True,
     sync_free: bool = False,
     even_batches: bool = False,
-    memory: torch.Tensor | None = None,
-    memory_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean SupCon loss (L_out or L_in) over this rank's anchors, see the loss classes.
 
@@ -187,9 +132,6 @@ def contrastive_loss(
             is none, the loss is NaN instead of a ValueError. The kernel never searches for underflowing rows
             (see ``supcon_tiled``).
         even_batches: every rank passes the same N, so the gathers need no size exchange (none is read back).
-        memory: validated rows of past samples (a queue of keys), more candidates without gradient, never
-            anchors; the same on every rank. None: none.
-        memory_labels: their labels (-1: unlabelled, a negative of every anchor), or None (all unlabelled).
 
     Returns:
         The loss: float32 for float16/bfloat16 features (as ``torch.autocast``
@@ -199,15 +141,13 @@ def contrastive_loss(
         ValueError: fewer than 2 samples (no anchor would have a negative), or no anchor with a positive.
 
     Shape:
-        features (N, V, D), labels (N,) or (N, C) multi-hot, memory (K, D), memory_labels (K,) or (K, C) -> ().
+        features (N, V, D), labels (N,) -> ().
     """
     N, V, D = features.shape
-    z, memory = _compute_rows(features, memory, normalize_features)  # (N, V, D), (K, D)
-    if labels is not None and labels.dim() == 2:  # multi-hot: weighted positives (L_out only, checked by the caller)
-        return multilabel_loss(z, labels.to(z.dtype), memory,
-                               None if memory_labels is None else memory_labels.to(z.dtype),
-                               temperature=temperature, chunk_size=chunk_size, gather_distributed=gather_distributed,
-                               even_batches=even_batches, sync_free=sync_free, who=who)
+    if normalize_features:
+        z = normalize(features)  # (N, V, D) in float32/float64
+    else:
+        z = features.to(compute_dtype(features.dtype))  # (N, V, D)
     world_size = distributed.get_world_size() if gather_distributed else 1
     start = 0
     if world_size > 1:
@@ -227,15 +167,23 @@ def contrastive_loss(
             + (" over all ranks" if world_size > 1 else "")
         )
 
-    k = 0 if memory is None else memory.shape[0]
-    ids, num_groups = _memory_groups(labels, memory_labels, n_all, k, z.device)  # (N_all + K,)
-    ids, memory_ids = ids[:n_all], ids[n_all:]  # (N_all,), (K,)
-    num_valid = _anchors_with_positive(ids, memory_ids, num_groups, labels is None, V, z.dtype, sync_free, who)
+    ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
+    if labels is None:  # every sample its own group; the callers ensure V >= 2, so every anchor has a positive
+        num_valid = n_all * V
+    else:
+        counts = group_counts(ids, num_groups)  # (G,)
+        # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
+        with_positive = counts[ids] * V > 1  # (N_all,)
+        num_valid = with_positive.sum().to(z.dtype) * V  # () on the device
+        if not sync_free:
+            num_valid = int(num_valid)
+            if num_valid == 0:
+                raise ValueError(
+                    f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
+                    f"{n_all} samples); use V >= 2 views or batches with repeated labels"
+                )
     rows = z.reshape(n_all * V, D)  # (M, D), row n*V + v
     row_groups = ids[:, None].expand(n_all, V).reshape(n_all * V)  # (M,) id of sample n on rows n*V .. n*V+V-1
-    if k:  # the memory rows are more candidates after the batch's; their gradient is dropped by cat's backward
-        rows = torch.cat([rows, memory])  # (M + K, D)
-        row_groups = torch.cat([row_groups, memory_ids])  # (M + K,)
     # DDP averages gradients over the K ranks; scaling the local sum by K / (valid anchors of all
     # ranks) makes that average the gradient of the one-process mean over all K*B samples.
     scale = world_size / num_valid  # a 0-dim tensor when sync_free with labels (inf, so a NaN loss, if 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 from ._contrastive import TiledContrastiveLoss
-from ._validation import check_embeddings, check_labels, check_memory, check_multi_hot
+from ._validation import check_embeddings, check_labels, check_multi_hot
 
 __all__ = ["SupConLoss"]
 
@@ -43,13 +43,10 @@ class SupConLoss(TiledContrastiveLoss):
 
           averaged over the anchors with sum_p w_ip > 0. With one-hot labels every weight is 0 or 1 and this is
           L_out above exactly. A sample with an empty label set has its own views as its only positives (as -1).
-          The weights of each tile of anchors are computed when the tile is (``_multilabel.py``): no (VN)^2 matrix.
+          The weights of each tile of anchors are computed when the tile is (``_weighted.py``): no (VN)^2 matrix.
 
-    Memory (SupCon App., the memory-based variant; MoCo's queue): ``memory`` (K, D) holds features of past
-    samples, such as keys from a momentum encoder. They are K more candidates in every anchor's A(i), never anchors,
-    and receive no gradient. With labels, a memory row whose ``memory_labels`` match the anchor's (the same class;
-    for multi-hot labels, weighted by the overlap) is a positive; without labels, or labelled -1, it is a negative.
-    Every rank must pass the same memory (a queue gathered from all ranks, :class:`MemoryQueue`).
+    A queue of keys from a momentum encoder (SupCon's memory-based variant, MoCo) is
+    :class:`MomentumContrastLoss`, which contrasts queries with keys.
 
     Computed by the exact tiled kernel of ``contrastkit.losses._tiled``: memory
     O(chunk * VN + VN * D), never (VN)^2. Distributed use, input dtypes: as
@@ -98,32 +95,27 @@ class SupConLoss(TiledContrastiveLoss):
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, " + super().extra_repr()
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None,
-                memory: torch.Tensor | None = None, memory_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean SupCon loss over the anchors that have a positive.
 
         Args:
             features: V views of N samples (need not be normalised).
             labels: integer class of each sample, -1 for unlabelled; multi-hot labels (N, C) (L_out only); or None.
-            memory: features of past samples (need not be normalised; normalised like ``features``), more
-                candidates without gradient; None or K = 0: none.
-            memory_labels: their labels, of the same kind as ``labels``; None: all unlabelled (negatives).
 
         Returns:
             The scalar loss.
 
         Raises:
-            TypeError: features or memory not a floating tensor; class labels not an integer tensor.
+            TypeError: features not a floating tensor; class labels not an integer tensor.
             ValueError: features not 3-D or not finite; labels not of shape (N,) or (N, C), class labels < -1,
-                multi-hot labels other than 0/1 or with ``variant="in"``; memory not (K, D) of the features' D;
-                memory labels without labels; N < 2 (with or without labels); labels None with V < 2; no anchor
-                with a positive.
+                multi-hot labels other than 0/1 or with ``variant="in"``; N < 2 (with or without labels); labels
+                None with V < 2; no anchor with a positive.
 
         Shape:
-            features (N, V, D), labels (N,) or (N, C), memory (K, D), memory_labels (K,) or (K, C) -> ().
+            features (N, V, D), labels (N,) or (N, C) -> ().
         """
         features = check_embeddings("features", features, "NVD", self.check_values)
-        N, V, D = features.shape
+        N, V, _ = features.shape
         if isinstance(labels, torch.Tensor) and labels.dim() == 2:
             if self.variant != "out":
                 raise ValueError("multi-hot labels (N, C) are defined for L_out (variant='out'); got variant='in'")
@@ -135,5 +127,4 @@ class SupConLoss(TiledContrastiveLoss):
                 f"SupConLoss with labels=None needs V >= 2 views per sample (the positives are the other "
                 f"views), got features of shape {tuple(features.shape)} with V={V}"
             )
-        memory, memory_labels = check_memory(memory, memory_labels, D, labels, features.device, self.check_values)
-        return self._contrastive(features, labels, self.variant, memory, memory_labels)
+        return self._contrastive(features, labels, self.variant)
