@@ -195,7 +195,7 @@ def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
     summary = read_json(run.out / "summary.json")
     trained = (summary is not None and (run.out / "last.pt").is_file()
                and same_fingerprint(read_json(run.out / "fingerprint.json"), fingerprint)
-               and summary.get("stop_reason") in ("completed", "max_steps"))
+               and summary.get("stop_reason") in ("completed", "max_steps", "time_budget"))
     if not trained:
         record["load_avg"] = {"start": list(os.getloadavg())}  # the machine's load (as uptime shows it)
         try:

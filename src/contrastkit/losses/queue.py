@@ -14,9 +14,9 @@ __all__ = ["MemoryQueue"]
 class MemoryQueue(nn.Module):
     """The last K keys and their labels, first in, first out (MoCo, He et al. 2020, Sec. 3.2).
 
-    The training step computes its loss over the batch plus :meth:`contents` (more candidates for
-    :class:`~contrastkit.losses.SupConLoss`, without gradient), *then* :meth:`push` es the batch's keys, so a key is
-    never contrasted with the batch it came from. Under ``torch.distributed`` the keys (and labels) of every rank
+    The training step computes its loss over the batch's keys plus :meth:`contents` (the memory of
+    :class:`~contrastkit.losses.MomentumContrastLoss`, without gradient), *then* :meth:`push` es the batch's keys, so
+    a queued key never meets the batch it came from twice. Under ``torch.distributed`` the keys (and labels) of every rank
     are gathered, in rank order, before they are written, so every rank holds the identical queue and every rank's
     loss sees the same memory. Every rank must push the same number of keys (the trainer's even batches).
 
