@@ -156,3 +156,42 @@ def test_gradient_caching_moves_the_copy_once_and_gives_the_full_gradient():
     torch.testing.assert_close(q1, q2)
     for a, b in zip(g1 + m1, g2 + m2):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------- nothing read back from the device (issue 8's rule)
+
+META = torch.device("meta")  # no values: any read back (.item(), bool(), nonzero) raises
+
+
+@pytest.mark.parametrize("method", ["simclr-queue", "supcon-queue"])
+def test_a_queue_step_reads_nothing_from_the_device(method):
+    """Forward (queries and keys), the loss over batch + queue, the push, the copy's move, backward and the
+    optimiser step, three times (the queue fills, then wraps), all on the meta device."""
+    from contrastkit.config import PretrainConfig
+    from contrastkit.methods import DataInfo, get_method, with_method_defaults
+
+    cfg = with_method_defaults(PretrainConfig(method=method, queue_size=64, width=0.125, batch_size=16))
+    parts = get_method(method).build(cfg, DataInfo([0, 1, 2] * 6, ["a", "b", "c"], 16, "toy"))
+    model, objective = parts.model.to(META), parts.objective.to(META)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9, foreach=True)
+    for _ in range(5):
+        labels = torch.empty(16, dtype=torch.long, device=META) if method == "supcon-queue" else None
+        loss = objective(forward_views(model, torch.empty(16, 2, 3, 16, 16, device=META)), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert loss.device == META and objective.queue.filled == 64 and objective.queue.pointer == 32
+    assert model.momentum.updates == 5
+
+
+def test_label_sets_read_nothing_from_the_device():
+    from contrastkit.losses import SupConLoss
+
+    x = torch.empty(8, 2, 16, device=META, requires_grad=True)
+    labels = torch.empty(8, 4, device=META)
+    SupConLoss(0.1, check_values=False, even_batches=True)(x, labels).backward()
+    q = torch.empty(8, 2, 16, device=META, requires_grad=True)
+    MomentumContrastLoss(0.2, check_values=False, even_batches=True)(
+        q, torch.empty(8, 2, 16, device=META), labels, torch.empty(32, 16, device=META),
+        torch.empty(32, 4, device=META)).backward()
+    assert x.grad.device == META and q.grad.device == META
