@@ -151,7 +151,10 @@ def test_distill_cli_hides_the_options_the_method_ignores():
 def test_the_loop_and_the_config_name_no_method():
     """Methods are a registry: the training loop and the options know no method by name (issue 26). The options
     compare with no method's name (``--method``'s default is one); the training package names none at all."""
-    names = ("simclr", "supcon", "distill")
+    from contrastkit.methods import METHODS
+
+    names = tuple(METHODS)  # every registered method, the queue and multi-label ones (issue 30) too
+    assert {"simclr", "supcon", "distill", "ce", "simclr-queue", "supcon-multilabel"} <= set(names)
     for path in [SRC / "config.py", *sorted((SRC / "train").glob("*.py"))]:
         compare_only = path.name == "config.py"
         tree = ast.parse(path.read_text())

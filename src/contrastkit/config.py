@@ -23,7 +23,8 @@ LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
 #: The options that make a run what it is: ``--resume`` refuses a checkpoint written with other values (but
 #: ``epochs`` with ``--extend``).
 RUN_IDENTITY = ("method", "encoder", "width", "head", "head_layers", "proj_dim", "proj_hidden_dim", "cifar_stem",
-                "data", "n_views", "batch_size", "epochs", "seed", "teacher")
+                "data", "labels", "n_views", "batch_size", "epochs", "seed", "teacher", "queue_size",
+                "momentum_encoder", "momentum_ramp")
 #: The other spelling of an option's name (British and American), accepted in YAML and on the command line.
 SPELLINGS = {"labelled_fraction": "labeled_fraction", "labeled_weight": "labelled_weight"}
 #: the names ``--tracking`` takes (contrastkit.tracking has a tracker for each but none)
@@ -43,8 +44,9 @@ class PretrainConfig:
 
     # what to train
     method: str = _opt("simclr", "the training method, a name of contrastkit.methods: simclr (NT-Xent, SimCLR), "
-                       "supcon (L_out/L_in, SupCon), ce (cross-entropy baseline) or distill (a student on a "
-                       "fine-tuned teacher, SimCLRv2; see contrastkit distill)")
+                       "supcon (L_out/L_in, SupCon), ce (cross-entropy baseline), distill (a student on a "
+                       "fine-tuned teacher, SimCLRv2; see contrastkit distill), simclr-queue and supcon-queue (with a "
+                       "momentum encoder and a queue of keys, MoCo) or supcon-multilabel (multi-hot labels, --labels)")
     loss: str = _opt("ntxent", "loss for --method simclr: ntxent, ntlogistic, margin or npair (SimCLR Table 4)",
                      choices=LOSSES)
     supcon_variant: str = _opt("out", "SupCon loss variant: out (L_out, better: SupCon Table 1) or in (L_in)",
@@ -66,8 +68,20 @@ class PretrainConfig:
     labelled_weight: float = _opt(0.0, "distill: weight A of the labelled loss on the teacher's labelled subset, "
                                        "(1 - A) x distillation + A x cross-entropy (SimCLRv2 eq. 3, A = 1 - alpha)")
 
+    # what to train: a momentum encoder and a memory queue (MoCo, He et al. 2020; simclr-queue, supcon-queue)
+    momentum_encoder: float | None = _opt(None, "simclr-queue, supcon-queue: momentum m in [0, 1) of the key "
+                                                "encoder, a moving average of f and g", type=float,
+                                          default_help="the method's, 0.99")
+    momentum_ramp: str = _opt("off", "simclr-queue, supcon-queue: off (m throughout) or cosine (m rises to 1 over the "
+                                     "run's steps, BYOL Sec. 3.2, MoCo v3)", choices=("off", "cosine"))
+    queue_size: int | None = _opt(None, "simclr-queue, supcon-queue: K keys of past batches, more negatives of every "
+                                        "anchor (with labels, those of its class are positives); a multiple of "
+                                        "--batch-size x --n-views", type=int, default_help="the method's, 4096")
+
     # data
     data: str = _opt("digits", "digits (offline default), cifar10, cifar100, stl10, or a folder (ImageFolder layout)")
+    labels: str = _opt("", "supcon-multilabel: a CSV file with columns path (relative to --data) and labels (names "
+                           "separated by ';'), the label set of every training image of a folder")
     data_root: str = _opt("~/.cache/contrastkit/datasets", "where torchvision data sets are looked for / downloaded")
     num_workers: int = _opt(2, "DataLoader worker processes")
     augment_on: str = _opt("auto", "workers: per-image torchvision transforms in DataLoader workers; device: "
@@ -217,7 +231,8 @@ class PretrainConfig:
 
 
 # The sections of PretrainConfig, in order: each named by its first field. They are the groups of `pretrain --help`.
-_GROUP_STARTS = {"method": "what to train", "data": "data", "preset": "augmentation", "encoder": "model",
+_GROUP_STARTS = {"method": "what to train", "momentum_encoder": "what to train: momentum encoder and queue",
+                 "data": "data", "preset": "augmentation", "encoder": "model",
                  "epochs": "optimisation", "seed": "run", "knn_every": "monitoring"}
 
 

@@ -72,6 +72,8 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path, image_folder, augment_on):
     assert a["global_step"] == b["global_step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    # the resumed epoch's mean loss covers all its steps, the ones before the stop included
+    assert a["history"][-1]["loss"] == pytest.approx(b["history"][-1]["loss"], rel=1e-6)
 
 
 def test_resume_takes_the_runs_options_and_names_what_differs(tmp_path, image_folder, capsys):

@@ -44,7 +44,8 @@ def test_the_defaults_are_valid():
 
 def test_sections_cover_every_field_once_and_are_help_groups(capsys):
     groups = config_groups()
-    assert list(groups) == ["what to train", "data", "augmentation", "model", "optimisation", "run", "monitoring"]
+    assert list(groups) == ["what to train", "what to train: momentum encoder and queue", "data", "augmentation",
+                            "model", "optimisation", "run", "monitoring"]
     names = [n for members in groups.values() for n in members]
     assert sorted(names) == sorted(f.name for f in dataclasses.fields(PretrainConfig)) and len(set(names)) == len(names)
     assert "dist_timeout_s" in groups["run"] and "knn_every" in groups["monitoring"] and "lr" in groups["optimisation"]

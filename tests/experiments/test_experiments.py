@@ -181,10 +181,30 @@ def test_summaries_judge_the_ordering():
     assert s.figure["matrix"][0][1] == s.figure["matrix"][1][0] == 70.0 and s.figure["matrix"][3][4] is None
 
 
+def test_queue_summary_judges_knn_at_equal_time():
+    queue = get_experiment("queue")
+
+    def arm(name, knn, ips, steps):
+        return {"key": name, "labels": {"arm": name}, "metrics": {"linear_h": knn + 3, "knn_h": knn},
+                "train": {"images_per_s": ips, "global_step": steps, "train_time_s": 300.0},
+                "load_avg": {"start": [6.0, 5.0, 4.0], "end": [8.5, 6.0, 5.0]}}
+
+    pays = queue.summarise([arm("no queue", 40.0, 200.0, 900), arm("queue 4096", 42.5, 150.0, 700)], None)
+    assert pays.verdict.startswith("The queue pays on this machine") and "+2.5 points" in pays.verdict
+    assert "150 images/s against 200" in pays.verdict and "(0.75x)" in pays.verdict
+    assert "6.0 -> 8.5" in pays.verdict and pays.rows[1]["load avg (start -> end)"] == "6.0 -> 8.5"
+    assert queue.summarise([arm("no queue", 40.0, 200.0, 900), arm("queue 4096", 38.0, 150.0, 700)],
+                           None).verdict.startswith("The queue does not pay")
+    assert queue.summarise([arm("no queue", 40.0, 200.0, 900), arm("queue 4096", 40.6, 150.0, 700)],
+                           None).verdict.startswith("No difference within noise")
+    assert queue.summarise([arm("no queue", 40.0, 200.0, 900)], None).verdict.startswith("Not enough")
+    assert pays.figure["panels"][1]["series"]["images/s"] == [200.0, 150.0]
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("name", ["supcon-variants", "projection-head"])
+@pytest.mark.parametrize("name", ["supcon-variants", "projection-head", "queue"])
 def test_smoke_run_end_to_end_then_resume(name, tmp_path, monkeypatch):
     out = tmp_path / name
     results = run_experiment(name, budget="smoke", out=out, device="cpu", progress=False)

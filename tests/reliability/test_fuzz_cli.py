@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import contrastkit.data.preview
 import contrastkit.experiments.demo
 import contrastkit.experiments
 import contrastkit.evaluate.protocols
@@ -91,8 +92,9 @@ def argvs(draw) -> tuple[list[str], str]:
 
 
 @pytest.fixture
-def stubbed(monkeypatch):
-    """Every command's work replaced by its checks before any work."""
+def stubbed(monkeypatch, tmp_path):
+    """Every command's work replaced by its checks before any work; relative outputs land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
     def pretrain(cfg):
         cfg.validate()
         resolve_device(cfg.device)
@@ -116,6 +118,7 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(contrastkit.train, "pretrain", pretrain)
     monkeypatch.setattr(contrastkit.evaluate.protocols, "load_checkpoint_model", no_checkpoint)
     monkeypatch.setattr(contrastkit.evaluate.protocols, "load_dataset", no_data)
+    monkeypatch.setattr(contrastkit.data.preview, "load_dataset", no_data)
     monkeypatch.setattr(contrastkit.experiments.demo, "run_demo", demo)
     monkeypatch.setattr(contrastkit.experiments, "run_experiment", experiment)
 

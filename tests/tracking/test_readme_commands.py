@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY
 from contrastkit import load_encoder
 from contrastkit.cli import main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -40,3 +40,19 @@ def test_options_are_the_run_config_and_artifacts_its_files(tracked):
     assert all((f / "plots" / "loss_curve.png").is_file() for f in folders[:3])
     assert json.loads((folders[2] / "summary.json").read_text())["global_step"] == 6
     assert (folders[3] / "eval" / "eval_knn.json").is_file()
+
+
+def test_a_resume_in_the_same_second_waits_for_its_own_offline_folder(tmp_path):
+    from datetime import datetime
+    import time
+
+    from contrastkit.tracking.wandb_tracker import _wait_for_a_new_second
+
+    stamp = lambda: datetime.fromtimestamp(time.time()).strftime("%Y%m%d_%H%M%S")  # noqa: E731
+    taken = stamp()
+    (tmp_path / "wandb" / f"offline-run-{taken}-abc").mkdir(parents=True)
+    _wait_for_a_new_second(tmp_path, "abc")
+    assert stamp() != taken
+    t0 = time.perf_counter()
+    _wait_for_a_new_second(tmp_path, "other-run")  # another run's folder is no reason to wait
+    assert time.perf_counter() - t0 < 0.5

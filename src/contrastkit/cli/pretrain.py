@@ -20,7 +20,8 @@ __all__ = ["register", "config_from_args", "add_config_options", "NOT_FOR_DISTIL
 #: Pretrain options that do not apply to distillation (``contrastkit.methods.distill.IGNORED``, held here too so
 #: that ``--help`` imports no torch; a test keeps the two equal) and ``method`` itself.
 NOT_FOR_DISTILL = ("method", "loss", "supcon_variant", "temperature", "margin", "l2_normalize", "semi_hard",
-                   "labeled_fraction", "head", "proj_dim", "proj_hidden_dim", "head_layers")
+                   "labeled_fraction", "head", "proj_dim", "proj_hidden_dim", "head_layers", "momentum_encoder",
+                   "momentum_ramp", "queue_size", "labels")
 
 
 def _key_value(text: str) -> tuple[str, Any]:

@@ -6,6 +6,7 @@ Layout of the output folder::
     OUT/results.md              the table, the verdict and the figure
     OUT/<name>.png              the figure (bars beside the paper's numbers, or a heatmap)
     OUT/runs/<key>/             one pretraining run: config.yaml, last.pt, metrics.jsonl, summary.json,
+                                load_avg.json (the machine's 1/5/15-minute load at the training's start and end),
                                 and result.json once it is evaluated
     OUT/runs/random-init/       the same encoder, untrained: the floor every run should clear
 
@@ -174,7 +175,8 @@ class _Evaluator:
 
 
 def _train_summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
-    keep = ("global_step", "epochs", "stop_reason", "train_time_s", "images_per_s", "final_loss")
+    keep = ("global_step", "epochs", "stop_reason", "train_time_s", "images_per_s", "images_per_s_steady",
+            "final_loss")
     return {k: summary.get(k) for k in keep}
 
 
@@ -193,8 +195,9 @@ def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
     summary = read_json(run.out / "summary.json")
     trained = (summary is not None and (run.out / "last.pt").is_file()
                and same_fingerprint(read_json(run.out / "fingerprint.json"), fingerprint)
-               and summary.get("stop_reason") in ("completed", "max_steps"))
+               and summary.get("stop_reason") in ("completed", "max_steps", "time_budget"))
     if not trained:
+        record["load_avg"] = {"start": list(os.getloadavg())}  # the machine's load (as uptime shows it)
         try:
             run.out.mkdir(parents=True, exist_ok=True)
             (run.out / "fingerprint.json").unlink(missing_ok=True)
@@ -205,6 +208,10 @@ def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
             write_json(record, result_path)
             return record
         write_json(fingerprint, run.out / "fingerprint.json")
+        record["load_avg"]["end"] = list(os.getloadavg())
+        write_json(record["load_avg"], run.out / "load_avg.json")
+    else:  # trained before: the load of that training
+        record["load_avg"] = read_json(run.out / "load_avg.json")
     record["train"] = _train_summary_fields(summary)
     t_eval = time.perf_counter()
     model, meta, _ = load_checkpoint_model(run.out / "last.pt", evaluator.device)

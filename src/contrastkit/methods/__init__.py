@@ -9,14 +9,15 @@ import dataclasses
 import difflib
 from typing import Any
 
-from . import ce, distill, simclr, supcon
+from . import ce, distill, multilabel, queue, simclr, supcon
 from .base import DataInfo, Method, MethodParts
 
 __all__ = ["METHODS", "Method", "MethodParts", "DataInfo", "get_method", "list_methods", "with_method_defaults",
            "check_options"]
 
 #: every method, by its ``--method`` name
-METHODS: dict[str, Method] = {m.name: m for m in (simclr.METHOD, supcon.METHOD, ce.METHOD, distill.METHOD)}
+METHODS: dict[str, Method] = {m.name: m for m in (simclr.METHOD, supcon.METHOD, ce.METHOD, distill.METHOD,
+                                                  queue.SIMCLR_QUEUE, queue.SUPCON_QUEUE, multilabel.METHOD)}
 
 
 def list_methods() -> list[str]:
@@ -48,12 +49,15 @@ def _check_method_options(cfg: Any, method: Method) -> None:
     """Options that belong to another method are refused when set; the method's views and batch bounds hold."""
     defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                 for f in dataclasses.fields(cfg)}
-    for other in METHODS.values():
-        given = [n for n in other.options if other is not method and getattr(cfg, n) != defaults[n]]
+    for other in METHODS.values():  # an option several methods own is refused by the others only
+        given = [n for n in other.options if n not in method.options and getattr(cfg, n) != defaults[n]]
         if given:
             flags = " and ".join("--" + n.replace("_", "-") for n in given)
-            raise ValueError(f"{flags} appl{'ies' if len(given) == 1 else 'y'} to {other.summary.split(':')[0]} "
-                             f"(--method {other.name}) only, got --method {method.name}")
+            owners = [m for m in METHODS.values() if set(given) <= set(m.options)]
+            whom = (f"{other.summary.split(':')[0]} (--method {other.name})" if len(owners) == 1 else
+                    "--method " + " or ".join(m.name for m in owners))
+            raise ValueError(f"{flags} appl{'ies' if len(given) == 1 else 'y'} to {whom} only, "
+                             f"got --method {method.name}")
     if method.views is None and cfg.n_views < method.min_views:
         kind = "contrastive methods" if method.min_views >= 2 else f"--method {method.name}"
         raise ValueError(f"--n-views must be >= {method.min_views} for {kind}, got {cfg.n_views}")

@@ -24,12 +24,14 @@ class DataInfo:
         classes: the class names.
         image_size: the side of the training crops.
         data: the data set or folder (as resolved).
+        paths: the file of every training image, for data read from files (empty otherwise).
     """
 
     targets: list[int]
     classes: list[str]
     image_size: int
     data: str
+    paths: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -39,7 +41,8 @@ class DataInfo:
 @dataclass
 class MethodParts:
     """What the loop trains: the model (``forward(x) -> (h, outputs)``), the objective
-    (``objective(outputs (N, V, D), labels (N,)) -> loss``) and the label of every training image (-1: none)."""
+    (``objective(outputs (N, V, D), labels (N,)) -> loss``) and the label of every training image (-1: none), or
+    its label set (N, C), multi-hot."""
 
     model: nn.Module
     objective: nn.Module
@@ -61,7 +64,8 @@ class Method:
         build: ``build(cfg, data: DataInfo) -> MethodParts``; called once per run, after the data are loaded.
         check: ``check(cfg)`` raises ValueError for an option value this method cannot train with.
         defaults: options whose unset value (None) means the method's own (``temperature``).
-        options: options that belong to this method alone: another method refuses them when set.
+        options: options that belong to this method (and to any other that lists them): a method that does not
+            list an option refuses it when set.
         ignored: options this method does not use (``contrastkit distill`` hides them from its ``--help``).
         views: views per image when the method fixes it (the CE baseline: 1); None for ``--n-views``.
         min_views: the fewest ``--n-views`` it trains with.

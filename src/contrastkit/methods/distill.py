@@ -225,7 +225,8 @@ def _check(cfg: Any) -> None:
 
 #: Options that do not apply to distillation: the loss is the distillation loss, the student has no projection head.
 IGNORED = ("loss", "supcon_variant", "temperature", "margin", "l2_normalize", "semi_hard", "labeled_fraction",
-           "head", "proj_dim", "proj_hidden_dim", "head_layers")
+           "head", "proj_dim", "proj_hidden_dim", "head_layers", "momentum_encoder", "momentum_ramp", "queue_size",
+           "labels")
 
 METHOD = Method(
     name="distill",

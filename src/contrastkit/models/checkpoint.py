@@ -216,10 +216,12 @@ def _model_for(state: dict[str, Any], meta: CheckpointMeta) -> tuple[nn.Module, 
 
     The kind of model is read from the checkpoint's structure, not from its method's name: a fine-tuned network
     (its format), the student of a distillation run (weights under ``student.``), the cross-entropy baseline (a
-    linear classifier as the head), or f with a projection head.
+    linear classifier as the head), or f with a projection head. A run with a momentum encoder also holds the
+    momentum copy of f and g under ``momentum.`` (:class:`~contrastkit.models.MomentumModel`); the trained network
+    is the rest.
     """
     arch = Architecture.from_options(meta.config)
-    weights = state["model"]
+    weights = {k: v for k, v in state["model"].items() if not k.startswith("momentum.")}
     if meta.finetuned is not None:
         info = meta.finetuned["classifier"]
         return build_model(arch, int(info["num_classes"]), meta.image_size, int(info["from_head_layer"])), weights

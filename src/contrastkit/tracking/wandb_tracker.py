@@ -13,6 +13,8 @@ import importlib
 import netrc
 import os
 import shutil
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -69,6 +71,8 @@ class WandbTracker(Tracker):
         folder = reference.get("dir")
         if folder and not Path(folder).is_dir():
             raise TrackingUnavailable(f"the W&B folder {folder} of run {reference.get('run_id')} is gone")
+        if wandb_mode() == "offline":
+            _wait_for_a_new_second(Path(folder or os.environ.get("WANDB_DIR") or "."), reference["run_id"])
         self._init(project=reference.get("project"), entity=reference.get("entity"), id=reference["run_id"],
                    resume="allow", dir=folder)
 
@@ -91,3 +95,14 @@ class WandbTracker(Tracker):
 
     def finish(self, status: str = "finished") -> None:
         self.run.finish(exit_code=_EXIT_CODE[status])
+
+
+def _wait_for_a_new_second(root: Path, run_id: str) -> None:
+    """W&B names an offline run's folder ``offline-run-<start second>-<id>``: a resume (or an evaluation) started in
+    the same second as the run's previous process would write into that folder and replace its records, which
+    ``wandb sync`` then never uploads. Wait for a second whose folder does not exist yet."""
+    for _ in range(3):
+        stamp = datetime.fromtimestamp(time.time()).strftime("%Y%m%d_%H%M%S")
+        if not (root / "wandb" / f"offline-run-{stamp}-{run_id}").exists():
+            return
+        time.sleep(1.01 - time.time() % 1)

@@ -67,7 +67,7 @@ class TrainData:
     def batches(self, epoch: int, start_step: int, global_step: int
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's batches of ``epoch`` from step ``start_step`` on (``global_step``: the run's step count
-        then): views (N, V, C, H, W) and labels (N,), on the device."""
+        then): views (N, V, C, H, W) and labels (N,) (or multi-hot label sets (N, C)), on the device."""
         self.sampler.set_epoch(epoch)
         order = list(self.sampler)[start_step * self.local_batch:]
         if self.staged is None:
@@ -177,7 +177,7 @@ def _view_transform(spec: AugmentSpec, n_views: int):
 def data_info(cfg: PretrainConfig, splits: DataSplits, spec: AugmentSpec) -> DataInfo:
     """What the run's method is told of the data."""
     return DataInfo(targets=list(getattr(splits.train, "targets", [])), classes=list(splits.classes),
-                    image_size=spec.size, data=cfg.data)
+                    image_size=spec.size, data=cfg.data, paths=list(splits.train_paths or []))
 
 
 def build_data(cfg: PretrainConfig, splits: DataSplits, spec: AugmentSpec, labels: torch.Tensor, n_views: int,

@@ -1,9 +1,10 @@
 """Where a run stands (:class:`TrainState`), what its checkpoint holds, and resuming from one.
 
-A checkpoint is ``{model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, train_time, images_seen,
-config, rng, history, tracking, epoch_loss, meta}`` (``tracking``: the references of the tracked runs, so that a
-resume continues them), written atomically by :func:`~contrastkit.models.save_checkpoint` at the end of every epoch
-(and every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run
+A checkpoint is ``{model, objective, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step, train_time,
+images_seen, config, rng, history, tracking, epoch_loss, meta}`` (``objective``: the objective's own state, such as
+a queue of keys, empty for most methods; ``tracking``: the references of the tracked runs, so that a resume
+continues them), written atomically by :func:`~contrastkit.models.save_checkpoint` at the end of every epoch (and
+every ``--checkpoint-every-steps`` steps). ``--resume`` restores all of it, so a resumed run
 continues bit-exactly, and its training time adds to the checkpoint's. ``--resume --extend`` continues it to a new
 ``--epochs`` total: the same weights, optimiser state and step, under the new total's schedule.
 """
@@ -105,7 +106,9 @@ def load_resume(cfg: PretrainConfig) -> dict[str, Any] | None:
     if isinstance(old.get("data"), str):  # checkpoints of older versions hold --data as typed
         old["data"] = resolve_data(old["data"])
     keys = [k for k in RUN_IDENTITY if not (cfg.extend and k == "epochs")]
-    diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in keys if old.get(k) != getattr(cfg, k)]
+    fresh = PretrainConfig()  # an option a checkpoint of an older version lacks had its default
+    old = {k: old.get(k, getattr(fresh, k)) for k in keys}
+    diffs = [f"{k}: checkpoint {old[k]!r}, now {getattr(cfg, k)!r}" for k in keys if old[k] != getattr(cfg, k)]
     if diffs:
         hint = ""
         if any(d.startswith("epochs:") for d in diffs):
@@ -158,7 +161,9 @@ def restore(run, saved: dict[str, Any] | None) -> TrainState:
         return state
     try:
         run.model.load_state_dict(saved["model"], strict=True)
-    except RuntimeError as exc:
+        if "objective" in saved:
+            run.objective.load_state_dict(saved["objective"], strict=True)
+    except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {run.checkpoint} does not match the model: {exc}") from exc
     run.guard.keep_buffers()  # what a skipped first step goes back to
     run.optimizer.load_state_dict(saved["optimizer"])
@@ -187,6 +192,7 @@ def checkpoint_state(run, state: TrainState, epoch: int, step_in_epoch: int) -> 
     """The checkpoint of ``run`` at (``epoch``, ``step_in_epoch``): everything :func:`restore` reads."""
     return {
         "model": run.model.state_dict(),
+        "objective": run.objective.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,

@@ -161,7 +161,6 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stopping: bool, log: Metr
     row = {"kind": "epoch", "epoch": epoch, "step": state.global_step,
            "loss": float(state.loss_sum / count) if count else float("nan"),
            "epoch_time_s": time.perf_counter() - state.epoch_started, "train_time_s": state.train_time}
-    state.reset_epoch_loss(run.device)
     if run.data.monitor is not None and monitor_due(cfg, epoch, finished, stopping):
         row["knn_top1"] = knn_monitor(unwrap(run.model).encoder, run.data.monitor, cfg, run.device)
         bar.show(knn=f"{row['knn_top1']:.3f}")
@@ -169,9 +168,10 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stopping: bool, log: Metr
     log.write(row, state.global_step)
     bar.end_epoch(row)
     if finished:
+        state.reset_epoch_loss(run.device)
         save(run, state, epoch + 1, 0)
         state.step_in_epoch = 0
-    else:
+    else:  # the checkpoint keeps the partial epoch's loss sum, which a resume continues
         save(run, state, epoch, state.step_in_epoch)
     return row
 
