@@ -76,8 +76,11 @@ def test_the_transform_is_the_evaluation_preprocessing(tiny_ckpt):
 
 def test_load_encoder_refuses_what_contrastkit_did_not_write(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
-    with pytest.raises(ExportError, match="is not a contrastkit checkpoint or export"):
+    with pytest.raises(ExportError, match="the name does not say which format it is"):
         load_encoder(tmp_path / "notes.txt")
+    (tmp_path / "notes.pt").write_text("not a model")
+    with pytest.raises(ExportError, match="read as torch .from its name., but its bytes are not a torch.save"):
+        load_encoder(tmp_path / "notes.pt")
     torch.save({"a": 1}, tmp_path / "dict.pt")
     with pytest.raises(ExportError, match="neither a contrastkit checkpoint .* nor a state_dict of tensors"):
         load_encoder(tmp_path / "dict.pt")

@@ -16,7 +16,8 @@ __all__ = ["register"]
 def _run_export(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     from ..export import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, include_head=args.include_head)
+    result = export_checkpoint(args.checkpoint, args.format, args.out, include_head=args.include_head,
+                               overwrite=args.overwrite)
     print(f"wrote {result['out']} ({args.format}, {result['bytes'] / 1e6:.1f} MB); verified against contrastkit's "
           f"h on a batch of {result['verify_batch']}: largest difference {result['max_abs_diff']:.3g} (relative "
           f"{result['max_rel_diff']:.3g}, tolerance {result['tolerance']:g})")
@@ -31,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, help="torchvision / timm: a state_dict (plus a "
                    ".json sidecar) for torchvision.models.resnetN() / timm.create_model(name, num_classes=0); "
                    "safetensors: the same tensors with metadata; torchscript, onnx: the encoder alone")
-    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--out", required=True, help="the file to write, named for its format: *.pt (torchvision, timm), "
+                                                "*.safetensors, *.torchscript, *.onnx")
     p.add_argument("--include-head", action="store_true", help="also export the projection head g")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out (a file contrastkit "
+                                                            "did not write, or a run's checkpoint, never is)")
     p.set_defaults(handler=_run_export)

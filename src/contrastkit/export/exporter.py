@@ -2,19 +2,21 @@
 
 Every file is written under a temporary name in the folder of ``--out``, reloaded through the target library
 and compared with contrastkit's own h (and z) on a fixed batch; only when the largest difference is within
-tolerance are the files renamed into place. A failure at any step leaves nothing new at ``--out``.
+tolerance are the files renamed into place. A failure at any step leaves nothing new at ``--out``. An existing
+file there is replaced only when an earlier export wrote it (the folder's marker lists it,
+:mod:`contrastkit.runtime.ownership`) and ``overwrite`` is given; a run's checkpoint never is. The file's name
+says its format (``*.torchscript``, ...), since :func:`~contrastkit.export.load_encoder` reads by name.
 """
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ..runtime.ownership import OutputFiles
 from .formats import FORMATS, STATE_DICT_FORMATS, ExportError, head_path, packages_for, require, sidecar_path
 from .graphs import reload_onnx, reload_torchscript, write_onnx, write_torchscript
 from .source import ExportSource, build_metadata, load_source
@@ -63,29 +65,35 @@ def check_exportable(source: ExportSource, fmt: str) -> None:
                           f"{'torchvision, ' if source.is_standard_torchvision else ''}safetensors, torchscript, onnx")
 
 
-def _check_out(out: str | os.PathLike) -> Path:
-    """``--out`` as a path whose folder exists and is writable (created if missing)."""
+#: the name an export of each format must have: load_encoder chooses its reader by the name
+SUFFIXES = {"torchvision": (".pt", ".pth"), "timm": (".pt", ".pth"), "safetensors": (".safetensors",),
+            "torchscript": (".torchscript",), "onnx": (".onnx",)}
+
+
+def _check_out(out: str | os.PathLike, fmt: str) -> Path:
+    """``--out`` as a file path named for ``fmt`` (``*.torchscript`` for TorchScript, ...).
+
+    Raises:
+        ExportError: a folder, or a name that says another format.
+    """
     path = Path(out).expanduser()
     if path.is_dir():
         raise ExportError(f"--out {path} is a folder; expected the path of the file to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.write-test-"):
-            pass
-    except OSError as exc:
-        raise ExportError(f"--out {path} is not writable: {exc.strerror or exc}") from exc
+    if path.suffix.lower() not in SUFFIXES[fmt]:
+        raise ExportError(f"--out {path}: a {fmt} export is named *{' or *'.join(SUFFIXES[fmt])} (load_encoder "
+                          f"chooses its reader by the file's name{', and runs TorchScript only from a *.torchscript file' if fmt == 'torchscript' else ''}); "
+                          f"for example --out {path.with_suffix(SUFFIXES[fmt][0]).name}")
     return path
 
 
-def _temp_paths(out: Path, fmt: str, include_head: bool) -> tuple[dict[str, Path], dict[str, Path]]:
-    """(final paths, temporary paths in the same folder) of every file the format writes."""
+def _final_paths(out: Path, fmt: str, include_head: bool) -> dict[str, Path]:
+    """The path of every file the format writes: the export, and a state_dict's sidecar (and g)."""
     final = {"main": out}
     if fmt in STATE_DICT_FORMATS:
         final["sidecar"] = sidecar_path(out)
         if include_head:
             final["head"] = head_path(out)
-    token = secrets.token_hex(4)  # a name of this export's own: two exports to one folder do not collide
-    return final, {role: path.with_name(f".{path.name}.{token}.tmp") for role, path in final.items()}
+    return final
 
 
 def _file_mode() -> int:
@@ -125,15 +133,18 @@ def _verify(source: ExportSource, features: Callable, meta: dict[str, Any]) -> d
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
-                      include_head: bool = False) -> dict[str, Any]:
+                      include_head: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Export a checkpoint's encoder f (and g) to ``out`` in ``fmt``, verified against contrastkit's h.
 
     Args:
         checkpoint: a checkpoint written by ``contrastkit pretrain``, or its run folder (``last.pt``).
         fmt: one of :data:`~contrastkit.export.FORMATS`.
-        out: the file to write (state-dict formats also write ``<out>.json``, and ``<out>.head.pt`` with g);
-            an existing file is replaced, atomically, once the new one has verified.
+        out: the file to write, named for its format (``*.pt`` for torchvision and timm, ``*.safetensors``,
+            ``*.torchscript``, ``*.onnx``); state-dict formats also write ``<out>.json``, and ``<out>.head.pt``
+            with g. An existing file is replaced only when an earlier export wrote it and ``overwrite`` is set,
+            atomically, once the new one has verified; a run's checkpoint never is.
         include_head: also export the projection head g (or the CE baseline's classifier).
+        overwrite: replace an earlier export at ``out``.
 
     Returns:
         A summary: the files written, their total size, the largest absolute and relative differences from
@@ -141,23 +152,24 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
 
     Raises:
         ExportError: an unknown format, one this encoder cannot be written to, a missing optional package, an
-            unwritable ``out``, or an export whose features differ from contrastkit's by more than the tolerance.
+            ``out`` not named for the format, or an export whose features differ from contrastkit's by more than
+            the tolerance.
+        ValueError: ``out`` is not writable, exists without ``overwrite``, or is not contrastkit's to replace
+            (all before any work); another process is writing it.
         CheckpointError: ``checkpoint`` is not a contrastkit checkpoint.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; known formats: {', '.join(FORMATS)}")
     for module, extra in packages_for(fmt):
         require(module, extra, f"--format {fmt}")
-    source = load_source(checkpoint)
-    check_exportable(source, fmt)
-    out_path = _check_out(out)
-    meta = build_metadata(source, fmt, include_head)
+    out_path = _check_out(out, fmt)
+    final = _final_paths(out_path, fmt, include_head)
     write, reload = _WRITERS[fmt]
-    final, temp = _temp_paths(out_path, fmt, include_head)
-    if any(path.resolve() == source.checkpoint.resolve() for path in final.values()):
-        raise ExportError(f"--out {out_path} would overwrite the checkpoint {source.checkpoint} it exports; "
-                          f"choose another path")
-    try:
+    with OutputFiles(out_path.parent, [p.name for p in final.values()], "export", "export", overwrite) as files:
+        source = load_source(checkpoint)
+        check_exportable(source, fmt)
+        meta = build_metadata(source, fmt, include_head)
+        temp = {role: files.temp(path.name) for role, path in final.items()}
         t0 = time.perf_counter()
         write(source, meta, temp)
         t1 = time.perf_counter()
@@ -169,12 +181,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
                 f"{diffs['max_abs_diff']:.3g} (relative {diffs['max_rel_diff']:.3g}, tolerance {TOLERANCE[fmt]:g}) "
                 f"on a batch of {VERIFY_BATCH}; nothing was written at {out_path}")
         mode = _file_mode()  # as a plain open() would create the files (some writers make them private)
-        for role in sorted(final, key=lambda r: r == "main"):  # the main file last: it never lacks its sidecar
-            os.chmod(temp[role], mode)
-            os.replace(temp[role], final[role])
-    finally:
         for path in temp.values():
-            path.unlink(missing_ok=True)
+            os.chmod(path, mode)
+        files.publish(sorted((p.name for p in final.values()), key=lambda n: n == out_path.name))  # the main last
     return {"format": fmt, "checkpoint": str(source.checkpoint), "out": str(out_path),
             "files": [str(p) for p in final.values()], "bytes": sum(p.stat().st_size for p in final.values()),
             "architecture": source.architecture, "feature_dim": source.feature_dim, "include_head": include_head,

@@ -236,4 +236,5 @@ METHOD = Method(
     ignored=IGNORED,
     min_views=1,
     finish=_finish,
+    writes=("student.pt",),
 )
