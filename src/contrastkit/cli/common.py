@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Any, Sequence
 
+from ..runtime.text import printable
+
 __all__ = ["print_json", "error_text", "run_handler", "check_positive"]
 
 
@@ -21,8 +23,6 @@ def check_positive(flag: str, value: Any) -> None:
 def error_text(exc: BaseException) -> str:
     """The message of an error, its control characters escaped (a file name's newline or terminal escape); one
     re-raised from a DataLoader worker keeps only the original's last line."""
-    from ..runtime.text import printable  # here: the runtime package imports torch, which --help must not
-
     text = str(exc)
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = text.rstrip().splitlines()[-1]  # "ValueError: cannot read image file ..."

@@ -80,9 +80,10 @@ def _check_out(out: str | os.PathLike, fmt: str) -> Path:
     if path.is_dir():
         raise ExportError(f"--out {path} is a folder; expected the path of the file to write")
     if path.suffix.lower() not in SUFFIXES[fmt]:
+        code = ", and runs TorchScript only from a *.torchscript file" if fmt == "torchscript" else ""
         raise ExportError(f"--out {path}: a {fmt} export is named *{' or *'.join(SUFFIXES[fmt])} (load_encoder "
-                          f"chooses its reader by the file's name{', and runs TorchScript only from a *.torchscript file' if fmt == 'torchscript' else ''}); "
-                          f"for example --out {path.with_suffix(SUFFIXES[fmt][0]).name}")
+                          f"chooses its reader by the file's name{code}); for example --out "
+                          f"{path.with_suffix(SUFFIXES[fmt][0]).name}")
     return path
 
 

@@ -112,8 +112,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix not in CHECKPOINT_SUFFIXES:
-        raise CheckpointError(f"{path} is not named as a checkpoint: contrastkit checkpoints are *.pt files (torch.save "
-                              f"archives of tensors); an export (.safetensors, .torchscript, .onnx) is read by "
+        raise CheckpointError(f"{path} is not named as a checkpoint: contrastkit checkpoints are *.pt files "
+                              f"(torch.save archives of tensors); an export (.safetensors, .torchscript, .onnx) is read by "
                               f"contrastkit.export.load_encoder")
     return path
 

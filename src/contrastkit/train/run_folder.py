@@ -174,7 +174,7 @@ class RunFolder:
     def close(self, remove: bool = False) -> None:
         """Release the lock; with ``remove`` (this run created ``OUT``), remove the folder too if it is empty."""
         empty = remove and not [e for e in self.out.iterdir() if e.name != self.lock.path.name]
-        self.lock.release(remove=empty)
+        self.lock.release(remove=empty or (self.lock.created and read_marker(self.out) is None))
         if empty:
             try:
                 self.out.rmdir()
