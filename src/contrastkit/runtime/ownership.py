@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 
 __all__ = ["MARKER", "LOCK", "FolderBusyError", "NotOwnedError", "FolderLock", "read_marker", "owned_files",
            "foreign_entries", "claim", "forget", "remove_owned", "set_state", "check_replaceable", "temp_beside",
-           "publish", "fsync_dir", "os_error_text", "PROTECTED_BY", "OutputFiles"]
+           "publish", "fsync_dir", "os_error_text", "PROTECTED_BY", "OutputFiles", "hold_folder"]
 
 MARKER = ".contrastkit.json"
 LOCK = ".contrastkit.lock"
@@ -383,5 +383,52 @@ class OutputFiles:
         if self._created_folder:
             try:
                 self.folder.rmdir()
+            except OSError:
+                pass
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | os.PathLike, command: str, kind: str, names: Iterable[str],
+                flag: str = "--out") -> Iterator[Path]:
+    """A folder that one command writes for a while (an experiment, the demo): created if needed, its writer lock
+    held within, and ``names`` (the entries the command writes there) listed in its marker.
+
+    A folder of other files without a marker is refused; one that holds only ``names`` (written by a contrastkit
+    from before markers) is taken over. When the block fails and the folder was created for it and holds nothing
+    else, it is removed.
+
+    Raises:
+        FolderBusyError: another process writes the folder.
+        NotOwnedError: the folder holds files that contrastkit did not write.
+        ValueError: it cannot be created or written.
+    """
+    folder = Path(folder).expanduser()
+    names = list(names)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {folder} is a file; expected a folder")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(folder, command, flag).acquire()
+    except OSError as exc:
+        raise ValueError(f"{flag} {folder} cannot be written: {os_error_text(exc)}") from None
+    ok = False
+    try:
+        if read_marker(folder) is None:
+            foreign = [n for n in foreign_entries(folder) if n not in names]
+            if foreign:
+                raise NotOwnedError(f"{flag} {folder} holds files that contrastkit did not write "
+                                    f"({', '.join(foreign[:4])}; no {MARKER}); choose another {flag}")
+        claim(folder, names, command, kind)
+        yield folder
+        ok = True
+    finally:
+        empty = created and not ok and not [e for e in folder.iterdir() if e.name not in _BOOKKEEPING]
+        if empty:
+            (folder / MARKER).unlink(missing_ok=True)
+        lock.release(remove=empty or (lock.created and read_marker(folder) is None))
+        if empty:
+            try:
+                folder.rmdir()
             except OSError:
                 pass

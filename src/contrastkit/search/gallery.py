@@ -38,7 +38,7 @@ def _thumbnail(path: str, side: int) -> Image.Image:
     """The image scaled to fit a ``side`` square (nearest-neighbour for small images, so pixels stay crisp);
     a grey tile marked "unreadable" when the file cannot be read any more."""
     try:
-        img = open_rgb(path)
+        img = open_rgb(path, side)
     except ValueError:
         tile = Image.new("RGB", (side, side), (200, 200, 200))
         ImageDraw.Draw(tile).text((4, side // 2 - 6), "unreadable", fill=(90, 0, 0))

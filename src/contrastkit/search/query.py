@@ -45,7 +45,7 @@ def embed_images(encoder: FrozenEncoder, paths: list[str], device: str | torch.d
     images, bad = [], []
     for p in paths:
         try:
-            images.append(resize_square(open_rgb(p), encoder.image_size))  # (3, S, S) uint8
+            images.append(resize_square(open_rgb(p, encoder.image_size), encoder.image_size))  # (3, S, S) uint8
         except ValueError as exc:
             bad.append(f"{p} ({str(exc).split(': ', 1)[-1]})")
     if bad:

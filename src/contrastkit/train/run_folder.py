@@ -92,6 +92,10 @@ def check_fresh_out(cfg: PretrainConfig) -> None:
         return
     if marker.get("kind") == "index":
         raise NotOwnedError(f"--out {out} is a contrastkit search index, not a run folder; choose another --out")
+    unlisted = [n for n in RUN_FILES if (out / n).exists() and n not in marker["files"]]
+    if unlisted and not cfg.resume:
+        raise NotOwnedError(f"--out {out} holds {', '.join(unlisted)}, which contrastkit did not write (not listed "
+                            f"in {out / MARKER}); a run never writes over them: choose another --out")
     if cfg.resume or cfg.overwrite:
         return
     held = _held_run(out)
