@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..runtime.ownership import OutputFiles
+from ..runtime.ownership import OutputFiles, backup_path
 from ..runtime.text import csv_cell, from_csv_cell
 from ._checks import as_features, as_labels
 
@@ -254,12 +254,19 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
 
 def _check_digests(files: dict[str, Path], meta: dict[str, Any]) -> None:
     """Refuse an ``.npy`` or ``.csv`` whose sha256 is not the one its ``.json`` records (files written before
-    digests were recorded are not checked)."""
+    digests were recorded are not checked). While a replacement is under way (or was killed before its ``.json``
+    was renamed), the ``.json`` is still the previous set's, and the files it was written with are kept beside as
+    ``.<name>.old``: those are read instead."""
     digests = meta.get("sha256")
     if not isinstance(digests, dict):
         return
     for ext in ("npy", "csv"):
-        if digests.get(ext) != _sha256(files[ext]):
+        if digests.get(ext) == _sha256(files[ext]):
+            continue
+        kept = backup_path(files[ext])
+        if kept.is_file() and digests.get(ext) == _sha256(kept):
+            files[ext] = kept
+        else:
             raise ValueError(f"embedding files disagree: {files[ext]} is not the file that {files['json']} was "
                              f"written with (its sha256 differs), so the three files do not come from one run, "
                              f"e.g. a run stopped while it replaced them; write them again (embed --overwrite)")

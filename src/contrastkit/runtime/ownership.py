@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 
 __all__ = ["MARKER", "LOCK", "FolderBusyError", "NotOwnedError", "FolderLock", "read_marker", "owned_files",
            "foreign_entries", "claim", "forget", "remove_owned", "set_state", "check_replaceable", "temp_beside",
-           "publish", "fsync_dir", "os_error_text", "PROTECTED_BY", "OutputFiles", "hold_folder"]
+           "publish", "fsync_dir", "os_error_text", "PROTECTED_BY", "OutputFiles", "hold_folder", "backup_path"]
 
 MARKER = ".contrastkit.json"
 LOCK = ".contrastkit.lock"
@@ -220,7 +220,10 @@ def set_state(folder: str | os.PathLike, key: str, value: object, files: dict[st
             state.pop(key, None)
         else:
             state[key] = value
-        marker["state"] = state
+        if state:
+            marker["state"] = state
+        else:
+            marker.pop("state", None)
         if files is not None:
             marker["files"] = dict(files)
         _write_marker(folder, marker)
@@ -276,6 +279,13 @@ def check_replaceable(path: str | os.PathLike, overwrite: bool, flag: str = "--o
     return True
 
 
+def backup_path(path: str | os.PathLike) -> Path:
+    """``.<name>.old`` beside ``path``: the file a multi-file publish replaces, kept until the set is whole
+    (:class:`OutputFiles`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.old")
+
+
 def temp_beside(path: str | os.PathLike) -> Path:
     """A temporary name in the folder of ``path`` (same file system: :func:`publish` renames it atomically)."""
     path = Path(path)
@@ -299,6 +309,11 @@ class OutputFiles:
     :meth:`publish`. On exit the temporary files go, and when nothing was published, whatever entry created (the
     marker, the folder) goes too. A temporary file a killed process left is listed, and the next run writes over it.
 
+    Several files cannot be renamed at once, so :meth:`publish` first keeps each file it replaces as a hard link,
+    ``.<name>.old`` (listed), and removes these once every file is in place. A process killed in between leaves
+    them: the next entry puts them back, so the set is the previous one again, whole (and a reader can use them
+    meanwhile, as :func:`contrastkit.evaluate.load_embeddings` does).
+
     Raises:
         FolderBusyError, NotOwnedError, ValueError: on entry, before any work.
     """
@@ -319,6 +334,10 @@ class OutputFiles:
     def temp(self, name: str) -> Path:
         """The temporary path of ``name`` (in the same folder, so that :meth:`publish` renames it atomically)."""
         return self.folder / f".{name}.tmp"
+
+    def backup(self, name: str) -> Path:
+        """Where :meth:`publish` keeps the file ``name`` replaces until the whole set is in place."""
+        return backup_path(self.folder / name)
 
     def __enter__(self) -> "OutputFiles":
         self._created_folder = not self.folder.exists()
@@ -344,19 +363,40 @@ class OutputFiles:
                     raise NotOwnedError(f"{self.folder / name} is in the way and was not written by contrastkit "
                                         f"(not listed in {self.folder / MARKER}); move it away, or choose another "
                                         f"{self.flag}")
-            self._claimed = claim(self.folder, [*self.names, *self.scratch, *self.keep, self.lock.name],
-                                  self.command, self.kind)
+            self._claimed = claim(self.folder, [*self.names, *self.scratch, *self.keep, self.lock.name,
+                                                *(self.backup(n).name for n in self.names)], self.command, self.kind)
+            self._restore()
         except BaseException:
             self._undo()
             raise
         return self
 
     def publish(self, names: Iterable[str] | None = None) -> None:
-        """Rename the finished temporary files onto their names (in the order given), then make that durable."""
-        for name in (self.names if names is None else names):
+        """Rename the finished temporary files onto their names (in the order given: the file that makes the set
+        complete last), keeping the files they replace until all are in place; then make that durable."""
+        names = self.names if names is None else list(names)
+        for name in names:
+            if (self.folder / name).is_file():
+                self.backup(name).unlink(missing_ok=True)
+                try:
+                    os.link(self.folder / name, self.backup(name))
+                except OSError:
+                    pass  # a file system without hard links: the renames below are still each atomic
+        fsync_dir(self.folder)
+        for name in names:
             os.replace(self.temp(name), self.folder / name)
             self._published = True
         fsync_dir(self.folder)
+        for name in names:
+            self.backup(name).unlink(missing_ok=True)
+
+    def _restore(self) -> None:
+        """Put back the files a publish that was killed half way was replacing (see the class docstring)."""
+        backups = [n for n in self.names if self.backup(n).is_file()]
+        for name in backups:
+            os.replace(self.backup(name), self.folder / name)
+        if backups:
+            fsync_dir(self.folder)
 
     def __exit__(self, *exc) -> None:
         for name in self.scratch:
@@ -374,9 +414,10 @@ class OutputFiles:
         drop_marker = self._created_marker and not kept
         if drop_marker:
             (self.folder / MARKER).unlink(missing_ok=True)
-        elif self._claimed:  # the lock file stays (and listed): another writer may have it open
-            forget(self.folder, [n for n in self._claimed if n != self.lock.name and n not in kept])
-        self.lock.release(remove=drop_marker and self.lock.created)
+        elif self._claimed:  # a lock file that was there before stays (listed): it is an earlier run's
+            forget(self.folder, [n for n in self._claimed if n not in kept and (n != self.lock.name
+                                                                                 or self.lock.created)])
+        self.lock.release(remove=self.lock.created)
         self._remove_created_folder()
 
     def _remove_created_folder(self) -> None:

@@ -132,10 +132,8 @@ class RunFolder:
         try:
             out.mkdir(parents=True, exist_ok=True)
             lock = FolderLock(out, "pretrain").acquire()
-        except NotADirectoryError:
-            raise ValueError(f"--out {out} is a file; expected a folder for the run") from None
         except OSError as exc:
-            raise ValueError(f"--out {out} cannot be written: {os_error_text(exc)}") from None
+            raise ValueError(f"output folder {out} is not writable: {os_error_text(exc)}") from None
         folder = cls(out, lock, created)
         folder.files = (*RUN_FILES, *extra_files)
         try:
@@ -234,10 +232,11 @@ class RunFolder:
         back = {}
         for name, writer in replacing["files"].items():
             src, dst = aside / name, self.out / name
-            if (src.exists() or src.is_symlink()) and not (dst.exists() or dst.is_symlink()):
+            if src.exists() or src.is_symlink():
+                if dst.exists() or dst.is_symlink():
+                    continue  # someone else's file took the name meanwhile: ours stays aside, unlisted here
                 os.rename(src, dst)
-            if dst.exists() or dst.is_symlink():
-                back[name] = writer
+            back[name] = writer
         set_state(self.out, "replacing", None, files={**(read_marker(self.out) or {}).get("files", {}), **back})
         _rmdir_if_empty(aside)
         self.replacing = False
