@@ -143,7 +143,8 @@ def test_over_limit_images_are_bad_files_in_index_and_search(folder, tmp_path, c
                  *_CPU]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["count"] == 6 and summary["bad_count"] == 2 and sorted(summary["bad_files"]) == sorted(hostile)
-    assert main(["search", "--index", str(tmp_path / "idx"), "--query", hostile[0], "--device", "cpu"]) == 2
+    assert main(["search", "--index", str(tmp_path / "idx"), "--query", hostile[0], "--k", "3", "--device",
+                 "cpu"]) == 2
     err = capsys.readouterr().err
     assert "over the limit" in err or "exceeds limit" in err
     assert "Traceback" not in err and err.count("\n") == 1

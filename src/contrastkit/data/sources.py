@@ -308,9 +308,12 @@ def _native_size(paths: list[str], probe: int = 32) -> tuple[int | None, bool]:
     sizes = set()
     for p in paths[::step][:probe]:
         try:
-            with Image.open(p) as img:  # reads the header only
-                sizes.add(img.size)
-        except (OSError, UnidentifiedImageError, ValueError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(p) as img:  # reads the header only
+                    _check_size(img)  # an image over the limits is a bad file, not the folder's size
+                    sizes.add(img.size)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             continue  # a bad file is reported when it is loaded
     if not sizes:
         return None, False
