@@ -126,4 +126,4 @@ def test_a_second_writer_of_a_quick_output_is_refused(command, folder, tmp_path,
         holder.kill()
         holder.wait()
     assert sorted(p.name for p in where.iterdir() if not p.name.startswith(".")) == \
-        (["run"] if command in ("export", "eval-save") else [])
+        (["data", "run"] if command in ("export", "eval-save") else [])
