@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any, Sequence
 
+from ..runtime.ownership import os_error_message
 from ..runtime.text import printable
 
 __all__ = ["print_json", "error_text", "run_handler", "check_positive"]
@@ -23,7 +24,7 @@ def check_positive(flag: str, value: Any) -> None:
 def error_text(exc: BaseException) -> str:
     """The message of an error, its control characters escaped (a file name's newline or terminal escape); one
     re-raised from a DataLoader worker keeps only the original's last line."""
-    text = str(exc)
+    text = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = text.rstrip().splitlines()[-1]  # "ValueError: cannot read image file ..."
         text = last.split(": ", 1)[1] if ": " in last else last

@@ -24,13 +24,14 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = ["MARKER", "LOCK", "FolderBusyError", "NotOwnedError", "FolderLock", "read_marker", "owned_files",
            "foreign_entries", "claim", "forget", "remove_owned", "set_state", "check_replaceable", "temp_beside",
-           "publish", "fsync_dir", "os_error_text", "PROTECTED_BY", "OutputFiles", "hold_folder", "backup_path"]
+           "publish", "fsync_dir", "os_error_text", "os_error_message", "PROTECTED_BY", "OutputFiles", "hold_folder", "backup_path"]
 
 MARKER = ".contrastkit.json"
 LOCK = ".contrastkit.lock"
@@ -53,7 +54,24 @@ class NotOwnedError(ValueError):
 def os_error_text(exc: OSError) -> str:
     """What an OS error means in words ("permission denied", "no space left on device"), without the errno
     number or the name of a temporary file."""
-    return (exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)).lower()
+    if exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+_TEMPORARY = re.compile(r"^\.?(?P<name>.+?)(\.\d+)?(\.tmp)+$")
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OS error as a command line shows it: what failed, in words, on which file; a temporary file is named by
+    the file it was to become (``[Errno 28] No space left on device: '.e.npy.tmp'`` reads ``cannot write e.npy:
+    no space left on device``)."""
+    if exc.filename is None:
+        return os_error_text(exc)
+    path = Path(os.fsdecode(exc.filename))
+    match = _TEMPORARY.match(path.name)
+    shown = path.with_name(match.group("name")) if match else path
+    return f"cannot write {shown}: {os_error_text(exc)}" if match else f"{shown}: {os_error_text(exc)}"
 
 
 def fsync_dir(folder: Path) -> None:
