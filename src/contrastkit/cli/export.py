@@ -1,6 +1,6 @@
 """The ``export`` subcommand.
 
-    contrastkit export --checkpoint runs/x --format torchvision|timm|safetensors|torchscript|onnx --out f.pt
+    contrastkit export --checkpoint runs/x --format safetensors --out encoder.safetensors
 """
 from __future__ import annotations
 
