@@ -291,10 +291,34 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+#: the largest float32 (torch.finfo(torch.float32).max)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def min_temperature(anchors: int) -> float:
+    """The smallest temperature at which a contrastive loss over ``anchors`` anchors (views in the batch) stays
+    finite in float32, with a factor 2 to spare.
+
+    Each anchor's term is ``log sum_a exp(s_a / tau) - s_p / tau`` over cosine similarities s in [-1, 1]; with the
+    row maximum subtracted nothing overflows inside it, and it is at most ``2 / tau + log(anchors)`` (a positive
+    pointing away, a negative pointing the same way). The loss is their mean, summed before it is divided:
+    ``anchors * 2 / tau`` must stay below the largest float32, so tau >= 2 * anchors / FLOAT32_MAX; the gradient
+    with respect to the similarities is ``(p - y) / tau``, smaller. ``tests/losses/test_temperature_bound.py``
+    holds both sides of this bound.
+    """
+    return 4.0 * max(1, anchors) / FLOAT32_MAX
+
+
 def _check_training(cfg: PretrainConfig) -> None:
     _require(cfg.method != "", "--method must name a training method (contrastkit.methods), got an empty string")
     _require(cfg.temperature is None or 0 < cfg.temperature < float("inf"),
              f"--temperature must be a finite number > 0, got {cfg.temperature}")
+    anchors = max(1, int(cfg.batch_size)) * max(1, int(cfg.n_views))
+    if cfg.temperature is not None:
+        _require(cfg.temperature >= min_temperature(anchors),
+                 f"--temperature {cfg.temperature:g} is too small for float32: the loss averages {anchors} terms "
+                 f"(--batch-size x --n-views) of up to 2/temperature each, which overflow below temperature "
+                 f"{min_temperature(anchors):.2g}; use a temperature >= that (the papers use 0.05 to 1)")
     _require(cfg.margin >= 0, f"--margin must be >= 0, got {cfg.margin}")
     _require(0 < cfg.labeled_fraction <= 1, f"--labeled-fraction must be in (0, 1], got {cfg.labeled_fraction}")
 

@@ -52,7 +52,7 @@ def test_hub_folder_loads_from_config_and_safetensors_alone(run_with_eval, tmp_p
     out = tmp_path / "hub"
     result = export_checkpoint(run_with_eval, "hub", out)
     assert result["max_rel_diff"] <= 1e-4
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir() if p.name[0] != ".") == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["stem"] == "cifar" and config["width"] == 0.125
     assert config["input_size"] == [3, 16, 16] and config["feature_dim"] == 64
@@ -87,12 +87,14 @@ def test_hub_export_replaces_its_own_folder_and_refuses_a_user_s(run_with_eval, 
                  "--include-head"]) == 0
     capsys.readouterr()
     assert "head.net.0.weight" in st.load_file(str(out / "model.safetensors"))
-    export_checkpoint(run_with_eval, "hub", out)  # its own folder: swapped for the new one
+    with pytest.raises(ValueError, match="add --overwrite to replace it"):
+        export_checkpoint(run_with_eval, "hub", out)
+    export_checkpoint(run_with_eval, "hub", out, overwrite=True)  # its own files: replaced by the new ones
     assert "head.net.0.weight" not in st.load_file(str(out / "model.safetensors"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "run"]  # no temporary folder left
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ExportError, match="contrastkit export did not write; nothing was replaced"):
-        export_checkpoint(run_with_eval, "hub", out)
+    with pytest.raises(ExportError, match=r"holds files that contrastkit export did not write \(notes.txt\)"):
+        export_checkpoint(run_with_eval, "hub", out, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
     with pytest.raises(ExportError, match="holds files that contrastkit export did not write"):
         export_checkpoint(run_with_eval, "hub", run_with_eval.parent)  # a folder of the user's

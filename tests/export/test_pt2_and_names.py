@@ -81,10 +81,11 @@ def test_export_replaces_its_own_file_but_never_a_user_s(tiny_ckpt, tmp_path, ca
     out = tmp_path / "enc.pt2"
     out.write_bytes(b"a user's own file")
     assert main(["export", "--checkpoint", str(tiny_ckpt), "--format", "pt2", "--out", str(out)]) == 2
-    assert "contrastkit export did not write; nothing was replaced" in capsys.readouterr().err
+    assert "exists and was not written by contrastkit" in capsys.readouterr().err
     assert out.read_bytes() == b"a user's own file" and sorted(p.name for p in tmp_path.iterdir()) == ["enc.pt2"]
     out.unlink()
     export_checkpoint(tiny_ckpt, "pt2", out)
     first = out.stat().st_ino
-    export_checkpoint(tiny_ckpt, "pt2", out)  # its own export: replaced by a new file
-    assert out.stat().st_ino != first and sorted(p.name for p in tmp_path.iterdir()) == ["enc.pt2"]
+    export_checkpoint(tiny_ckpt, "pt2", out, overwrite=True)  # its own export: replaced by a new file
+    visible = sorted(p.name for p in tmp_path.iterdir() if p.name[0] != ".")
+    assert out.stat().st_ino != first and visible == ["enc.pt2"]

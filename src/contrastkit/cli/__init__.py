@@ -8,7 +8,7 @@ registers its parser and handler; :func:`main` parses and runs the handler.
     contrastkit preview-augment --data digits --out grid.png
     contrastkit index --checkpoint runs/x/last.pt --images photos/ --out photos.index  (cli/search.py)
     contrastkit search --index photos.index --query me.jpg --out results/
-    contrastkit export --checkpoint runs/x --format torchvision|timm|safetensors|torchscript|onnx --out f.pt
+    contrastkit export --checkpoint runs/x --format safetensors --out encoder.safetensors
     contrastkit demo --out runs/demo                                                 (cli/experiment.py)
     contrastkit experiment NAME --budget smoke|cpu|gpu --out DIR
 

@@ -6,6 +6,9 @@ import json
 import sys
 from typing import Any, Sequence
 
+from ..runtime.ownership import os_error_message
+from ..runtime.text import printable
+
 __all__ = ["print_json", "error_text", "run_handler", "check_positive"]
 
 
@@ -19,23 +22,25 @@ def check_positive(flag: str, value: Any) -> None:
 
 
 def error_text(exc: BaseException) -> str:
-    """The message of an error; one re-raised from a DataLoader worker keeps only the original's last line."""
-    text = str(exc)
+    """The message of an error, its control characters escaped (a file name's newline or terminal escape); one
+    re-raised from a DataLoader worker keeps only the original's last line."""
+    text = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = text.rstrip().splitlines()[-1]  # "ValueError: cannot read image file ..."
         text = last.split(": ", 1)[1] if ": " in last else last
-    return text
+    return printable(text, keep_newlines=True)
 
 
 def run_handler(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     """Run the subcommand's handler (``args.handler(args, argv)``): exit code 0, 2 with one line on stderr for a
-    user error, 130 after Ctrl-C with what the handler says about it (``args.interrupted``)."""
+    user error, after Ctrl-C or a stopping signal (SIGTERM, SIGUSR1) what the handler says about it
+    (``args.interrupted``) and the shell's code for that signal (130 for Ctrl-C, 128 + its number otherwise)."""
     try:
         code = args.handler(args, argv)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
         print(f"contrastkit {args.command}: error: {error_text(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # train.signals.Interrupted carries the signal's exit code
         print(getattr(args, "interrupted", None) or "interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
     return code or 0

@@ -30,7 +30,8 @@ def _run_eval(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
                                    projection=args.projection, device=args.device, seed=args.seed,
                                    num_workers=args.num_workers, linear_epochs=args.linear_epochs,
                                    finetune_epochs=args.finetune_epochs, malloc=args.malloc,
-                                   from_head_layer=args.from_head_layer, save=args.save))
+                                   from_head_layer=args.from_head_layer, save=args.save,
+                                   results_dir=args.results_dir, overwrite=args.overwrite))
 
 
 def _run_embed(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
@@ -38,7 +39,7 @@ def _run_embed(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
 
     print_json(embed_to_files(args.checkpoint, args.out, data=args.data, data_root=args.data_root, split=args.split,
                               projection=args.projection, device=args.device, num_workers=args.num_workers,
-                              progress=args.progress))
+                              progress=args.progress, overwrite=args.overwrite))
 
 
 def _run_preview(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
@@ -70,7 +71,11 @@ def _add_eval(sub) -> None:
                    help="finetune from the output of the head's first L Linear-BN-ReLU blocks (0: h; SimCLRv2 "
                         "Sec. 2.2: 1 of a 3-layer head) (default: 0)")
     e.add_argument("--save", default=None, help="finetune: write the fine-tuned network (encoder, head layers, "
-                                                "classifier) to this checkpoint, for eval, embed and distill")
+                                                "classifier) to this checkpoint (*.pt), for eval, embed and distill")
+    e.add_argument("--overwrite", action="store_true", help="--save: replace a checkpoint an earlier --save wrote "
+                                                            "(a run's checkpoint never is)")
+    e.add_argument("--results-dir", default=None, help="write eval_*.json here instead of beside the checkpoint "
+                                                       "(the result is printed either way)")
     e.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     e.add_argument("--seed", type=int, default=0, help="seed of subsets and classifiers (default: 0)")
     e.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")
@@ -88,6 +93,8 @@ def _add_embed(sub) -> None:
                    help="which split (default: test where there is one, else train: every image of an unlabelled "
                         "folder)")
     m.add_argument("--out", required=True, help="output prefix: writes OUT.npy, OUT.csv and OUT.json")
+    m.add_argument("--overwrite", action="store_true", help="replace the files an earlier embed wrote at --out, once "
+                                                            "the new ones are complete")
     m.add_argument("--projection", action="store_true", help="export z = g(h) instead of h")
     m.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     m.add_argument("--num-workers", type=int, default=2, help="data loading workers (default: 2)")

@@ -16,7 +16,8 @@ __all__ = ["register"]
 def _run_export(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     from ..export import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, include_head=args.include_head)
+    result = export_checkpoint(args.checkpoint, args.format, args.out, include_head=args.include_head,
+                               overwrite=args.overwrite)
     print(f"wrote {result['out']} ({args.format}, {result['bytes'] / 1e6:.1f} MB); verified against contrastkit's "
           f"h at {len(result['verified_shapes'])} input shapes: largest difference {result['max_abs_diff']:.3g} "
           f"(relative {result['max_rel_diff']:.3g}, tolerance {result['tolerance']:g})")
@@ -36,4 +37,6 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="the file to write, named for the format (.safetensors, "
                                                 ".torchscript, .onnx, .pt2), or the folder of --format hub")
     p.add_argument("--include-head", action="store_true", help="also export the projection head g")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out (a file contrastkit "
+                                                            "did not write, or a run's checkpoint, never is)")
     p.set_defaults(handler=_run_export)

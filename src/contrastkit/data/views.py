@@ -211,6 +211,8 @@ def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key:
                     return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache is rebuilt below
+    if hasattr(source, "decode_size"):  # image files: JPEGs decoded at a reduced scale, down to ``size``
+        source.decode_size = size
     loader = DataLoader(_Resized(source, size), batch_size=512, num_workers=num_workers)
     if progress:
         from tqdm.auto import tqdm

@@ -7,6 +7,7 @@ normalised with its statistics.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -16,10 +17,10 @@ from typing import Any
 import torch
 
 from ..data import EvalDataset, array_cache_key, class_balanced_subset, decode_to_array, load_dataset, resolve_data
-from ..models import (CheckpointMeta, FineTunedNetwork, build_model, head_prefix_of, load_checkpoint_model,
-                      resolve_checkpoint, save_finetuned)
+from ..models import (CHECKPOINT_SUFFIXES, CheckpointMeta, FineTunedNetwork, build_model, head_prefix_of,
+                      load_checkpoint_model, resolve_checkpoint, save_finetuned)
 from ..runtime import resolve_device, tune_malloc_for
-from ..runtime.files import check_output_dir
+from ..runtime.ownership import OutputFiles
 from ..tracking import log_evaluation
 from .classify import classifier_accuracy
 from .features import extract_features
@@ -28,6 +29,7 @@ from .knn import knn_accuracy
 from .linear import linear_eval
 from .options import EXTRA_PROTOCOLS, PROTOCOLS, check_eval_options
 from .report import format_table
+from .results import ResultFiles
 from .retrieval import retrieval_metrics
 
 __all__ = ["evaluate_checkpoint", "run_protocol", "evaluation_data", "save_finetuned_result", "PROTOCOLS"]
@@ -154,32 +156,64 @@ def _tag(name: str, label_fraction: float, from_scratch: bool, from_head_layer: 
             + (f"_layer{from_head_layer}" if from_head_layer else ""))
 
 
-def _write_result(res: dict[str, Any], folder: Path, tag: str, suffix: str) -> Path:
-    """Write ``eval_<tag><suffix>.json`` (and a fine-tuning run's subset, ``..._indices.json``) in ``folder``;
-    returns its path."""
+def _write_result(res: dict[str, Any], files: ResultFiles, tag: str, suffix: str) -> Path | None:
+    """``eval_<tag><suffix>.json`` (and a fine-tuning run's subset, ``..._indices.json``) in the results folder;
+    returns its path (None when the results are printed only)."""
     if "_indices" in res["metrics"]:
-        idx_file = folder / f"eval_{tag}{suffix}_indices.json"
-        idx_file.write_text(json.dumps(res["metrics"].pop("_indices")))
-        res["indices_file"] = str(idx_file)
-    path = folder / f"eval_{tag}{suffix}.json"
-    path.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    return path
+        indices = res["metrics"].pop("_indices")
+        written = files.write(f"eval_{tag}{suffix}_indices.json", json.dumps(indices))
+        if written is not None:
+            res["indices_file"] = str(written)
+    return files.write_json(f"eval_{tag}{suffix}.json", res)
 
 
-def _write_all(results: dict[str, Any], meta: CheckpointMeta, checkpoint: Path, data_name: str, suffix: str
-               ) -> dict[str, Any]:
-    """``--protocol all``: a markdown table of every number and the combined JSON, beside the checkpoint."""
+def _save_model(target: OutputFiles, res: dict[str, Any], meta, evdata, checkpoint: Path, data_name: str,
+                seed: int) -> None:
+    """``--save``: the fine-tuned network written beside its name, then published; ``res`` names the file."""
+    temp = target.temp(target.names[0])
+    save_finetuned_result(temp, res, meta, evdata, checkpoint, data_name, seed)
+    target.publish()
+    res["saved"] = str(target.folder / target.names[0])
+    del res["model"]
+
+
+def _write_all(results: dict[str, Any], meta: CheckpointMeta, checkpoint: Path, data_name: str, suffix: str,
+               files: ResultFiles) -> dict[str, Any]:
+    """``--protocol all``: a markdown table of every number and the combined JSON, in the results folder."""
     row = {}
     for name, res in results.items():
         for key, value in res["metrics"].items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("n_train",):
                 row[f"{name}/{key}"] = value
     table = format_table({f"{meta.method} ({checkpoint.parent.name})": row})
-    (checkpoint.parent / f"eval_all{suffix}.md").write_text(table + "\n")
-    combined = {"protocol": "all", "checkpoint": str(checkpoint), "data": data_name, "results": results}
-    (checkpoint.parent / f"eval_all{suffix}.json").write_text(json.dumps(combined, indent=2, default=float) + "\n")
     print(table)
+    files.write(f"eval_all{suffix}.md", table + "\n")
+    combined = {"protocol": "all", "checkpoint": str(checkpoint), "data": data_name, "results": results}
+    files.write_json(f"eval_all{suffix}.json", combined)
     return combined
+
+
+def _result_names(names: tuple[str, ...], tags: dict[str, str], suffix: str) -> list[str]:
+    """The files the protocols ``names`` write (checked before any work)."""
+    out = [f"eval_{tags[n]}{suffix}.json" for n in names]
+    out += [f"eval_{tags[n]}{suffix}_indices.json" for n in names if n == "finetune"]
+    return out + ([f"eval_all{suffix}.md", f"eval_all{suffix}.json"] if len(names) > 1 else [])
+
+
+def _save_target(save: str | os.PathLike | None, overwrite: bool) -> OutputFiles | None:
+    """``--save``: the fine-tuned checkpoint's file, checked before any work (named ``*.pt``; a new file, or one an
+    earlier ``--save`` wrote with ``overwrite``; never a run's checkpoint)."""
+    if save is None:
+        return None
+    path = Path(save).expanduser()
+    if path.suffix not in CHECKPOINT_SUFFIXES and not path.is_dir():
+        raise ValueError(f"--save {path}: a fine-tuned checkpoint is a *.pt file (contrastkit reads checkpoints by "
+                         f"name), for example --save {path.with_suffix('.pt')}")
+    if path.is_dir():
+        raise ValueError(f"--save {path} is a folder; expected the path of the checkpoint file to write, for "
+                         f"example --save {path / 'finetuned.pt'}")
+    return OutputFiles(path.parent, [path.name], "eval", "results", overwrite, flag="--save",
+                       scratch=[f".{path.name}.tmp.tmp"])
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *, data: str | None = None,
@@ -188,7 +222,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                         device: str = "auto", seed: int = 0, num_workers: int = 2,
                         linear_epochs: int | None = None, finetune_epochs: int | None = None,
                         malloc: str = "auto", from_head_layer: int = 0,
-                        save: str | os.PathLike | None = None) -> dict[str, Any]:
+                        save: str | os.PathLike | None = None, results_dir: str | os.PathLike | None = None,
+                        overwrite: bool = False) -> dict[str, Any]:
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``).
 
     ``checkpoint`` is a ``last.pt`` or the run folder holding it. ``label_fraction`` (default 0.1),
@@ -198,7 +233,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
 
     ``finetune`` starts from layer ``from_head_layer`` of the head (0: h; SimCLRv2: 1 of a 3-layer head), and
     with ``save`` writes the fine-tuned network as a checkpoint (:mod:`contrastkit.models.finetuned`) that
-    ``eval``, ``embed`` and ``distill`` load. ``classifier`` scores a fine-tuned checkpoint's own classifier.
+    ``eval``, ``embed`` and ``distill`` load; an existing ``save`` is replaced only when an earlier ``--save``
+    wrote it and ``overwrite`` is set (a run's checkpoint never is). ``classifier`` scores a fine-tuned
+    checkpoint's own classifier.
+
+    The results go beside the checkpoint, or to ``results_dir`` (:class:`~contrastkit.evaluate.results.
+    ResultFiles`); a read-only checkpoint folder without ``results_dir`` returns (and the CLI prints) them only.
+    Everything that can refuse to write does so before any work.
 
     ``malloc="auto"`` tunes glibc malloc on CPU runs as ``pretrain`` does (:mod:`contrastkit.runtime.allocator`);
     ``"off"`` leaves it alone.
@@ -214,30 +255,33 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     model, meta, config = load_checkpoint_model(checkpoint, dev)
     if from_head_layer:
         head_prefix_of(model, from_head_layer, 0)  # out of range: refused before the data are read
-    if save is not None:
-        check_output_dir(Path(save).expanduser().parent, what="--save")
     trained_on = resolve_data(meta.data)  # a checkpoint of an older version holds --data as typed
     data_name = resolve_data(data or meta.data)
-    evdata = evaluation_data(data_name, meta.image_size, meta.mean, meta.std, data_root, seed=config.get("seed", 0),
-                             num_workers=num_workers)
     suffix = "" if data_name == trained_on else "_" + Path(os.path.expanduser(data_name)).name
-    feats: dict = {}
-    results, written = {}, {}
-    for name in (PROTOCOLS if protocol == "all" else (protocol,)):
-        res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
-                           epochs={"linear": linear_epochs, "finetune": finetune_epochs}.get(name),
-                           projection=projection, device=dev, seed=seed, cfg=config, feats=feats,
-                           from_head_layer=from_head_layer, keep_model=save is not None)
-        if save is not None:
-            res["saved"] = save_finetuned_result(save, res, meta, evdata, checkpoint, data_name, seed)
-            del res["model"]
-        res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != trained_on,
-                   pretrained_on=trained_on, method=meta.method, what="z" if projection else "h")
-        tag = _tag(name, label_fraction, from_scratch, from_head_layer)
-        written[tag + suffix] = (res, _write_result(res, checkpoint.parent, tag, suffix))
-        results[name] = res
-    # --tracking: the results join the checkpoint's tracked runs, if any
-    log_evaluation(meta.tracking, meta.global_step or 0, written)
+    names = PROTOCOLS if protocol == "all" else (protocol,)
+    tags = {n: _tag(n, label_fraction, from_scratch, from_head_layer) for n in names}
+    files = ResultFiles(checkpoint, results_dir)
+    files.check(_result_names(names, tags, suffix))
+    with contextlib.ExitStack() as stack:
+        target = _save_target(save, overwrite)
+        if target is not None:
+            stack.enter_context(target)
+        evdata = evaluation_data(data_name, meta.image_size, meta.mean, meta.std, data_root,
+                                 seed=config.get("seed", 0), num_workers=num_workers)
+        feats: dict = {}  # frozen features, shared by the protocols that use them
+        results, written = {}, {}
+        for name in names:
+            res = run_protocol(name, model, evdata, label_fraction=label_fraction, from_scratch=from_scratch,
+                               epochs={"linear": linear_epochs, "finetune": finetune_epochs}.get(name),
+                               projection=projection, device=dev, seed=seed, cfg=config, feats=feats,
+                               from_head_layer=from_head_layer, keep_model=target is not None)
+            if target is not None:
+                _save_model(target, res, meta, evdata, checkpoint, data_name, seed)
+            res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != trained_on,
+                       pretrained_on=trained_on, method=meta.method, what="z" if projection else "h")
+            written[tags[name] + suffix] = (res, _write_result(res, files, tags[name], suffix))
+            results[name] = res
+    log_evaluation(meta.tracking, meta.global_step or 0, written)  # --tracking: joins the checkpoint's runs
     if protocol != "all":
         return results[protocol]
-    return _write_all(results, meta, checkpoint, data_name, suffix)
+    return _write_all(results, meta, checkpoint, data_name, suffix, files)

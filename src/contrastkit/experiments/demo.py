@@ -27,6 +27,7 @@ from ..data.sources import DigitsImages
 from ..evaluate import extract_features, format_table, plot_curves, plot_embedding_2d
 from ..evaluate.protocols import evaluation_data, run_protocol
 from ..models import CheckpointError, build_model, load_checkpoint_model
+from ..runtime.ownership import hold_folder
 from ..train import pretrain
 
 __all__ = ["run_demo", "demo_config", "evaluate_encoders", "digits_validation_folder", "CANDIDATES", "DEMO_RECIPE"]
@@ -200,7 +201,12 @@ def _plot_runs(cfg: PretrainConfig, out: Path) -> None:
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Pretrain (or resume), evaluate the three encoders, write ``summary.json`` and plots; returns the summary."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    entries = ["simclr", "summary.json", "loss_curve.png", "knn_per_epoch.png", "embedding_2d.png"]
+    with hold_folder(out, "demo", "experiment", entries):  # one writer; someone else's folder is refused
+        return _run_demo(out, epochs, seed)
+
+
+def _run_demo(out: Path, epochs: int | None, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg = demo_config(out, epochs, seed)
     print(f"[demo] SimCLR pretraining on digits: {cfg.epochs} epochs, batch {cfg.batch_size}, "

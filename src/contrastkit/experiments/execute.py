@@ -37,6 +37,7 @@ from ..evaluate.protocols import evaluation_data, run_protocol
 from ..methods import check_options
 from ..models import CheckpointMeta, build_model, load_checkpoint_model
 from ..runtime import resolve_device
+from ..runtime.ownership import hold_folder, remove_owned
 from ..train import NonFiniteError
 from .augment_overrides import check_augment_overrides, pretrain_with_augment
 from .budgets import BUDGETS, Budget, get_budget
@@ -49,6 +50,7 @@ from .subsets import materialise_subset, subset_folder
 __all__ = ["PlannedRun", "plan", "run_experiment", "describe_experiments", "RESULT_FILE"]
 
 RESULT_FILE = "result.json"
+RESULTS = "results.json"
 SMOKE_NOTE = ("(Smoke budget: two training steps on a few hundred digits; these runs check that the command "
               "works and say nothing about the claim.) ")
 BASELINE_KEY = "random-init"
@@ -200,7 +202,7 @@ def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
         record["load_avg"] = {"start": list(os.getloadavg())}  # the machine's load (as uptime shows it)
         try:
             run.out.mkdir(parents=True, exist_ok=True)
-            (run.out / "fingerprint.json").unlink(missing_ok=True)
+            remove_owned(run.out, ["fingerprint.json"])
             # not trained to the end with this fingerprint: the folder's run (if any) is replaced
             summary = pretrain_with_augment(dataclasses.replace(run.config, overwrite=True), run.spec.augment)
         except NonFiniteError as exc:
@@ -317,48 +319,48 @@ def run_experiment(name: str, *, data: str | None = None, budget: str | Budget =
     source = data or b.default_data
     runs = plan(name, b, data=source, out=out_dir, device=device, seed=seed)  # validates everything first
     run_data = materialise_subset(source, b.train_per_class, b.test_per_class, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    evaluator = _Evaluator(device, b.linear_epochs, seed)
-    command = _command(name, source, b, out_dir, device, seed)
-    header = {"experiment": name, "claim": experiment.claim, "source": experiment.source, "budget": b.name,
-              "data": source, "run_data": run_data, "seed": seed, "command": command, "paper": experiment.paper,
-              "torch_threads": b.threads or torch.get_num_threads()}
+    entries = [RESULTS, RESULTS + ".tmp", "results.md", f"{name}.png", "runs", "stages"]
+    with hold_folder(out_dir, "experiment", "experiment", entries):  # one writer; someone else's folder refused
+        evaluator = _Evaluator(device, b.linear_epochs, seed)
+        command = _command(name, source, b, out_dir, device, seed)
+        header = {"experiment": name, "claim": experiment.claim, "source": experiment.source, "budget": b.name,
+                  "data": source, "run_data": run_data, "seed": seed, "command": command, "paper": experiment.paper,
+                  "torch_threads": b.threads or torch.get_num_threads()}
 
-    records: list[dict[str, Any]] = []
-    with _torch_threads(b.threads):
-        bar = tqdm(runs, desc=f"{name} ({b.name})", unit="run", disable=None if progress else True,
-                   dynamic_ncols=True)  # disable=None: no bar when stderr is not a terminal
-        for run in bar:
-            bar.set_postfix_str(run.key)
-            records.append(_run_one(run, evaluator))
-            write_json({**header, "status": "running", "runs": records}, out_dir / "results.json")
-        bar.close()
-        baseline = _random_baseline(runs, records, evaluator, out_dir)
-        stages = None
-        if experiment.stages is not None:  # fine-tuning and distillation on the finished runs (few-labels)
-            stages = experiment.stages(experiment, b, runs, evaluator, out_dir, progress)
+        records: list[dict[str, Any]] = []
+        with _torch_threads(b.threads):
+            bar = tqdm(runs, desc=f"{name} ({b.name})", unit="run", disable=not progress, dynamic_ncols=True)
+            for run in bar:
+                bar.set_postfix_str(run.key)
+                records.append(_run_one(run, evaluator))
+                write_json({**header, "status": "running", "runs": records}, out_dir / "results.json")
+            bar.close()
+            baseline = _random_baseline(runs, records, evaluator, out_dir)
+            stages = None
+            if experiment.stages is not None:  # fine-tuning and distillation on the finished runs (few-labels)
+                stages = experiment.stages(experiment, b, runs, evaluator, out_dir, progress)
 
-    judged = stages if stages is not None else [r for r in records if r.get("status") == "ok"]
-    summary = experiment.summarise([r for r in judged if r.get("status") == "ok"], experiment.paper)
-    figure_path = write_figure(summary.figure, out_dir / f"{name}.png", baseline=baseline,
-                               title=f"{name}: {experiment.source} ({b.name} budget)")
-    results = {
-        **header,
-        "status": "done",
-        "runs": records,
-        "baseline": baseline,
-        "rows": summary.rows,
-        "verdict": (SMOKE_NOTE + summary.verdict) if b.name == "smoke" else summary.verdict,
-        "failed_runs": [r["key"] for r in records if r.get("status") == "failed"],
-        "runs_wall_time_s": round(sum(r.get("wall_time_s", 0.0) for r in records)
-                                  + (baseline or {}).get("wall_time_s", 0.0), 1),
-        "invocation_wall_time_s": round(time.perf_counter() - t_start, 1),
-        "resumed_runs": [r["key"] for r in records if r.get("resumed")],
-        "figure": figure_path.name,
-    }
-    _add_stages(results, stages, experiment.metric_note)
-    write_json(results, out_dir / "results.json")
-    md = write_markdown(results, out_dir / "results.md")
-    if progress:
-        print(md)
-    return results
+        judged = stages if stages is not None else [r for r in records if r.get("status") == "ok"]
+        summary = experiment.summarise([r for r in judged if r.get("status") == "ok"], experiment.paper)
+        figure_path = write_figure(summary.figure, out_dir / f"{name}.png", baseline=baseline,
+                                   title=f"{name}: {experiment.source} ({b.name} budget)")
+        results = {
+            **header,
+            "status": "done",
+            "runs": records,
+            "baseline": baseline,
+            "rows": summary.rows,
+            "verdict": (SMOKE_NOTE + summary.verdict) if b.name == "smoke" else summary.verdict,
+            "failed_runs": [r["key"] for r in records if r.get("status") == "failed"],
+            "runs_wall_time_s": round(sum(r.get("wall_time_s", 0.0) for r in records)
+                                      + (baseline or {}).get("wall_time_s", 0.0), 1),
+            "invocation_wall_time_s": round(time.perf_counter() - t_start, 1),
+            "resumed_runs": [r["key"] for r in records if r.get("resumed")],
+            "figure": figure_path.name,
+        }
+        _add_stages(results, stages, experiment.metric_note)
+        write_json(results, out_dir / "results.json")
+        md = write_markdown(results, out_dir / "results.md")
+        if progress:
+            print(md)
+        return results

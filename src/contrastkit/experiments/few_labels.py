@@ -28,6 +28,7 @@ import torch
 
 from ..evaluate.protocols import run_protocol, save_finetuned_result
 from ..models import load_checkpoint_model
+from ..runtime.ownership import claim, remove_owned
 from ..train import pretrain
 from .budgets import Budget
 from .records import cached, config_fingerprint
@@ -151,6 +152,8 @@ def _finetune_stage(row, fraction, pre, evaluator, epochs, out, teacher_path=Non
                            epochs=epochs, device=evaluator.device, seed=evaluator.seed, cfg=config,
                            from_head_layer=layer, keep_model=teacher_path is not None)
         if teacher_path is not None:
+            claim(Path(teacher_path).parent, [Path(teacher_path).name, Path(teacher_path).name + ".tmp"],
+                  "experiment", kind="experiment")
             save_finetuned_result(teacher_path, res, meta, data, pre.out / "last.pt", meta.data, evaluator.seed)
         m = res["metrics"]
         return {"top1": round(100 * m["top1"], 2), "top5": _percent(m["top5"]), "n_train": m["n_train"],
@@ -158,7 +161,7 @@ def _finetune_stage(row, fraction, pre, evaluator, epochs, out, teacher_path=Non
 
     record = _stage(f"{row}-{_pct(fraction)}", {"row": row, "fraction": fraction}, fingerprint, out, work)
     if teacher_path is not None and not Path(teacher_path).is_file():  # stored result, teacher file lost
-        (out / "stages" / f"{row}-{_pct(fraction)}.json").unlink()
+        remove_owned(out / "stages", [f"{row}-{_pct(fraction)}.json"])
         return _finetune_stage(row, fraction, pre, evaluator, epochs, out, teacher_path)
     return record
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..config import PretrainConfig
 from ..evaluate.report import to_jsonable
 from ..methods import with_method_defaults
+from ..runtime.ownership import claim
 
 __all__ = ["VOLATILE", "read_json", "write_json", "same_fingerprint", "config_fingerprint", "cached"]
 
@@ -32,10 +33,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def write_json(obj: Any, path: Path) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename), listed in its folder's marker
+    as the experiment's (:mod:`contrastkit.runtime.ownership`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    claim(path.parent, [path.name, tmp.name], "experiment", kind="experiment")
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
     os.replace(tmp, path)
 

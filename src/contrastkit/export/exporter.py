@@ -1,28 +1,27 @@
 """``export_checkpoint``: write a checkpoint's encoder in another library's format, verify it, then publish it.
 
-Every file (or the hub folder) is written under a temporary name in the folder of ``--out``, reloaded through the
-target library and compared with contrastkit's own h (and z) on a fixed batch, and for the graphs with dynamic
-axes also at three other batch sizes and image sizes; only when the largest difference is within tolerance are
-the files renamed into place. A failure at any step leaves nothing new at ``--out``. An existing ``--out`` is
-replaced only when contrastkit export wrote it (:func:`~.filekinds.written_by_export`), never a user's own file.
+Every file is written under a temporary name beside its final name (in the folder of ``--out``, or in the hub
+folder), reloaded through the target library and compared with contrastkit's own h (and z) on a fixed batch, and
+for the graphs with dynamic axes also at three other batch sizes and image sizes; only when the largest difference
+is within tolerance are the files renamed into place, the main file last. A failure at any step leaves nothing new
+at ``--out``. An existing file there is replaced only when an earlier export wrote it (the folder's marker lists
+it, :mod:`contrastkit.runtime.ownership`) and ``overwrite`` is given; a run's checkpoint never is. The file's name
+says its format (``*.torchscript``, ...), since :func:`~contrastkit.export.load_encoder` reads by name.
 """
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .filekinds import written_by_export
+from ..runtime.ownership import OutputFiles, foreign_entries
 from .formats import (FORMATS, STATE_DICT_FORMATS, ExportError, check_out_name, head_path, packages_for, require,
                       sidecar_path)
 from .graphs import reload_onnx, reload_torchscript, write_onnx, write_torchscript
-from .hub import reload_hub, write_hub
+from .hub import hub_paths, reload_hub, write_hub
 from .program import reload_pt2, write_pt2
 from .shapes import check_shapes, shaped_batch
 from .source import ExportSource, build_metadata, load_source
@@ -75,57 +74,31 @@ def check_exportable(source: ExportSource, fmt: str) -> None:
 
 
 def _check_out(out: str | os.PathLike, fmt: str) -> Path:
-    """``--out`` as a path whose folder exists and is writable (created if missing)."""
+    """``--out`` as a path named for ``fmt`` (``*.torchscript`` for TorchScript, ...; a folder for ``hub``).
+
+    Raises:
+        ExportError: a folder where a file is written (or the reverse), or a name that says another format.
+    """
     path = Path(out).expanduser()
     if fmt == "hub" and path.exists() and not path.is_dir():
         raise ExportError(f"--out {path} is a file; --format hub writes a folder")
     if fmt != "hub" and path.is_dir():
         raise ExportError(f"--out {path} is a folder; expected the path of the file to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.write-test-"):
-            pass
-    except OSError as exc:
-        raise ExportError(f"--out {path} is not writable: {exc.strerror or exc}") from exc
+    if fmt == "hub" and (foreign := foreign_entries(path)):  # a Hub repository holds the export alone
+        raise ExportError(f"--out {path} holds files that contrastkit export did not write ({', '.join(foreign[:4])}); "
+                          f"nothing was replaced: choose another --out (a new or empty folder), or move them away")
+    check_out_name(path, fmt)
     return path
 
 
-def _temp_paths(out: Path, fmt: str, include_head: bool) -> tuple[dict[str, Path], dict[str, Path]]:
-    """(final paths, temporary paths in the same folder) of every file the format writes."""
+def _final_paths(out: Path, fmt: str, include_head: bool) -> dict[str, Path]:
+    """The path of every file the format writes: the export, and a state_dict's sidecar (and g)."""
     final = {"main": out}
     if fmt in STATE_DICT_FORMATS:
         final["sidecar"] = sidecar_path(out)
         if include_head:
             final["head"] = head_path(out)
-    token = secrets.token_hex(4)  # a name of this export's own: two exports to one folder do not collide
-    # the temporary name keeps the suffix: torch.export reads and writes only files named *.pt2
-    return final, {role: path.with_name(f".{path.name}.{token}.tmp{path.suffix}") for role, path in final.items()}
-
-
-def _check_replaceable(final: dict[str, Path]) -> None:
-    """Refuse to replace what contrastkit export did not write (an empty folder holds nothing to lose)."""
-    for path in final.values():
-        if not (path.exists() or path.is_symlink()) or (path.is_dir() and not any(path.iterdir())):
-            continue
-        if path.is_symlink() or not written_by_export(path):
-            what = "holds files that" if path.is_dir() else "is a file that"
-            raise ExportError(f"--out: {path} exists and {what} contrastkit export did not write; nothing was "
-                              f"replaced. Choose another --out, or move it away")
-
-
-def _publish(temp: Path, final: Path) -> None:
-    """Move ``temp`` to ``final``: a file by an atomic rename; a folder beside the old one, then swapped."""
-    if not temp.is_dir() or not final.is_dir() or not any(final.iterdir()):
-        os.replace(temp, final)  # a file, or a folder onto nothing or an empty folder
-        return
-    old = final.with_name(f".{final.name}.{secrets.token_hex(4)}.old")
-    os.replace(final, old)
-    try:
-        os.replace(temp, final)
-    except OSError:
-        os.replace(old, final)
-        raise
-    shutil.rmtree(old)
+    return final
 
 
 def _file_mode() -> int:
@@ -173,17 +146,18 @@ def _verify(source: ExportSource, features: Callable, meta: dict[str, Any]) -> d
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
-                      include_head: bool = False) -> dict[str, Any]:
+                      include_head: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Export a checkpoint's encoder f (and g) to ``out`` in ``fmt``, verified against contrastkit's h.
 
     Args:
         checkpoint: a checkpoint written by ``contrastkit pretrain``, or its run folder (``last.pt``).
         fmt: one of :data:`~contrastkit.export.FORMATS`.
         out: the file to write, named for the format (``.safetensors``, ``.torchscript``, ``.onnx``, ``.pt2``; the
-            state-dict formats also write ``<out>.json``, and ``<out>.head.pt`` with g), or the folder of
-            ``hub``. An existing one is replaced, atomically, once the new one has verified, and only when
-            contrastkit export wrote it.
+            state-dict formats, ``.pt`` or ``.pth``, also write ``<out>.json``, and ``<out>.head.pt`` with g), or
+            the folder of ``hub``. An existing file is replaced only when an earlier export wrote it and
+            ``overwrite`` is set, atomically, once the new one has verified; a run's checkpoint never is.
         include_head: also export the projection head g (or the CE baseline's classifier).
+        overwrite: replace an earlier export at ``out``.
 
     Returns:
         A summary: the files written, their total size, the largest absolute and relative differences from
@@ -191,26 +165,26 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
 
     Raises:
         ExportError: an unknown format, one this encoder cannot be written to, a missing optional package, an
-            unwritable ``out`` or one not named for the format, an existing ``out`` that contrastkit export did
-            not write, or an export whose features differ from contrastkit's by more than the tolerance.
+            ``out`` not named for the format, or an export whose features differ from contrastkit's by more than
+            the tolerance.
+        ValueError: ``out`` is not writable, exists without ``overwrite``, or is not contrastkit's to replace
+            (all before any work); another process is writing it.
         CheckpointError: ``checkpoint`` is not a contrastkit checkpoint.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; known formats: {', '.join(FORMATS)}")
     for module, extra in packages_for(fmt):
         require(module, extra, f"--format {fmt}")
-    source = load_source(checkpoint)
-    check_exportable(source, fmt)
     out_path = _check_out(out, fmt)
-    meta = build_metadata(source, fmt, include_head)
+    final = hub_paths(out_path) if fmt == "hub" else _final_paths(out_path, fmt, include_head)
+    folder = out_path if fmt == "hub" else out_path.parent
     write, reload = _WRITERS[fmt]
-    final, temp = _temp_paths(out_path, fmt, include_head)
-    if any(path.resolve() == source.checkpoint.resolve() for path in final.values()):
-        raise ExportError(f"--out {out_path} would overwrite the checkpoint {source.checkpoint} it exports; "
-                          f"choose another path")
-    check_out_name(out_path, fmt)
-    _check_replaceable(final)
-    try:
+    with OutputFiles(folder, [p.name for p in final.values()], "export", "export", overwrite,
+                     temp_keeps_suffix=True) as files:  # torch.export writes and reads only files named *.pt2
+        source = load_source(checkpoint)
+        check_exportable(source, fmt)
+        meta = build_metadata(source, fmt, include_head)
+        temp = {role: files.temp(path.name) for role, path in final.items()}
         t0 = time.perf_counter()
         write(source, meta, temp)
         t1 = time.perf_counter()
@@ -222,19 +196,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
                 f"{diffs['max_abs_diff']:.3g} (relative {diffs['max_rel_diff']:.3g}, tolerance {TOLERANCE[fmt]:g}) "
                 f"on the shapes {diffs['verified_shapes']}; nothing was written at {out_path}")
         mode = _file_mode()  # as a plain open() would create the files (some writers make them private)
-        for role in sorted(final, key=lambda r: r == "main"):  # the main file last: it never lacks its sidecar
-            for path in (temp[role].iterdir() if temp[role].is_dir() else [temp[role]]):
-                os.chmod(path, mode)
-            _publish(temp[role], final[role])
-    finally:
         for path in temp.values():
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-    files = [p for path in final.values() for p in (sorted(path.iterdir()) if path.is_dir() else [path])]
+            os.chmod(path, mode)
+        files.publish(sorted((p.name for p in final.values()), key=lambda n: n == final["main"].name))  # main last
+    written = list(final.values())
     return {"format": fmt, "checkpoint": str(source.checkpoint), "out": str(out_path),
-            "files": [str(p) for p in files], "bytes": sum(p.stat().st_size for p in files),
+            "files": [str(p) for p in written], "bytes": sum(p.stat().st_size for p in written),
             "architecture": source.architecture, "feature_dim": source.feature_dim, "include_head": include_head,
             **diffs, "tolerance": TOLERANCE[fmt], "verify_batch": VERIFY_BATCH,
             "write_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3)}

@@ -73,29 +73,38 @@ def _hub_folder(path: Path) -> bool:
     return (path / HUB_CONFIG).is_file() and (path / HUB_WEIGHTS).is_file()
 
 
-def reader_for(path: Path) -> str:
-    """The reader of ``path`` by its name, once its bytes are checked to match: ``hub``, ``onnx``,
-    ``safetensors``, ``torchscript``, ``pt2`` or ``torch`` (a checkpoint or state_dict, ``weights_only``).
+#: ``format=`` of load_encoder -> the reader (torchvision and timm state_dicts are torch.save archives)
+FORMAT_READERS = {"torch": "torch", "checkpoint": "torch", "torchvision": "torch", "timm": "torch",
+                  "safetensors": "safetensors", "torchscript": "torchscript", "onnx": "onnx", "pt2": "pt2"}
+
+
+def reader_for(path: Path, fmt: str | None = None) -> str:
+    """The reader of ``path`` by its name (or by ``fmt``, when given), once its bytes are checked to match:
+    ``hub``, ``onnx``, ``safetensors``, ``torchscript``, ``pt2`` or ``torch`` (a checkpoint or state_dict,
+    ``weights_only``).
 
     Raises:
-        ExportError: bytes that do not match the name, or a code-like archive under a name that does not ask
-            for it.
+        ExportError: an unknown ``fmt``, bytes that do not match the name (or ``fmt``), or a code-like archive
+            under a name that does not ask for it.
     """
     if path.is_dir():
         if not _hub_folder(path):
             raise ExportError(f"{path} is a folder without {HUB_CONFIG} and {HUB_WEIGHTS}: not a hub export")
         return "hub"
-    suffix = path.suffix.lower()
+    if fmt is not None and fmt not in FORMAT_READERS:
+        raise ExportError(f"format must be one of {', '.join(FORMAT_READERS)}, got {fmt!r}")
+    suffix = path.suffix.lower() if fmt is None else SUFFIXES.get(FORMAT_READERS[fmt], ".pt")
     kinds = {v: k for k, v in SUFFIXES.items()}
     names = zip_names(path)
+    said = f"is named {suffix}" if fmt is None else f"is read as format={fmt!r}"
     if suffix == ".onnx" and not _is_onnx(path):
-        raise ExportError(f"{path} is named .onnx but is not an ONNX model (it starts with {_first(path)!r})")
+        raise ExportError(f"{path} {said} but is not an ONNX model (it starts with {_first(path)!r})")
     if suffix == ".safetensors" and safetensors_header(path) is None:
-        raise ExportError(f"{path} is named .safetensors but has no safetensors header")
+        raise ExportError(f"{path} {said} but has no safetensors header")
     if suffix == ".torchscript" and not (names and _is_torchscript(names)):
-        raise ExportError(f"{path} is named .torchscript but is not a TorchScript archive")
+        raise ExportError(f"{path} {said} but is not a TorchScript archive")
     if suffix == ".pt2" and not (names and _is_pt2(names)):
-        raise ExportError(f"{path} is named .pt2 but is not a torch.export archive")
+        raise ExportError(f"{path} {said} but is not a torch.export archive")
     if suffix in kinds:
         return kinds[suffix]
     if names is None:

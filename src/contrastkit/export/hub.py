@@ -4,7 +4,8 @@
 ``--include-head``) and the export metadata in its header; ``FOLDER/config.json`` holds the same metadata
 (architecture, stem, width, input size, mean/std, feature dimension, head) and the list of the folder's files;
 ``FOLDER/README.md`` is the model card (:mod:`.model_card`). Nothing is uploaded: ``huggingface_hub``'s
-``upload_folder`` takes the folder as it is.
+``upload_folder`` takes the folder as it is (``ignore_patterns=".*"`` leaves out contrastkit's bookkeeping,
+``.contrastkit.json`` and the writer's lock file, which every folder contrastkit writes holds).
 """
 from __future__ import annotations
 
@@ -21,27 +22,29 @@ from .model_card import model_card
 from .source import ExportSource, backbone_state_dict, head_state_dict
 from .state_dicts import HEAD_PREFIX, reload_safetensors
 
-__all__ = ["write_hub", "reload_hub", "read_hub"]
+__all__ = ["hub_paths", "write_hub", "reload_hub", "read_hub"]
 
 Features = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
 
 
+def hub_paths(folder: Path) -> dict[str, Path]:
+    """The files of a hub folder by role: ``main`` (the weights, published last), ``config`` and ``card``."""
+    return {"main": folder / HUB_WEIGHTS, "config": folder / HUB_CONFIG, "card": folder / HUB_CARD}
+
+
 def write_hub(source: ExportSource, meta: dict[str, Any], paths: dict[str, Path]) -> None:
-    """The folder ``paths["main"]`` (created here): weights, config and model card."""
+    """The hub folder's three files, at ``paths`` (:func:`hub_paths`, or temporary names beside them)."""
     st = require("safetensors.torch", "safetensors", "--format hub")
-    folder = paths["main"]
-    folder.mkdir()
     tensors = backbone_state_dict(source)
     if meta["include_head"]:
         tensors.update({HEAD_PREFIX + k: v for k, v in head_state_dict(source).items()})
-    st.save_file(tensors, str(folder / HUB_WEIGHTS), metadata=encode_metadata(meta))
+    st.save_file(tensors, str(paths["main"]), metadata=encode_metadata(meta))
     config = {**meta, "files": list(HUB_FILES)}
-    (folder / HUB_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    (folder / HUB_CARD).write_text(model_card(source, meta))
+    paths["config"].write_text(json.dumps(config, indent=2) + "\n")
+    paths["card"].write_text(model_card(source, meta))
 
 
-def _config(folder: Path) -> dict[str, Any]:
-    path = folder / HUB_CONFIG
+def _config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -61,7 +64,7 @@ def read_hub(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     st = require("safetensors.torch", "safetensors", f"reading {folder}")
     from safetensors import safe_open
 
-    config = _config(folder)
+    config = _config(folder / HUB_CONFIG)
     weights = folder / HUB_WEIGHTS
     try:
         with safe_open(str(weights), framework="pt") as f:
@@ -78,12 +81,11 @@ def read_hub(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def reload_hub(paths: dict[str, Path], meta: dict[str, Any]) -> Features:
-    """Load a hub folder back through the safetensors package into the target library's module, as a user would
+    """Load the hub files back through the safetensors package into the target library's module, as a user would
     from ``config.json``."""
-    folder = paths["main"]
-    config = _config(folder)
+    config = _config(paths["config"])
     if {k: v for k, v in config.items() if k != "files"} != meta:
-        raise ExportError(f"{folder / HUB_CONFIG} does not read back as written")
-    if sorted(p.name for p in folder.iterdir()) != sorted(config["files"]):
-        raise ExportError(f"{folder} holds other files than its {HUB_CONFIG} lists")
-    return reload_safetensors({"main": folder / HUB_WEIGHTS}, meta)
+        raise ExportError(f"{paths['config']} does not read back as written")
+    if sorted(config["files"]) != sorted(HUB_FILES):
+        raise ExportError(f"{paths['config']} lists other files than a hub folder holds: {config['files']}")
+    return reload_safetensors({"main": paths["main"]}, meta)

@@ -1,11 +1,12 @@
 """``load_encoder``: any contrastkit export, checkpoint or run folder -> (encoder returning h, its transform).
 
-The reader is chosen by the file's name and its bytes are checked to match before it is read
-(:func:`~.filekinds.reader_for`): ``*.onnx``, ``*.safetensors``, ``*.torchscript``, ``*.pt2``, a hub folder
-(``config.json`` + ``model.safetensors``), a run folder (its ``last.pt``), and any other file as a ``torch.save``
-archive read with ``weights_only=True`` (a checkpoint, or a torchvision / timm state_dict). TorchScript and
-``torch.export`` archives hold code and run only from files named for them. A state_dict carries no metadata of
-its own: it needs the ``<path>.json`` sidecar that ``contrastkit export`` writes beside it.
+The reader is chosen by the file's name (or an explicit ``format=``) and the bytes are checked to match before
+it is read (:func:`~.filekinds.reader_for`): ``*.onnx``, ``*.safetensors``, ``*.torchscript``, ``*.pt2``, a hub
+folder (``config.json`` + ``model.safetensors``), a run folder (its ``last.pt``), and any other file as a
+``torch.save`` archive read with ``weights_only=True`` (a checkpoint, or a torchvision / timm state_dict).
+TorchScript and ``torch.export`` archives hold code and run only from files named for them (or with ``format=``
+naming them). A state_dict carries no metadata of its own: it needs the ``<path>.json`` sidecar that
+``contrastkit export`` writes beside it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from ..models import CheckpointError, Encoder, load_checkpoint_model, resolve_checkpoint
+from ..models import CheckpointError, Encoder, load_checkpoint_model, read_torch_file
 from .filekinds import reader_for
 from .formats import ExportError, sidecar_path
 from .graphs import load_torchscript, onnx_session
@@ -53,12 +54,17 @@ class OnnxEncoder(nn.Module):
 
 def _resolve(path: Path) -> Path:
     """The file or folder to read: ``path``, a hub folder, or a run folder's ``last.pt``."""
-    if path.is_dir() and (path / "config.json").is_file():
-        return path
-    try:
-        return resolve_checkpoint(path)
-    except CheckpointError as exc:
-        raise ExportError(f"{exc} (or an export written by contrastkit export)") from exc
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return path
+        if not (path / "last.pt").is_file():
+            raise ExportError(f"{path} is a folder without last.pt or config.json; expected an export written by "
+                              f"contrastkit export (a file, or a hub folder), a checkpoint, or a run folder")
+        return path / "last.pt"
+    if not path.is_file():
+        raise ExportError(f"{path} does not exist (expected an export written by contrastkit export, a checkpoint, "
+                          f"or a run folder)")
+    return path
 
 
 def _rebuilt(meta: dict[str, Any], backbone_state: dict[str, torch.Tensor], where: str) -> Encoder:
@@ -74,10 +80,9 @@ def _rebuilt(meta: dict[str, Any], backbone_state: dict[str, torch.Tensor], wher
 def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A checkpoint (model + config) or a state-dict export with its sidecar."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # bad pickle, truncated archive
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ExportError(f"{path} is not a readable torch file ({type(exc).__name__}: {first})") from exc
+        state = read_torch_file(path)
+    except CheckpointError as exc:  # bad pickle, truncated archive
+        raise ExportError(f"{path} is not a readable torch file: {str(exc).split(': ', 1)[-1]}") from exc
     if isinstance(state, dict) and "model" in state and "config" in state:
         model, meta, config = load_checkpoint_model(path, "cpu")
         size = meta.image_size
@@ -97,8 +102,8 @@ def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return _rebuilt(meta, state, str(path)), meta
 
 
-def _load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    kind = reader_for(path)
+def _load(path: Path, device: torch.device, fmt: str | None) -> tuple[nn.Module, dict[str, Any]]:
+    kind = reader_for(path, fmt)
     if kind == "torch":
         return _from_torch_file(path)
     if kind == "torchscript":
@@ -118,7 +123,7 @@ def _load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     return OnnxEncoder(session, int(meta.get("feature_dim") or 0)), meta
 
 
-def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", format: str | None = None
                  ) -> tuple[nn.Module, transforms.Compose]:
     """Load an encoder f from any contrastkit export, checkpoint or run folder, with its preprocessing.
 
@@ -127,6 +132,11 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
             sidecar, ``*.safetensors``, ``*.torchscript``, ``*.onnx``, ``*.pt2``) or its hub folder, a checkpoint
             written by ``contrastkit pretrain``, or a run folder (its ``last.pt``). The name picks the reader.
         device: where the encoder runs (ONNX exports: the CPU only).
+        format: the reader, when the file's name does not say it: ``torch`` (also ``checkpoint``,
+            ``torchvision``, ``timm``), ``safetensors``, ``torchscript``, ``onnx`` or ``pt2``. Without it the name
+            decides (any name without one of the suffixes is read as a ``torch.save`` archive of tensors).
+            TorchScript and torch.export archives are code: they run only from a file named for them or with
+            ``format`` naming them.
 
     Returns:
         ``(encoder, transform)``: ``encoder`` is an ``nn.Module`` in eval mode mapping a normalised batch to h;
@@ -137,14 +147,14 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
         ``encoder``: (N, 3, S, S) -> (N, feature_dim); ``transform``: PIL image -> (3, S, S).
 
     Raises:
-        ExportError: the file is not a contrastkit export or checkpoint, its bytes do not match its name (a
-            TorchScript or torch.export archive under another name is refused, never run), a state_dict lacks
-            its sidecar, or an optional package it needs is missing (the message names the extra to install).
+        ExportError: the file's bytes are not what its name (or ``format``) says (a TorchScript or torch.export
+            archive under another name is refused, never run), it is not a contrastkit export or checkpoint, a state_dict lacks its sidecar, or an optional package it needs
+            is missing (the message names the extra to install).
         CheckpointError: a checkpoint that does not match its own config.
     """
     resolved = _resolve(Path(path).expanduser())
     device = torch.device(device)
-    encoder, meta = _load(resolved, device)
+    encoder, meta = _load(resolved, device, format)
     _, height, width = meta["input_size"]
     if height != width:
         raise ExportError(f"{resolved}: expected a square input size, got {height}x{width}")

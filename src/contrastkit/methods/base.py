@@ -73,6 +73,7 @@ class Method:
         needs_labels: it trains on class labels (refused on unlabelled data and on data of one class).
         finish: ``finish(cfg, parts, meta, summary) -> dict`` after training, on rank 0, with the checkpoint's
             ``meta`` (image size, normalisation, classes) and the run's summary: what it adds to the summary.
+        writes: the files ``finish`` writes in the run folder (listed in its marker with the run's own).
     """
 
     name: str
@@ -87,6 +88,7 @@ class Method:
     min_batch: int = 2
     needs_labels: bool = False
     finish: Callable[[Any, MethodParts, dict, dict], dict] | None = None
+    writes: tuple[str, ...] = ()
 
     def n_views(self, cfg: Any) -> int:
         """The views per image of a run of this method."""

@@ -237,4 +237,5 @@ METHOD = Method(
     ignored=IGNORED,
     min_views=1,
     finish=_finish,
+    writes=("student.pt",),
 )

@@ -7,6 +7,10 @@ moment leaves a loadable ``last.pt`` (or, before the first save, none).
 
 Everything stored is a tensor, a number, a string or a container of those, so
 checkpoints load with ``torch.load(weights_only=True)``: loading runs no pickled code.
+A checkpoint is named ``*.pt`` (or ``*.pth``), and its bytes are checked before it is read
+(:func:`read_torch_file`): a torch.save archive, not TorchScript, whose ``torch.load`` would
+run code (torch refuses it under ``weights_only=True`` and advises ``weights_only=False``,
+advice contrastkit's messages never repeat).
 
 :func:`load_checkpoint_model` is the one way a checkpoint becomes a model: a pretraining run's ``last.pt`` (its
 :class:`~contrastkit.models.ContrastiveModel`, or the student of a distillation run), or a fine-tuned network
@@ -24,11 +28,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..runtime.ownership import os_error_text
 from .build import Architecture, build_model
 from .finetuned import FineTunedNetwork, finetuned_state, is_finetuned
 
 __all__ = ["save_checkpoint", "load_checkpoint", "resolve_checkpoint", "CheckpointError", "CheckpointMeta",
-           "load_checkpoint_model", "save_finetuned"]
+           "load_checkpoint_model", "save_finetuned", "read_torch_file", "is_torchscript_archive",
+           "CHECKPOINT_SUFFIXES"]
+
+#: the names of a checkpoint file (a torch.save archive of tensors)
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
 class CheckpointError(RuntimeError):
@@ -56,39 +65,43 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
             still holds the previous checkpoint and no temporary file is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            _keep_previous(path)
+        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as RuntimeError
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        kept = f"{path} still holds the previous checkpoint" if path.exists() else "no checkpoint was written"
-        raise CheckpointError(f"could not write checkpoint {path} ({type(exc).__name__}: {exc}); {kept}. "
-                              f"Free disk space and resume with --resume.") from exc
-    if keep_previous and path.exists():
-        prev = path.with_name(path.stem + ".prev" + path.suffix)
-        try:
-            if prev.exists():
-                prev.unlink()
-            os.link(path, prev)
-        except OSError:
-            pass  # keeping a previous copy is best effort; the new file is still written atomically
-    os.replace(tmp, path)
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        kept = f"{path} still holds the previous checkpoint" if path.is_file() else "no checkpoint was written"
+        why = os_error_text(exc) if isinstance(exc, OSError) else str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"could not write checkpoint {path} ({why}); {kept}. Free disk space (or choose a "
+                              f"writable path) and resume with --resume.") from exc
     _fsync_dir(path.parent)
     return path
 
 
+def _keep_previous(path: Path) -> None:
+    """``<stem>.prev.pt``: a hard link to the checkpoint about to be replaced (best effort: the new file is still
+    written atomically when this fails)."""
+    prev = path.with_name(path.stem + ".prev" + path.suffix)
+    try:
+        prev.unlink(missing_ok=True)
+        os.link(path, prev)
+    except OSError:
+        pass
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint file ``path`` names: the file itself, or a run folder's ``last.pt``.
+    """The checkpoint file ``path`` names: the file itself (``*.pt`` or ``*.pth``), or a run folder's ``last.pt``.
 
     Raises:
-        CheckpointError: the path does not exist, or is a folder without ``last.pt``.
+        CheckpointError: the path does not exist, is a folder without ``last.pt``, or is not named as a checkpoint.
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -98,11 +111,29 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         return path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"{path} is not named as a checkpoint: contrastkit checkpoints are *.pt files "
+                              f"(torch.save archives of tensors); an export (.safetensors, .torchscript, .onnx) is read by "
+                              f"contrastkit.export.load_encoder")
     return path
 
 
-def _unreadable(path: Path, exc: Exception) -> str:
-    """Why ``torch.load`` failed on ``path``, in words.
+def _zip_names(path: Path) -> list[str] | None:
+    """The member names of a zip archive, or None when ``path`` is not one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def is_torchscript_archive(names: list[str]) -> bool:
+    """Whether a zip archive's member names are a TorchScript module's (its ``code/`` and ``constants.pkl``)."""
+    return any("/code/" in n or n.endswith("/constants.pkl") for n in names)
+
+
+def _unreadable(path: Path, exc: Exception | None) -> str:
+    """Why ``path`` cannot be read as a checkpoint, in words.
 
     PyTorch's advice to retry with ``weights_only=False`` is left out: for a file contrastkit wrote it is never the
     fix, and it would run the file's pickled code. The previous checkpoint is named only when it exists.
@@ -110,21 +141,45 @@ def _unreadable(path: Path, exc: Exception) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
     size = path.stat().st_size
+    names = _zip_names(path)
     if size == 0:
         why = "it is empty (0 bytes)"
-    elif head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+    elif head == b"PK\x03\x04" and names is None:
         why = f"it starts as a torch.save file, but its end is missing ({size} bytes)"
-    elif not zipfile.is_zipfile(path):
+    elif names is None:
         why = f"its {size} bytes are not a torch.save file (a zip archive); is it another kind of file?"
+    elif is_torchscript_archive(names):
+        why = ("it is a TorchScript archive, which is code, not weights; contrastkit runs TorchScript only from "
+               "a file named *.torchscript, through contrastkit.export.load_encoder")
     elif isinstance(exc, pickle.UnpicklingError):
         why = ("it holds Python objects other than tensors, numbers, strings and containers, which contrastkit "
                "never writes (checkpoints are loaded with weights_only=True, running no pickled code)")
     else:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+        if "weights_only" in first:
+            first = ""
         why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     prev = path.with_name(path.stem + ".prev" + path.suffix)
     hint = f"; the previous checkpoint {prev} exists and may be intact" if prev.is_file() else ""
     return f"checkpoint {path} is corrupt or truncated: {why}{hint}"
+
+
+def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` of a file whose bytes are checked first: a torch.save archive, not
+    TorchScript (which ``torch.load`` would hand to ``torch.jit.load``).
+
+    Raises:
+        CheckpointError: naming the file and saying what it is instead, when it is empty, truncated, not a
+            torch.save archive, TorchScript, or holds objects other than tensors and containers.
+    """
+    path = Path(path)
+    names = _zip_names(path)
+    if names is None or is_torchscript_archive(names):
+        raise CheckpointError(_unreadable(path, None))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as exc:  # truncated zip, bad pickle
+        raise CheckpointError(_unreadable(path, exc)) from exc
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -139,10 +194,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             checkpoint.
     """
     path = resolve_checkpoint(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, bad pickle, wrong file type
-        raise CheckpointError(_unreadable(path, exc)) from exc
+    state = read_torch_file(path, map_location)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a contrastkit checkpoint (expected keys 'model' and 'config')")
     return state

@@ -6,6 +6,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .ownership import os_error_text
+
 __all__ = ["check_output_dir"]
 
 
@@ -24,8 +26,8 @@ def check_output_dir(out: str | os.PathLike, min_free_bytes: int = 200 * 2**20, 
             f.write(b"x" * 4096)
             f.flush()
             os.fsync(f.fileno())
-    except OSError as exc:
-        raise ValueError(f"output folder {path} is not writable: {exc}") from exc
+    except OSError as exc:  # in words: no errno number, no name of the test file
+        raise ValueError(f"output folder {path} is not writable: {os_error_text(exc)}") from None
     free = shutil.disk_usage(path).free
     if free < min_free_bytes:
         raise ValueError(f"output folder {path} has only {free / 2**20:.0f} MiB free; "

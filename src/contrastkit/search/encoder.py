@@ -45,6 +45,7 @@ class FrozenEncoder:
         fingerprint: see :func:`fingerprint_of`.
         classes: the checkpoint's class names (empty when trained unlabelled).
         data: the data set or folder the checkpoint was trained on.
+        step: the checkpoint's training step (global_step), when it records one.
     """
 
     module: nn.Module
@@ -56,6 +57,7 @@ class FrozenEncoder:
     fingerprint: str
     classes: list[str]
     data: str = ""
+    step: int | None = None
 
     def to(self, device: torch.device) -> "FrozenEncoder":
         self.module.to(device)
@@ -88,4 +90,4 @@ def load_frozen_encoder(checkpoint: str | os.PathLike, projection: bool = False)
     what = "z" if projection else "h"
     return FrozenEncoder(module, meta.image_size, meta.mean, meta.std, what, str(path.resolve()),  # type: ignore[arg-type]
                          fingerprint_of(module, meta.image_size, meta.mean, meta.std, what), list(meta.classes),
-                         meta.data)
+                         meta.data, meta.global_step)

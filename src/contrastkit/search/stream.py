@@ -37,6 +37,8 @@ class _Prepared(Dataset):
 
     def __init__(self, source: Dataset, size: int, mean, std) -> None:
         self.source, self.size = source, size
+        if hasattr(source, "decode_size"):  # image files: JPEGs decoded at a reduced scale, down to ``size``
+            source.decode_size = size
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
 

@@ -184,5 +184,6 @@ def log_evaluation(references: dict[str, Any] | None, step: int, results: dict[s
         if metrics:
             guarded.do("log_metrics", metrics, step)
         for _, path in results.values():
-            guarded.do("log_artifact", path, "eval")
+            if path is not None:  # None: the results were printed only (a read-only checkpoint folder)
+                guarded.do("log_artifact", path, "eval")
         guarded.do("finish", "finished")

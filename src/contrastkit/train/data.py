@@ -7,6 +7,7 @@ difference from the loop: either way it yields the views (N, V, C, H, W) and lab
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,8 @@ def build_data(cfg: PretrainConfig, splits: DataSplits, spec: AugmentSpec, label
         staged = stage_images(images, device)  # on a GPU: the whole array there when it fits
         batch_augment = BatchAugment.from_preset(spec.preset, n_views=n_views, **spec.overrides).to(device)
     else:
+        if hasattr(splits.train, "decode_size"):  # JPEGs decoded down to the side the smallest crop still fills
+            splits.train.decode_size = math.ceil(spec.size / math.sqrt(min(cfg.crop_scale)))
         dataset = ViewDataset(splits.train, _view_transform(spec, n_views), seed=cfg.seed)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     return TrainData(splits=splits, spec=spec, mean=mean, std=std, n_views=n_views, local_batch=cfg.batch_size // world,

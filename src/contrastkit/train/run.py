@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,12 +22,14 @@ from ..config import PretrainConfig
 from ..methods import Method, MethodParts, get_method
 from ..runtime import distributed as ckdist
 from ..runtime import tune_malloc_for
+from ..runtime.files import check_output_dir
 from .data import TrainData, build_data, check_data, data_info, load_splits, resolve_preset
 from .memory_format import use_channels_last
 from .nonfinite import NonFiniteGuard
 from .optim import WarmupCosine, build_optimizer, scaled_lr
 from .precision import autocast, grad_scaler
-from .run_folder import prepare_out
+from .run_folder import RunFolder
+from .signals import StopSignals
 
 __all__ = ["Run", "build_run", "init_distributed", "unwrap"]
 
@@ -53,6 +55,8 @@ class Run:
     scheduler: WarmupCosine
     scaler: torch.amp.GradScaler
     guard: NonFiniteGuard
+    folder: RunFolder | None = None  # rank 0's lock and marker of OUT (None on other ranks)
+    stop: StopSignals = field(default_factory=StopSignals)
 
     @property
     def is_main(self) -> bool:
@@ -132,7 +136,22 @@ def _schedule(cfg: PretrainConfig, optimizer: torch.optim.Optimizer, steps_per_e
                         cfg.min_lr_ratio, budget_s=budget, warmup_fraction=cfg.warmup_epochs / cfg.epochs)
 
 
-def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, fresh: bool = True) -> Run:
+def _start_writing(cfg: PretrainConfig, folder: RunFolder | None, rank: int, fresh: bool) -> Path:
+    """Rank 0 starts writing ``OUT``: the run's files listed in its marker (an old run moved aside with
+    ``--overwrite``), room for checkpoints checked, ``bad_files.txt`` emptied for a fresh run. Returns that list's
+    path (on every rank)."""
+    out = Path(cfg.out).expanduser()
+    if folder is not None:
+        folder.prepare(fresh)
+    elif rank == 0:  # a run built without its folder's lock (tests of the loop): OUT is only created
+        check_output_dir(out)
+    if rank == 0 and fresh:
+        (out / "bad_files.txt").write_text("")
+    return out / "bad_files.txt"
+
+
+def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, fresh: bool = True,
+              folder: RunFolder | None = None) -> Run:
     """Data, the method's pieces, the model on its device, optimisation, in that order (all before ``OUT`` is
     created, unless ``--skip-bad-files`` needs it for its list).
 
@@ -140,12 +159,13 @@ def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, 
         cfg: checked options (:func:`contrastkit.methods.check_options`).
         device, rank, world: from :func:`~contrastkit.runtime.resolve_device` and :func:`init_distributed`.
         fresh: not a resume (the bad-files list then starts empty).
+        folder: rank 0's hold on ``OUT`` (:class:`~contrastkit.train.run_folder.RunFolder`).
     """
     out = Path(cfg.out).expanduser()
     method = get_method(cfg.method)
     splits = load_splits(cfg)
     check_data(cfg, splits, world, method.needs_labels)
-    bad_files_log = prepare_out(cfg, rank, fresh) if cfg.skip_bad_files else None
+    bad_files_log = _start_writing(cfg, folder, rank, fresh) if cfg.skip_bad_files else None
     spec = resolve_preset(cfg, splits)
     tune_malloc_for(device, cfg.malloc)
     torch.manual_seed(cfg.seed)
@@ -154,7 +174,7 @@ def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, 
     model, channels_last = _place_model(cfg, parts.model, device, world, rank == 0)
     parts.model, parts.objective = model, parts.objective.to(device)
     if not cfg.skip_bad_files:  # a failed start (unreadable image, unknown timm model) leaves no OUT behind
-        prepare_out(cfg, rank, fresh)
+        _start_writing(cfg, folder, rank, fresh)
     optimizer = build_optimizer(model, cfg.optimizer, scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling), cfg.momentum,
                                 cfg.weight_decay)
     scaler = grad_scaler(device, cfg.precision)
@@ -162,4 +182,5 @@ def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, 
                model=model, train_model=wrap_model(model, cfg, device, world), channels_last=channels_last,
                autocast=lambda: autocast(device, cfg.precision), optimizer=optimizer,
                scheduler=_schedule(cfg, optimizer, data.steps_per_epoch), scaler=scaler,
-               guard=NonFiniteGuard(cfg.on_nonfinite, model, optimizer, scaler, device, out / "last.pt"))
+               guard=NonFiniteGuard(cfg.on_nonfinite, model, optimizer, scaler, device, out / "last.pt"),
+               folder=folder)

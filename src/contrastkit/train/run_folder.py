@@ -1,12 +1,22 @@
-"""The run folder ``OUT``: what a run and the commands on its checkpoint write there, the check that a new run
-does not mix its outputs with an old one's, ``--overwrite``'s clearing of them, and what a stopped run tells the
-user (the surviving checkpoint and the command that resumes it).
+"""The run folder ``OUT``: what a run writes there, one run at a time, replacing an old run without losing it, and
+what a stopped run tells the user (the surviving checkpoint and the command that resumes it).
 
 A run writes ``config.yaml``, ``last.pt`` (and ``last.prev.pt``), ``metrics.jsonl``, ``tensorboard/``,
-``summary.json`` and, with ``--skip-bad-files``, ``bad_files.txt``; ``eval`` writes ``eval_*.json`` / ``eval_*.md``
-beside the checkpoint and ``embed`` an ``.npy`` / ``.csv`` / ``.json`` triple wherever it is pointed. Starting a
-second run there without ``--resume`` would replace the model while the old run's evaluations stayed beside it,
-so it is refused unless ``--overwrite`` says to delete them first.
+``summary.json``, with ``--skip-bad-files`` ``bad_files.txt``, and what its method adds (distill's ``student.pt``).
+It lists them in the folder's marker (:mod:`contrastkit.runtime.ownership`) before it creates them, and holds the
+folder's writer lock from start to end (rank 0; the other ranks write nothing). ``eval``, ``embed`` and ``export``
+list what they add beside the run.
+
+* A folder with files but no marker is someone else's: no run starts there, with or without ``--overwrite``.
+* A folder that holds a run's checkpoint takes a new run only with ``--overwrite`` (or continues with
+  ``--resume``). A run folder without a checkpoint (a run killed before its first save) holds nothing to resume:
+  the same command starts again there, its leftovers replaced.
+* ``--overwrite`` moves the old run's listed files aside (``OUT/.replaced``) and deletes them only once the new
+  run's first checkpoint is in place. A new run that fails or is stopped before then puts the old run back. A
+  process killed in between leaves the marker saying so, and the next command on the folder finishes the
+  replacement (there is a new checkpoint) or undoes it (there is none).
+* A run that fails before its first checkpoint removes what it wrote, and the folder and marker if it created
+  them; anything else stays.
 
 The checkpoint that a stopped run names is read from disk, since that is what a resume starts from: ``last.pt``
 is replaced atomically (:func:`~contrastkit.models.save_checkpoint`), so it holds the last completed save whatever
@@ -14,112 +24,229 @@ moment the run was stopped at.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
+import sys
 from pathlib import Path
-from typing import Sequence
-
-import torch
+from typing import Iterable, Sequence
 
 from ..config import PretrainConfig
+from ..models import read_torch_file
 from ..runtime.files import check_output_dir
+from ..runtime.ownership import (MARKER, FolderLock, NotOwnedError, claim, foreign_entries, os_error_text,
+                                 read_marker, remove_owned, set_state)
 
-__all__ = ["RUN_FILES", "run_outputs", "check_fresh_out", "clear_run_outputs", "discard_failed_start", "prepare_out",
-           "checkpoint_position", "interrupted_message", "resume_argv"]
+__all__ = ["RUN_FILES", "WRITER", "RunFolder", "check_fresh_out", "checkpoint_position", "interrupted_message",
+           "resume_argv"]
 
-#: The files and folders a pretraining run writes in OUT; any of them there means OUT holds a run.
-RUN_FILES = ("last.pt", "last.prev.pt", "last.pt.tmp", "config.yaml", "metrics.jsonl", "summary.json",
-             "bad_files.txt", "tensorboard")
-
-
-def _embedding_files(out: Path) -> list[Path]:
-    """The ``embed`` triples in ``out``: a ``.json`` of embedding metadata with its ``.npy`` and ``.csv``."""
-    found = []
-    for meta in sorted(out.glob("*.json")):
-        npy, table = meta.with_suffix(".npy"), meta.with_suffix(".csv")
-        if not (npy.is_file() and table.is_file()):
-            continue
-        try:
-            info = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(info, dict) and {"format_version", "what", "dim", "count"} <= set(info):
-            found += [meta, npy, table]
-    return found
+#: The files and folders a pretraining run writes in OUT (its temporary files included).
+RUN_FILES = ("last.pt", "last.prev.pt", "last.pt.tmp", "config.yaml", "metrics.jsonl", "metrics.jsonl.tmp",
+             "summary.json", "bad_files.txt", "tensorboard")
+#: the command a run's files are listed under in the marker (other commands never write over them)
+WRITER = "pretrain"
+#: where ``--overwrite`` keeps the old run until the new one's first checkpoint
+ASIDE = ".replaced"
+_CHECKPOINTS = ("last.pt", "last.prev.pt")
 
 
-def run_outputs(out: str | Path) -> list[Path]:
-    """What a run and ``eval`` / ``embed`` on its checkpoint wrote in ``out`` (empty when ``out`` holds none)."""
-    out = Path(out).expanduser()
-    if not out.is_dir():
-        return []
-    found = [out / name for name in RUN_FILES if (out / name).exists()]
-    found += sorted(p for p in out.glob("eval_*") if p.suffix in (".json", ".md") and p.is_file())
-    return found + _embedding_files(out)
+def _has_checkpoint(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _CHECKPOINTS)
+
+
+def _replacing(out: Path) -> dict | None:
+    """The replacement under way in ``out`` (``{"aside", "phase", "files"}``), or None."""
+    return ((read_marker(out) or {}).get("state") or {}).get("replacing")
+
+
+def _held_run(out: Path) -> list[str]:
+    """The checkpoints of the run ``out`` holds (one moved aside by an unfinished ``--overwrite`` counts)."""
+    held = [name for name in _CHECKPOINTS if (out / name).is_file()]
+    replacing = _replacing(out)
+    if not held and replacing:
+        held = [f"{replacing['aside']}/{name}" for name in _CHECKPOINTS if (out / replacing["aside"] / name).is_file()]
+    return held
 
 
 def check_fresh_out(cfg: PretrainConfig) -> None:
-    """Refuse to start a new run (no ``--resume``) in an ``--out`` that holds one, unless ``--overwrite``.
+    """Refuse an ``--out`` a run may not write: someone else's folder (files, no marker), an index, or (without
+    ``--resume`` or ``--overwrite``) a folder whose run has a checkpoint. Reads only: it runs on every rank.
 
     Raises:
-        ValueError: naming what ``OUT`` holds and the options that continue it, start elsewhere or replace it.
+        NotOwnedError: a folder contrastkit did not write, or an index folder.
+        ValueError: ``OUT`` holds a run, naming the options that continue it, start elsewhere or replace it.
     """
+    out = Path(cfg.out).expanduser()
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder for the run")
+    marker = read_marker(out)
+    if marker is None:
+        foreign = foreign_entries(out)
+        if foreign and not (cfg.resume and (out / "last.pt").is_file()):  # a run of an older contrastkit resumes
+            shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+            raise NotOwnedError(f"--out {out} holds files that contrastkit did not write ({shown}; no {MARKER}); "
+                                f"a run never writes into or clears such a folder, with or without --overwrite: "
+                                f"choose another --out")
+        return
+    if marker.get("kind") == "index":
+        raise NotOwnedError(f"--out {out} is a contrastkit search index, not a run folder; choose another --out")
+    unlisted = [n for n in RUN_FILES if (out / n).exists() and n not in marker["files"]]
+    if unlisted and not cfg.resume:
+        raise NotOwnedError(f"--out {out} holds {', '.join(unlisted)}, which contrastkit did not write (not listed "
+                            f"in {out / MARKER}); a run never writes over them: choose another --out")
     if cfg.resume or cfg.overwrite:
         return
-    held = [p.name for p in run_outputs(cfg.out) if p.name in RUN_FILES]
+    held = _held_run(out)
     if held:
-        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-        raise ValueError(f"--out {cfg.out} already holds a run ({shown}); continue it with --resume (--resume "
-                         f"--extend to train it for more --epochs), choose another --out, or give --overwrite "
-                         f"to delete its outputs and start again")
+        raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume (--resume "
+                         f"--extend to train it for more --epochs), choose another --out, or give --overwrite to "
+                         f"replace it (the old run is kept until the new one's first checkpoint)")
 
 
-def clear_run_outputs(out: str | Path) -> list[Path]:
-    """Delete what :func:`run_outputs` finds in ``out`` (``--overwrite``); other files stay. Returns the paths."""
-    removed = run_outputs(out)
-    for path in removed:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+class RunFolder:
+    """Rank 0's hold on ``OUT`` while a run writes it: the writer lock, the marker, and the replacement of an old
+    run by ``--overwrite``. :meth:`open` before anything is written; :meth:`prepare` when the run starts writing;
+    :meth:`saved` after each checkpoint; :meth:`discard` when the run fails before its first checkpoint;
+    :meth:`close` at the end.
+    """
+
+    def __init__(self, out: Path, lock: FolderLock, created: bool) -> None:
+        self.out, self.lock, self.created = out, lock, created
+        self.files: tuple[str, ...] = RUN_FILES
+        self.marker_created = False
+        self.replacing = False  # an old run waits in OUT/.replaced for this run's first checkpoint
+
+    @classmethod
+    def open(cls, cfg: PretrainConfig, extra_files: Iterable[str] = ()) -> "RunFolder":
+        """Create ``OUT`` if needed, take its lock, finish or undo a replacement that a killed process left, and
+        check (again, under the lock) that this run may write there.
+
+        Raises:
+            FolderBusyError: another process writes ``OUT``.
+            NotOwnedError, ValueError: as :func:`check_fresh_out`; ``OUT`` cannot be created.
+        """
+        out = Path(cfg.out).expanduser()
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = FolderLock(out, "pretrain").acquire()
+        except OSError as exc:
+            raise ValueError(f"output folder {out} is not writable: {os_error_text(exc)}") from None
+        folder = cls(out, lock, created)
+        folder.files = (*RUN_FILES, *extra_files)
+        try:
+            folder.recover()
+            check_fresh_out(cfg)
+        except BaseException:
+            folder.close(remove=created)
+            raise
+        return folder
+
+    def prepare(self, fresh: bool) -> None:
+        """List the run's files in the marker before it writes them, and check the folder takes checkpoints. A
+        fresh run first moves an old run aside (``--overwrite``, checked) or removes the leftovers of a run that
+        never saved a checkpoint."""
+        self.marker_created = read_marker(self.out) is None
+        if fresh and _has_checkpoint(self.out):
+            self._move_aside()
+        elif fresh:
+            remove_owned(self.out, command=WRITER)
+        claim(self.out, self.files, WRITER, kind="run")
+        check_output_dir(self.out)
+
+    def saved(self) -> None:
+        """After a checkpoint is in place: the old run that ``--overwrite`` replaces goes now."""
+        if self.replacing:
+            self._commit()
+
+    def discard(self) -> None:
+        """After a fresh run failed or was stopped before its first checkpoint: remove what it wrote, put back
+        the run it was replacing, and remove the marker and folder if this run created them."""
+        if _has_checkpoint(self.out) and not self.replacing:
+            return  # the run saved a checkpoint: it is kept whole
+        remove_owned(self.out, command=WRITER)
+        if self.replacing:
+            self._rollback(moved=True)
+        marker = read_marker(self.out)
+        if self.marker_created and marker is not None and not marker["files"] and not marker.get("state"):
+            (self.out / MARKER).unlink(missing_ok=True)
+
+    def close(self, remove: bool = False) -> None:
+        """Release the lock; with ``remove`` (this run created ``OUT``), remove the folder too if it is empty."""
+        empty = remove and not [e for e in self.out.iterdir() if e.name != self.lock.path.name]
+        self.lock.release(remove=empty or (self.lock.created and read_marker(self.out) is None))
+        if empty:
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass
+
+    def recover(self) -> None:
+        """Finish (a new checkpoint is in place) or undo (there is none) a replacement a killed process left."""
+        replacing = _replacing(self.out)
+        if not replacing:
+            return
+        if replacing["phase"] == "moved" and _has_checkpoint(self.out):
+            self._commit()
+            what = "removed the run it replaced"
         else:
-            path.unlink(missing_ok=True)
-    return removed
+            self._rollback(moved=replacing["phase"] == "moved")
+            what = "put back the run it was replacing"
+        print(f"note: {self.out}: a run started with --overwrite was stopped before it finished replacing the "
+              f"old run; {what}", file=sys.stderr)
+
+    def _move_aside(self) -> None:
+        old = dict((read_marker(self.out) or {}).get("files") or {})
+        aside = self.out / ASIDE
+        if aside.exists():
+            raise NotOwnedError(f"--out {self.out} holds {ASIDE}, which no replacement in progress explains; "
+                                f"move it away to replace the run")
+        set_state(self.out, "replacing", {"aside": ASIDE, "phase": "moving", "files": old})
+        aside.mkdir()
+        for name in old:
+            if (self.out / name).exists() or (self.out / name).is_symlink():
+                os.rename(self.out / name, aside / name)
+        set_state(self.out, "replacing", {"aside": ASIDE, "phase": "moved", "files": old}, files={})
+        self.replacing = True
+
+    def _commit(self) -> None:
+        replacing = _replacing(self.out)
+        aside = self.out / replacing["aside"]
+        for name in replacing["files"]:
+            path = aside / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        _rmdir_if_empty(aside)
+        set_state(self.out, "replacing", None)
+        self.replacing = False
+
+    def _rollback(self, moved: bool) -> None:
+        replacing = _replacing(self.out)
+        aside = self.out / replacing["aside"]
+        if moved:  # what the new run wrote goes first (the old run's names are free again)
+            remove_owned(self.out)
+        back = {}
+        for name, writer in replacing["files"].items():
+            src, dst = aside / name, self.out / name
+            if src.exists() or src.is_symlink():
+                if dst.exists() or dst.is_symlink():
+                    continue  # someone else's file took the name meanwhile: ours stays aside, unlisted here
+                os.rename(src, dst)
+            back[name] = writer
+        set_state(self.out, "replacing", None, files={**(read_marker(self.out) or {}).get("files", {}), **back})
+        _rmdir_if_empty(aside)
+        self.replacing = False
 
 
-def _started(out: Path) -> bool:
-    """Whether a run in ``out`` has anything to keep: a checkpoint, or a logged step."""
-    if any((out / name).exists() for name in ("last.pt", "last.prev.pt")):
-        return True
-    metrics = out / "metrics.jsonl"
-    return metrics.is_file() and metrics.stat().st_size > 0
-
-
-def discard_failed_start(out: str | Path, created: bool) -> None:
-    """After a run failed before its first logged step or checkpoint (an unreadable image found by the first
-    batch, a bad option of the model), remove what it wrote: the whole folder when this run ``created`` it, else
-    its outputs only (:func:`clear_run_outputs`). A run that logged a step or wrote a checkpoint is kept whole."""
-    out = Path(out)
-    if not out.is_dir() or _started(out):
-        return
-    if created:
-        shutil.rmtree(out, ignore_errors=True)
-    else:
-        clear_run_outputs(out)
-
-
-def prepare_out(cfg: PretrainConfig, rank: int, fresh: bool) -> Path:
-    """Create ``OUT`` on rank 0, checked writable with room for checkpoints; returns its ``bad_files.txt`` (emptied
-    for a fresh run). With ``--overwrite``, the outputs of the run ``OUT`` holds are deleted first."""
-    out = Path(cfg.out).expanduser()
-    bad_files_log = out / "bad_files.txt"
-    if rank == 0:
-        if cfg.overwrite:
-            clear_run_outputs(out)
-        check_output_dir(out)
-        if fresh:
-            bad_files_log.write_text("")
-    return bad_files_log
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def checkpoint_position(path: str | os.PathLike) -> dict | None:
@@ -129,7 +256,7 @@ def checkpoint_position(path: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = read_torch_file(path, mmap=True)
         return {"epoch": int(state["epoch"]), "step_in_epoch": int(state["step_in_epoch"]),
                 "global_step": int(state["global_step"]), "epochs": int(state["config"]["epochs"])}
     except Exception:  # any unreadable file: the message then says no checkpoint can be resumed from
@@ -164,9 +291,9 @@ def interrupted_message(checkpoint: str | os.PathLike, argv: Sequence[str] | Non
     if pos is None:
         lines = [f"interrupted before the first checkpoint: {checkpoint} does not exist, so there is nothing to "
                  f"resume"]
-        if argv is not None:
-            again = [a for a in argv if a not in ("--resume", "--no-resume", "--overwrite", "--no-overwrite")]
-            lines.append(f"start again with: {prefix} {shlex.join([*again, '--overwrite'])}")
+        if argv is not None:  # a run folder without a checkpoint takes the same command again
+            again = [a for a in argv if a not in ("--resume", "--no-resume")]
+            lines.append(f"start again with: {prefix} {shlex.join(again)}")
         return "\n".join(lines)
     where = (f"the end of epoch {pos['epoch']}" if pos["step_in_epoch"] == 0 else
              f"epoch {pos['epoch'] + 1}, step {pos['step_in_epoch']} in it")

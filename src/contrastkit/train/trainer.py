@@ -23,7 +23,7 @@ import torch
 
 from ..config import PretrainConfig
 from ..data import resolve_data
-from ..methods import check_options
+from ..methods import check_options, get_method
 from ..models import save_checkpoint
 from ..runtime import malloc_state, resolve_device
 from ..tracking import start_tracking
@@ -34,7 +34,7 @@ from .monitor import knn_monitor, monitor_due
 from .nonfinite import NonFiniteError
 from .precision import resolve_precision
 from .run import Run, build_run, init_distributed, unwrap
-from .run_folder import check_fresh_out, discard_failed_start
+from .run_folder import RunFolder, check_fresh_out
 from .state import TrainState, checkpoint_state, extension, load_resume, restore
 
 __all__ = ["pretrain", "train_one_epoch", "end_epoch", "save", "summarize", "sync_guard", "NonFiniteError", "unwrap"]
@@ -52,19 +52,23 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     cfg = check_options(cfg)  # every option, and the method's defaults (SupCon's temperature 0.1 unless set)
     cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # a folder as an absolute path
     check_fresh_out(cfg)  # on every rank, before any rank can write to OUT
-    out = Path(cfg.out).expanduser()
-    created = not out.exists()
     device = resolve_device(cfg.device, "--device")
     rank, world = init_distributed(device, cfg.dist_timeout_s)
-    saved = load_resume(cfg)
+    folder = RunFolder.open(cfg, get_method(cfg.method).writes) if rank == 0 else None  # the lock, until the end
+    failed = True
     try:
-        run = build_run(cfg, device, rank, world, fresh=saved is None)
+        saved = load_resume(cfg)
+        run = build_run(cfg, device, rank, world, fresh=saved is None, folder=folder)
         state = restore(run, saved)
-        return _train(run, state, saved)
-    except Exception:
-        if rank == 0 and saved is None:  # a failed start leaves nothing behind (a started run is kept whole)
-            discard_failed_start(out, created)
-        raise
+        with run.stop:  # SIGINT, SIGTERM, SIGUSR1: a checkpoint at the next step, then Interrupted
+            summary = _train(run, state, saved)
+        failed = False
+        return summary
+    finally:
+        if folder is not None:
+            if failed and not cfg.resume:  # a failed start leaves nothing behind (a started run is kept whole)
+                folder.discard()
+            folder.close(remove=failed and folder.created)
 
 
 def _train(run: Run, state: TrainState, saved: dict | None) -> dict[str, Any]:
@@ -88,6 +92,7 @@ def _train(run: Run, state: TrainState, saved: dict | None) -> dict[str, Any]:
             end_epoch(run, state, epoch, stopping, log, bar)
             if stopping:
                 break
+        run.stop.raise_if_received()  # stopped by a signal: the checkpoint is saved, the CLI prints how to resume
     except BaseException as exc:
         tracker.abort(exc)  # the tracked runs end as failed (killed on Ctrl-C)
         raise
@@ -99,7 +104,7 @@ def _train(run: Run, state: TrainState, saved: dict | None) -> dict[str, Any]:
 
 def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, bar: ProgressLine) -> bool:
     """Train ``epoch`` from ``state.step_in_epoch`` on; returns whether the run stops (``--max-steps`` or
-    ``--time-budget-s`` reached)."""
+    ``--time-budget-s`` reached, or a signal received: :mod:`.signals`)."""
     cfg, model, objective = run.cfg, run.train_model, run.objective
     optimizer, scheduler, scaler, guard = run.optimizer, run.scheduler, run.scaler, run.guard
     model.train()
@@ -122,7 +127,8 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, ba
             optimizer.zero_grad(set_to_none=True)
             state.count_step(loss, finite, time.perf_counter() - clock, views.shape[0] * run.world)
             scheduler.step(train_time=state.train_time)
-        if state.global_step % cfg.log_every == 0 or state.step_in_epoch == run.data.steps_per_epoch:
+        log_now = state.global_step % cfg.log_every == 0 or state.step_in_epoch == run.data.steps_per_epoch
+        if log_now:
             log_step(run, state, epoch, loss, finite, log, bar)
         bar.update()
         if cfg.checkpoint_every_steps and state.global_step % cfg.checkpoint_every_steps == 0 \
@@ -133,6 +139,9 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, ba
             return True
         if cfg.time_budget_s and state.train_time >= cfg.time_budget_s:
             state.stop_reason = "time_budget"
+            return True
+        if run.stop.requested(log_now, run.device):
+            state.stop_reason = "signal"
             return True
         clock = time.perf_counter()
     return False
@@ -161,7 +170,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, stopping: bool, log: Metr
     row = {"kind": "epoch", "epoch": epoch, "step": state.global_step,
            "loss": float(state.loss_sum / count) if count else float("nan"),
            "epoch_time_s": time.perf_counter() - state.epoch_started, "train_time_s": state.train_time}
-    if run.data.monitor is not None and monitor_due(cfg, epoch, finished, stopping):
+    if run.data.monitor is not None and run.stop.received is None and monitor_due(cfg, epoch, finished, stopping):
         row["knn_top1"] = knn_monitor(unwrap(run.model).encoder, run.data.monitor, cfg, run.device)
         bar.show(knn=f"{row['knn_top1']:.3f}")
     state.history.append(row)
@@ -182,6 +191,8 @@ def save(run: Run, state: TrainState, epoch: int, step_in_epoch: int) -> None:
     run.guard.raise_pending(epoch)
     if run.is_main:
         save_checkpoint(checkpoint_state(run, state, epoch, step_in_epoch), run.checkpoint)
+        if run.folder is not None:
+            run.folder.saved()  # an old run that --overwrite replaces goes once this checkpoint is in place
 
 
 def summarize(run: Run, state: TrainState) -> dict[str, Any]:
