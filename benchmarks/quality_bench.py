@@ -61,7 +61,7 @@ def run_ours(budget_s: float, recipe: dict, seed: int = 0, knn_every_s: float = 
     from _pipelines import knn_cifar, require_cifar
 
     from contrastkit.config import PretrainConfig
-    from contrastkit.runner import load_pretrained
+    from contrastkit.models import load_checkpoint_model
     from contrastkit.train import pretrain
 
     with tempfile.TemporaryDirectory() as out:
@@ -74,7 +74,7 @@ def run_ours(budget_s: float, recipe: dict, seed: int = 0, knn_every_s: float = 
         cfg = PretrainConfig(**options)
         summary = pretrain(cfg)
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-        model, _, _ = load_pretrained(Path(out) / "last.pt")
+        model, _, _ = load_checkpoint_model(Path(out) / "last.pt")
     t0 = time.perf_counter()
     knn = knn_cifar(model.encoder)
     curve = [{"step": r["step"], "train_time_s": round(r["train_time_s"], 1), "knn_top1": r["knn_top1"]}

@@ -58,9 +58,9 @@ def run_variant(spec: str, steps: int, warmup: int, threads: int) -> dict:
     import torch
 
     from contrastkit import build_model
-    from contrastkit.allocator import tune_malloc
     from contrastkit.augment import BatchAugment
     from contrastkit.losses import NTXentLoss
+    from contrastkit.runtime import tune_malloc
     from contrastkit.train.optim import build_optimizer
 
     v = parse_variant(spec)

@@ -99,11 +99,10 @@ def train(recipe: dict, budget: float, costs: dict, images, log=print):
     import torch
 
     from contrastkit import build_model
-    from contrastkit.allocator import tune_malloc
-    from contrastkit.augment import BatchAugment
+    from contrastkit.augment import BatchAugment, parse_size_schedule
     from contrastkit.losses import NTXentLoss
+    from contrastkit.runtime import tune_malloc
     from contrastkit.train.optim import build_optimizer, scaled_lr, warmup_cosine
-    from contrastkit.augment.resolution import parse_size_schedule
 
     tune_malloc()
     torch.manual_seed(recipe["seed"])

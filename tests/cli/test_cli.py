@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import TINY
-from contrastkit import allocator
+from contrastkit.runtime import allocator
 from contrastkit.cli import build_parser, main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 
 
 def _pretrain(tmp_path, folder, method, *extra):
@@ -37,23 +37,24 @@ def test_pretrain_each_method_writes_outputs(tmp_path, image_folder, method, cap
 
 
 def test_cpu_step_settings_are_reported_and_bf16_is_applied(tmp_path, image_folder):
-    """auto resolves to fp32 and channels_last on a CPU; --precision bf16 really trains under bf16 autocast."""
+    """channels_last is on for a CPU run and reported; --precision bf16 really trains under bf16 autocast, where
+    fp32 does not (what auto picks on a CPU: tests/train/test_precision_auto.py)."""
     tiny = [a if a != "0.125" else "0.25" for a in TINY]  # 16 channels: wide enough for channels_last on a CPU
     common = ["--method", "simclr", "--data", str(image_folder), "--epochs", "1", *tiny, "--knn-every", "0",
               "--augment-on", "device"]
     runs = {}
-    for precision in ("auto", "bf16"):
+    for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         assert main(["pretrain", *common, "--precision", precision, "--out", str(out)]) == 0
         runs[precision] = (json.loads((out / "summary.json").read_text()), load_checkpoint(out / "last.pt"))
-    auto, bf16 = runs["auto"][0], runs["bf16"][0]
-    assert (auto["precision"], auto["channels_last"], auto["compiled"]) == ("fp32", True, False)
+    fp32, bf16 = runs["fp32"][0], runs["bf16"][0]
+    assert (fp32["precision"], fp32["channels_last"], fp32["compiled"]) == ("fp32", True, False)
     if sys.platform.startswith("linux") and allocator._user_choice() is None:  # --malloc auto on a CPU run
-        assert auto["malloc"].startswith("tuned"), auto["malloc"]
+        assert fp32["malloc"].startswith("tuned"), fp32["malloc"]
     assert bf16["precision"] == "bf16" and np.isfinite(bf16["final_loss"])
-    assert bf16["final_loss"] != auto["final_loss"]  # same seed and data: only the arithmetic differs
-    weights = [k for k, v in runs["auto"][1]["model"].items() if v.is_floating_point()]
-    assert any(not torch.equal(runs["auto"][1]["model"][k], runs["bf16"][1]["model"][k]) for k in weights)
+    assert bf16["final_loss"] != fp32["final_loss"]  # same seed and data: only the arithmetic differs
+    weights = [k for k, v in runs["fp32"][1]["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(runs["fp32"][1]["model"][k], runs["bf16"][1]["model"][k]) for k in weights)
     assert all(runs["bf16"][1]["model"][k].dtype == torch.float32 for k in weights)  # master weights stay fp32
 
 
@@ -67,11 +68,29 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path, image_folder, augment_on):
     assert main(["pretrain", *common, "--out", str(part), "--max-steps", "4"]) == 0
     state = load_checkpoint(part / "last.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 1, 4)
-    assert main(["pretrain", *common, "--out", str(part), "--resume"]) == 0
+    assert main(["pretrain", "--out", str(part), "--resume", "--max-steps", "0"]) == 0  # the run's other options
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
     assert a["global_step"] == b["global_step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    # the resumed epoch's mean loss covers all its steps, the ones before the stop included
+    assert a["history"][-1]["loss"] == pytest.approx(b["history"][-1]["loss"], rel=1e-6)
+
+
+def test_resume_takes_the_runs_options_and_names_what_differs(tmp_path, image_folder, capsys):
+    """Issue 31: ``pretrain --out RUN --resume`` needs nothing retyped; a flag given differently is named."""
+    out = tmp_path / "run"
+    assert main(["pretrain", "--method", "simclr", "--data", str(image_folder), "--epochs", "2", *TINY,
+                 "--knn-every", "0", "--max-steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(out), "--resume", "--max-steps", "4", "--log-every", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: resuming" in err and "--max-steps 4 (the run had 2)" in err and "--log-every 1 (the run had 10)" in err
+    state = load_checkpoint(out / "last.pt")
+    assert state["global_step"] == 4 and state["config"]["width"] == 0.125 and state["config"]["data"] == str(image_folder)
+    rc = main(["pretrain", "--out", str(out), "--resume", "--epochs", "1"])  # a 2-epoch run, 1 epoch completed
+    err = capsys.readouterr().err
+    assert rc == 2 and "a new --epochs must be more than 1" in err and "add --extend" not in err
 
 
 def test_resume_refuses_missing_or_different_run(tmp_path, image_folder, capsys):
@@ -137,6 +156,15 @@ def test_preview_augment_writes_png(tmp_path, image_folder):
     assert main(["preview-augment", "--data", str(image_folder), "--out", str(out), "--images", "2",
                  "--views", "3"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(out) as grid:  # issue 31: cells of at least 96 px, a header row and the rows' class names
+        width, height = grid.size
+        pixels = grid.convert("L")
+        assert width >= 4 * 96 and height >= 2 * 96
+        label_column = [pixels.getpixel((x, y)) for x in range(0, 30) for y in range(16, height)]
+        header = [pixels.getpixel((x, y)) for x in range(width) for y in range(0, 14)]
+    assert min(label_column) < 100 and min(header) < 100  # dark text on the white margins
 
 
 def test_recipe_applies_and_flags_override(tmp_path):
@@ -166,7 +194,7 @@ def test_eval_all_with_per_protocol_epochs(tmp_path, image_folder, capsys):
 
 
 def test_eval_malloc_option_is_checked(tmp_path):
-    from contrastkit.runner import evaluate_checkpoint
+    from contrastkit.evaluate import evaluate_checkpoint
 
     with pytest.raises(ValueError, match="malloc must be auto or off, got 'always'"):
         evaluate_checkpoint(tmp_path / "last.pt", "knn", malloc="always")

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import make_image_folder
 from contrastkit.config import PretrainConfig
+from contrastkit.methods import check_options
 from contrastkit.train import pretrain
 from contrastkit.train.run import build_run
-from contrastkit.train.trainer import batch_views
 
 CPU = torch.device("cpu")
 
@@ -27,17 +28,40 @@ def cfg(tmp_path) -> PretrainConfig:
                           size_schedule="8:0.5,12:0.75")
 
 
-def test_the_loop_makes_views_of_the_scheduled_size(cfg):
-    run = build_run(cfg, CPU, 0, 1)
-    idx = torch.arange(4)
-    sides = {step: batch_views(run, None, idx, 0, step)[0].shape[-1] for step in range(6)}  # 6 steps in the run
-    assert sides == {0: 8, 1: 8, 2: 8, 3: 12, 4: 12, 5: 16}  # progress = step / 6
-    run = build_run(dataclasses.replace(cfg, schedule="time", time_budget_s=10.0), CPU, 0, 1)
+def test_the_batches_follow_the_schedule_by_steps(cfg):
+    """TrainData.batches reads the schedule's progress before each batch: 6 steps, progress = step / 6."""
+    run = build_run(check_options(cfg), CPU, 0, 1)
+    sides = []
+    for epoch in range(2):
+        for views, labels in run.data.batches(epoch, 0, run.scheduler.last_epoch, run.scheduler.progress):
+            assert views.shape[:3] == (4, 2, 3) and views.shape[-1] == views.shape[-2] and labels.shape == (4,)
+            sides.append(views.shape[-1])
+            run.optimizer.step()  # no gradients: nothing moves; the scheduler expects it first
+            run.scheduler.step()
+    assert sides == [8, 8, 8, 12, 12, 16]
+    plain = build_run(check_options(dataclasses.replace(cfg, size_schedule="")), CPU, 0, 1)
+    assert {views.shape[-1] for views, _ in plain.data.batches(0, 0, 0, plain.scheduler.progress)} == {16}
+
+
+def test_the_batches_follow_the_schedule_by_training_seconds(cfg):
+    run = build_run(check_options(dataclasses.replace(cfg, schedule="time", time_budget_s=10.0)), CPU, 0, 1)
     for seconds, side in ((0.0, 8), (4.9, 8), (6.0, 12), (8.0, 16), (20.0, 16)):
-        run.schedule.train_time = seconds
-        assert batch_views(run, None, idx, 0, 0)[0].shape[-1] == side
-    plain = build_run(dataclasses.replace(cfg, size_schedule=""), CPU, 0, 1)
-    assert batch_views(plain, None, idx, 0, 0)[0].shape[-1] == 16
+        run.optimizer.step()
+        run.scheduler.step(train_time=seconds)
+        assert run.data.view_size(run.scheduler.progress()) == side
+        views, _ = next(iter(run.data.batches(0, 0, 0, run.scheduler.progress)))
+        assert views.shape[-2:] == (side, side)
+
+
+def test_the_same_draws_at_every_size(cfg):
+    """A batch's crops and colours depend on (seed, epoch, step), not on its size."""
+    data = build_run(check_options(cfg), CPU, 0, 1).data
+    idx = torch.arange(4)
+    small, full = data.augment(idx, 0, 5, size=8), data.augment(idx, 0, 5)
+    assert small.shape == (4, 2, 3, 8, 8) and full.shape == (4, 2, 3, 16, 16)
+    pooled = torch.nn.functional.avg_pool2d(full.flatten(0, 1), 2)
+    other = torch.nn.functional.avg_pool2d(data.augment(idx, 0, 6).flatten(0, 1), 2)
+    assert (small.flatten(0, 1) - pooled).abs().mean() < (small.flatten(0, 1) - other).abs().mean()
 
 
 def test_a_scheduled_run_trains_and_scores_at_full_size(cfg):
@@ -50,6 +74,17 @@ def test_options_that_refuse_a_schedule(cfg):
         dataclasses.replace(cfg, size_schedule="16:1.5").validate()
     with pytest.raises(ValueError, match="needs the batched augmentation .*--augment-on workers"):
         dataclasses.replace(cfg, augment_on="workers").validate()
+
+
+def test_auto_augmentation_on_mixed_sizes_refuses_a_schedule(cfg, tmp_path):
+    """--augment-on auto picks the workers for images of several sizes: the schedule is refused by name, before
+    anything is written."""
+    Image.new("RGB", (20, 24), (200, 10, 10)).save(Path(cfg.data, "train", "class_0", "wide.png"))
+    cfg = dataclasses.replace(cfg, augment_on="auto", out=str(tmp_path / "mixed"))
+    with pytest.raises(ValueError, match="--size-schedule '8:0.5,12:0.75' needs the batched augmentation.*"
+                                         "--augment-on workers"):
+        pretrain(cfg)
+    assert not Path(cfg.out).exists()
 
 
 def test_the_timed_monitor_writes_a_curve(cfg, tmp_path):

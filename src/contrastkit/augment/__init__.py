@@ -18,6 +18,7 @@ from .config import (
     blur_kernel_size,
     list_presets,
     preset_config,
+    preset_for,
 )
 from .convert import SUPPORTED_PIL_MODES, to_rgb
 from .preview import save_preview, unnormalize
@@ -49,6 +50,7 @@ __all__ = [
     "list_presets",
     "parse_size_schedule",
     "preset_config",
+    "preset_for",
     "save_preview",
     "to_rgb",
     "unnormalize",

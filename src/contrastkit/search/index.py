@@ -1,49 +1,54 @@
 """A search index of images: L2-normalised h of each image, its path, and the model's identity.
 
-An index is a folder:
+An index is a folder that contrastkit owns (its marker, ``.contrastkit.json``, lists every file):
 
-* ``index.json``: format, count, dim, what (h or z), kind (flat, ivf, hnsw), the checkpoint and its
-  fingerprint (:mod:`contrastkit.search.encoder`), the image folder, unreadable files, and for
-  IVF/HNSW the recall@10 against exact search measured when it was built;
-* ``vectors.npy``: float32 (N, D), row i the unit-length vector of image i (memory-mapped on load);
-* ``paths.json``: the N absolute image paths;
-* ``faiss.index``: for ``ivf`` and ``hnsw``, the FAISS structure (``flat`` needs none: exact search
-  runs in FAISS when it is installed, else as chunked matrix products in torch).
+* ``index.json``: format, count, dim, what (h or z), kind (flat, ivf, hnsw), the checkpoint, its training step
+  and its fingerprint (:mod:`contrastkit.search.encoder`), the image folder, unreadable files, for IVF/HNSW the
+  recall@10 against exact search measured when it was built, and ``files``: the names of the data files below.
+  It is replaced atomically and is what makes a version of the index current.
+* ``vectors.<g>.npy``: float32 (N, D), row i the unit-length vector of image i (memory-mapped on load);
+* ``paths.<g>.json``: the N absolute image paths;
+* ``stats.<g>.json``: each image's [size, modification time in ns] when it was embedded (what ``--update``
+  compares);
+* ``faiss.<g>.index``: for ``ivf`` and ``hnsw``, the FAISS structure (``flat`` needs none: exact search runs in
+  FAISS when it is installed, else as chunked matrix products in torch).
 
-:func:`build_index` writes the folder under a temporary name and renames it into place, so an
-index is either complete or absent; embedding itself is resumable (:mod:`.stream`), and
-``update=True`` embeds only the images not in the index yet.
+``<g>`` is the index's generation: each build or update writes the next one beside the current one, and then
+replaces ``index.json`` (:mod:`.build`). An index written before generations existed has ``vectors.npy``,
+``paths.json`` and ``faiss.index`` and no stats.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
-import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.sources import IMAGE_EXTENSIONS, ImageFiles
-from .backends import KINDS, FaissSearcher, exact_topk, faiss_available, recall_at_k, require_faiss
-from .encoder import FrozenEncoder, load_frozen_encoder
-from .stream import SHARD_SIZE, embed_stream, iter_shards
+from ..data.sources import IMAGE_EXTENSIONS
+from .backends import FaissSearcher, exact_topk, faiss_available, require_faiss
+from .encoder import FrozenEncoder
 
-__all__ = ["ImageIndex", "IndexMismatchError", "build_index", "list_images", "INDEX_FORMAT", "BACKENDS"]
+__all__ = ["ImageIndex", "IndexMismatchError", "list_images", "INDEX_FORMAT", "BACKENDS", "VERSION", "data_files",
+           "resolve_backend", "check_k"]
 
 INDEX_FORMAT = "contrastkit-index"
-_VERSION = 1
+VERSION = 2
 BACKENDS = ("auto", "torch", "faiss")
-_RECALL_QUERIES = 256
 
 
 class IndexMismatchError(ValueError):
     """A query or an update through another model than the one the index was built with."""
+
+
+def data_files(generation: int) -> dict[str, str]:
+    """The data files of an index generation (0: the names before generations existed)."""
+    if not generation:
+        return {"vectors": "vectors.npy", "paths": "paths.json", "stats": "stats.json", "faiss": "faiss.index"}
+    return {"vectors": f"vectors.{generation}.npy", "paths": f"paths.{generation}.json",
+            "stats": f"stats.{generation}.json", "faiss": f"faiss.{generation}.index"}
 
 
 def list_images(folder: str | os.PathLike, what: str = "--images") -> list[str]:
@@ -62,7 +67,7 @@ def list_images(folder: str | os.PathLike, what: str = "--images") -> list[str]:
     return files
 
 
-def _resolve_backend(backend: str, kind: str) -> str:
+def resolve_backend(backend: str, kind: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if kind != "flat" or backend == "faiss":
@@ -87,7 +92,7 @@ class ImageIndex:
     def __init__(self, root: Path, info: dict, paths: list[str], vectors: np.ndarray, backend: str = "auto",
                  nprobe: int | None = None) -> None:
         self.root, self.info, self.paths, self.vectors = root, info, paths, vectors
-        self.backend = _resolve_backend(backend, info["kind"])
+        self.backend = resolve_backend(backend, info["kind"])
         self._searcher: FaissSearcher | None = None
         self._tensor: torch.Tensor | None = None  # the vectors in memory, for the torch backend
         self._nprobe = nprobe or int(info.get("nprobe") or 16)
@@ -99,28 +104,53 @@ class ImageIndex:
     def fingerprint(self) -> str:
         return self.info["fingerprint"]
 
+    @property
+    def generation(self) -> int:
+        return int(self.info.get("generation", 0))
+
+    @property
+    def files(self) -> dict[str, str]:
+        """The data files of this index (:func:`data_files`)."""
+        return dict(self.info.get("files") or data_files(self.generation))
+
+    @property
+    def stats(self) -> list[list[int]] | None:
+        """Each row's image [size, mtime in ns] when it was embedded; None for an index without them."""
+        try:
+            return json.loads((self.root / self.files["stats"]).read_text())
+        except (OSError, ValueError):
+            return None
+
     @classmethod
     def load(cls, root: str | os.PathLike, backend: str = "auto", nprobe: int | None = None) -> "ImageIndex":
-        """Open an index folder written by :func:`build_index`.
+        """Open an index folder written by :func:`~contrastkit.search.build_index`.
 
         Raises:
-            ValueError: the folder is missing, is not an index, or its files disagree.
+            ValueError: the folder is missing, is not an index (or its first build has not finished), or its files
+                disagree.
         """
         path = Path(os.path.expanduser(os.fspath(root)))
-        restore_interrupted_swap(path)
         if not (path / "index.json").is_file():
-            what = "does not exist" if not path.exists() else "is not a contrastkit index (no index.json)"
+            what = ("does not exist" if not path.exists() else
+                    "has no finished index yet (its build was stopped: run the same contrastkit index command "
+                    "again to finish it)" if (path / ".contrastkit.json").is_file() else
+                    "is not a contrastkit index (no index.json)")
             raise ValueError(f"index {os.fspath(root)!r} {what}; build one with: contrastkit index --checkpoint "
                              f"CK --images DIR --out {os.fspath(root)}")
-        try:
-            info = json.loads((path / "index.json").read_text())
-            paths = json.loads((path / "paths.json").read_text())
-            vectors = np.load(path / "vectors.npy", mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"index {os.fspath(root)!r} is damaged ({type(exc).__name__}: {exc}); build it again")
+        for attempt in (0, 1):  # an update may replace the generation between reading index.json and its files
+            try:
+                info = json.loads((path / "index.json").read_text())
+                files = info.get("files") or data_files(int(info.get("generation", 0)))
+                paths = json.loads((path / files["paths"]).read_text())
+                vectors = np.load(path / files["vectors"], mmap_mode="r")
+                break
+            except (OSError, ValueError) as exc:
+                if attempt:
+                    raise ValueError(f"index {os.fspath(root)!r} is damaged ({type(exc).__name__}: {exc}); build "
+                                     f"it again (contrastkit index --rebuild)") from exc
         if info.get("format") != INDEX_FORMAT or not (len(paths) == info.get("count") == vectors.shape[0]):
             raise ValueError(f"index {os.fspath(root)!r} is damaged: index.json says count={info.get('count')}, "
-                             f"paths.json has {len(paths)} entries, vectors.npy has shape {vectors.shape}")
+                             f"the paths file has {len(paths)} entries, the vectors have shape {vectors.shape}")
         return cls(path, info, paths, vectors, backend, nprobe)
 
     def _faiss(self) -> FaissSearcher:
@@ -129,7 +159,7 @@ class ImageIndex:
             if self.info["kind"] == "flat":
                 self._searcher = FaissSearcher("flat", dim).build(np.asarray(self.vectors))
             else:
-                self._searcher = FaissSearcher.load(str(self.root / "faiss.index"), self.info["kind"], dim,
+                self._searcher = FaissSearcher.load(str(self.root / self.files["faiss"]), self.info["kind"], dim,
                                                     nprobe=self._nprobe)
         return self._searcher
 
@@ -155,14 +185,28 @@ class ImageIndex:
         """Refuse a model other than the index's own.
 
         Raises:
-            IndexMismatchError: naming both checkpoints.
+            IndexMismatchError: telling the index's model from ``encoder`` by checkpoint, step and fingerprint,
+                and naming the command that rebuilds the index with ``encoder``.
         """
-        if encoder.fingerprint != self.fingerprint:
+        if encoder.fingerprint == self.fingerprint:
+            return
+        step = self.info.get("checkpoint_step")
+        built = (f"the model of {self.info['checkpoint']}" + (f" at step {step}" if step is not None else "")
+                 + f" ({self.info['what']}, fingerprint {self.fingerprint[:12]})")
+        now = (f"step {encoder.step}, " if encoder.step is not None else "") + \
+            f"{encoder.what}, fingerprint {encoder.fingerprint[:12]}"
+        rebuild = (f"contrastkit index --out {self.root} --rebuild"
+                   + ("" if encoder.checkpoint == self.info["checkpoint"] else f" --checkpoint {encoder.checkpoint}"))
+        if encoder.checkpoint == self.info["checkpoint"]:
             raise IndexMismatchError(
-                f"index {self.root} was built with checkpoint {self.info['checkpoint']} "
-                f"({self.info['what']}, fingerprint {self.fingerprint[:12]}); checkpoint {encoder.checkpoint} "
-                f"({encoder.what}, fingerprint {encoder.fingerprint[:12]}) is another model, whose vectors are not "
-                f"comparable. Search with the index's checkpoint, or build an index with this one")
+                f"index {self.root} was built with {built}; {encoder.checkpoint} now holds another model ({now}), "
+                f"so the run was trained further or replaced since, and the index's vectors are not comparable "
+                f"with it. Embed every image again with the current checkpoint: {rebuild}")
+        gone = "" if Path(self.info["checkpoint"]).is_file() else ", which no longer exists"
+        raise IndexMismatchError(
+            f"index {self.root} was built with {built}{gone}; checkpoint {encoder.checkpoint} ({now}) is another "
+            f"model, whose vectors are not comparable. Search with the index's own model, or rebuild the index with "
+            f"this one: {rebuild}")
 
 
 def check_k(k: Any, n: int) -> int:
@@ -178,171 +222,3 @@ def check_k(k: Any, n: int) -> int:
     return k
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return F.normalize(torch.from_numpy(np.asarray(x, np.float32)), dim=1).numpy()  # (n, D)
-
-
-def _write_vectors(tmp: Path, old: ImageIndex | None, work: Path, new_paths: Sequence[str]
-                   ) -> tuple[list[str], int]:
-    """vectors.npy and paths.json of the old rows then the new shards' rows; returns (paths, dim)."""
-    shards = list(iter_shards(work))
-    dims = {s["features"].shape[1] for s in shards if s["features"].shape[0]}
-    dim = dims.pop() if dims else 0
-    if old is not None and dim and dim != int(old.info["dim"]):
-        raise ValueError(f"new vectors have D={dim} but the index holds D={old.info['dim']}")
-    if old is not None and not dim:
-        dim = int(old.info["dim"])
-    n_old = len(old) if old is not None else 0
-    n_new = sum(s["features"].shape[0] for s in shards)
-    out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=(n_old + n_new, dim))
-    for lo in range(0, n_old, 65536):
-        hi = min(n_old, lo + 65536)
-        out[lo:hi] = old.vectors[lo:hi]  # type: ignore[union-attr]
-    paths = list(old.paths) if old is not None else []
-    row = n_old
-    for s in shards:
-        m = s["features"].shape[0]
-        out[row:row + m] = _unit(s["features"])
-        paths += [new_paths[p] for p in s["positions"].tolist()]
-        row += m
-    out.flush()
-    del out
-    (tmp / "paths.json").write_text(json.dumps(paths))
-    return paths, dim
-
-
-def _approximate_structure(tmp: Path, kind: str, nlist: int | None, nprobe: int, seed: int = 0) -> dict:
-    """Build and save the FAISS IVF/HNSW structure and measure its recall@10 against exact search."""
-    vectors = np.load(tmp / "vectors.npy", mmap_mode="r")
-    searcher = FaissSearcher(kind, vectors.shape[1], nlist=nlist, nprobe=nprobe).build(np.asarray(vectors), seed)
-    searcher.save(str(tmp / "faiss.index"))
-    n = vectors.shape[0]
-    k = min(10, n)
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(n, min(n, _RECALL_QUERIES), replace=False))
-    queries = torch.from_numpy(np.asarray(vectors[pick]))
-    recall = recall_at_k(searcher.search(queries, k)[1], exact_topk(vectors, queries, k)[1])
-    extra = {"recall_at_10": {"value": round(recall, 4), "queries": int(len(pick)), "k": k,
-                              "against": "exact search, queries drawn from the index"}}
-    if kind == "ivf":
-        extra.update(nlist=int(searcher.nlist), nprobe=int(min(nprobe, searcher.nlist)))
-    return extra
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``out``; an existing ``out`` is moved aside first, then removed."""
-    if out.exists():
-        aside = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, aside)
-        os.replace(tmp, out)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
-def restore_interrupted_swap(out: Path) -> bool:
-    """Put back the index that an ``--update`` killed between its two renames left at ``OUT.old-PID``.
-
-    Returns whether one was restored (only when ``out`` itself is missing; the newest such folder wins).
-    """
-    if out.exists():
-        return False
-    asides = [p for p in out.parent.glob(f"{glob.escape(out.name)}.old-*") if (p / "index.json").is_file()]
-    if not asides:
-        return False
-    aside = max(asides, key=lambda p: p.stat().st_mtime)
-    os.replace(aside, out)
-    print(f"note: restored the index {out} from {aside.name}, left by an interrupted --update", file=sys.stderr)
-    return True
-
-
-def _check_build_options(kind: str, backend: str, out: Path, update: bool, checkpoint) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    _resolve_backend(backend, kind)
-    if update and not (out / "index.json").is_file():
-        raise ValueError(f"--update needs an existing index at {out}; build one first (without --update)")
-    if not update and out.exists():
-        raise ValueError(f"--out {out} already exists; pass --update to add new images to that index, or choose "
-                         f"another --out")
-    if not update and checkpoint is None:
-        raise ValueError("a new index needs --checkpoint (the model that embeds the images)")
-
-
-def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike, out: str | os.PathLike, *,
-                kind: str = "flat", update: bool = False, projection: bool = False, device: str = "auto",
-                batch_size: int = 256, num_workers: int = 2, progress: bool = True, nlist: int | None = None,
-                nprobe: int = 16, backend: str = "auto", shard_size: int = SHARD_SIZE) -> dict[str, Any]:
-    """Embed every image under ``images`` and write a search index at ``out``.
-
-    Args:
-        checkpoint: the ``pretrain`` checkpoint (or run folder) that embeds the images; with ``update`` it may be
-            None (the index's own) and otherwise must be the index's model.
-        images: a folder; every image file under it (recursively) is indexed.
-        out: the index folder to create (or, with ``update``, to extend).
-        kind: ``flat`` (exact), ``ivf`` or ``hnsw`` (FAISS, approximate; recall@10 is measured and stored).
-        update: add the images not in the index yet, without embedding the others again.
-        projection: index z = g(h) instead of h.
-        device: where the encoder runs (``auto``: CUDA when available).
-        batch_size, num_workers, progress, shard_size: embedding options (:func:`contrastkit.search.embed_stream`).
-        nlist, nprobe: IVF inverted lists (default about 4 sqrt(N)) and lists visited per query.
-        backend: for a flat index, ``auto`` (FAISS when installed), ``torch`` or ``faiss``.
-
-    Returns:
-        A summary: index, count, added, bad_count, bad_files, kind, dim, build_s (and recall_at_10).
-
-    Raises:
-        ValueError: an empty or missing folder, an existing ``out`` without ``update``, no readable image,
-            bad options; :class:`IndexMismatchError` for an update through another checkpoint.
-        RuntimeError: FAISS is needed (ivf, hnsw, backend faiss) but not installed.
-    """
-    from ..device import resolve_device
-
-    t0 = time.perf_counter()
-    out = Path(os.path.expanduser(os.fspath(out)))
-    if update:
-        restore_interrupted_swap(out)
-    _check_build_options(kind, backend, out, update, checkpoint)
-    dev = resolve_device(device, "--device")
-    old = ImageIndex.load(out, backend="torch") if update else None
-    if old is not None:
-        kind = old.info["kind"]
-        projection = old.info["what"] == "z"
-    encoder = load_frozen_encoder(checkpoint if checkpoint is not None else old.info["checkpoint"],  # type: ignore
-                                  projection=projection)
-    if old is not None:
-        old.check_encoder(encoder)
-    known = set(old.paths) if old is not None else set()
-    new_paths = [p for p in list_images(images) if p not in known]
-    summary: dict[str, Any] = {"index": str(out), "kind": kind, "added": 0}
-    if not new_paths:  # nothing to add: the index stays as it is
-        return {**summary, "count": len(old), "dim": int(old.info["dim"]), "bad_count": 0,  # type: ignore
-                "bad_files": [], "build_s": round(time.perf_counter() - t0, 3)}
-    work = out.with_name(out.name + ".partial")
-    res = embed_stream(encoder, ImageFiles([(p, -1) for p in new_paths]), new_paths, work, batch_size=batch_size,
-                       shard_size=shard_size, device=dev, num_workers=num_workers, progress=progress)
-    bad_files = [new_paths[i] for i in res.bad]
-    if res.count == 0 and old is None:
-        raise ValueError(f"none of the {len(new_paths)} image files under {images} could be read "
-                         f"(first: {bad_files[0]}); no index was written")
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        paths, dim = _write_vectors(tmp, old, res.work_dir, new_paths)
-        info = {"format": INDEX_FORMAT, "version": _VERSION, "count": len(paths), "dim": dim, "what": encoder.what,
-                "kind": kind, "checkpoint": encoder.checkpoint, "fingerprint": encoder.fingerprint,
-                "image_size": encoder.image_size, "images": str(Path(os.path.expanduser(os.fspath(images))).resolve()),
-                "bad_files": bad_files, "normalised": "L2"}
-        if kind != "flat":
-            info.update(_approximate_structure(tmp, kind, nlist, nprobe))
-        (tmp / "index.json").write_text(json.dumps(info, indent=2) + "\n")
-        _swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(res.work_dir, ignore_errors=True)
-    summary.update(count=len(paths), added=res.count, dim=dim, bad_count=len(bad_files), bad_files=bad_files,
-                   build_s=round(time.perf_counter() - t0, 3))
-    if "recall_at_10" in info:
-        summary["recall_at_10"] = info["recall_at_10"]["value"]
-    return summary

@@ -15,6 +15,8 @@ from torch import nn
 
 from ..config import PretrainConfig
 from ..data import DataSplits, EvalDataset, array_cache_key, decode_to_array
+from ..evaluate.features import extract_features
+from ..evaluate.knn import knn_accuracy
 from .precision import autocast
 
 __all__ = ["MonitorData", "monitor_data", "knn_monitor", "monitor_due", "timed_monitor_due"]
@@ -58,8 +60,6 @@ def timed_monitor_due(cfg: PretrainConfig, before_s: float, after_s: float) -> b
 
 def knn_monitor(encoder: nn.Module, data: MonitorData, cfg: PretrainConfig, device: torch.device) -> float:
     """kNN top-1 on the test split with the training split as memory (cosine, ``knn_k``, weighted votes)."""
-    from ..evaluate import extract_features, knn_accuracy
-
     # fp32 on CPUs, as evaluation computes features (a bf16 run's monitor gives the figure `eval` would)
     with autocast(device, cfg.precision) if device.type == "cuda" else contextlib.nullcontext():
         ftr, ltr = extract_features(encoder, EvalDataset(*data.train, mean=data.mean, std=data.std), batch_size=512,
