@@ -57,6 +57,20 @@ def machine() -> dict:
             "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
 
+def data_label() -> str:
+    """What every figure says of its data: the shared CIFAR-10 JPEGs, or the folder CONTRASTKIT_CIFAR10 names (a
+    subset, for a quick check of the commands)."""
+    folder = os.environ.get("CONTRASTKIT_CIFAR10")
+    return "CIFAR-10 JPEGs from ../shared/data" + (f" (CONTRASTKIT_CIFAR10={folder})" if folder else "")
+
+
+def train_images() -> int:
+    """The number of training images (50,000 for CIFAR-10; fewer in a subset)."""
+    from _pipelines import require_cifar
+
+    return sum(1 for p in Path(require_cifar(), "train").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
 def run_ours(budget_s: float, recipe: dict, seed: int = 0, knn_every_s: float = 0.0) -> dict:
     from _pipelines import knn_cifar, require_cifar
 
@@ -80,7 +94,7 @@ def run_ours(budget_s: float, recipe: dict, seed: int = 0, knn_every_s: float = 
     curve = [{"step": r["step"], "train_time_s": round(r["train_time_s"], 1), "knn_top1": r["knn_top1"]}
              for r in rows if r["kind"] == "knn"]
     return {"seed": seed, "knn_top1": knn, "train_time_s": summary["train_time_s"], "steps": summary["global_step"],
-            "epochs_done": round(summary["global_step"] * cfg.batch_size / 50_000, 2),
+            "epochs_done": round(summary["global_step"] * cfg.batch_size / train_images(), 2),
             "images_per_s": summary["images_per_s"], "precision": summary["precision"],
             "knn_time_s": round(time.perf_counter() - t0, 1), "knn_curve": curve,
             "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items() if k in _SHOWN}}
@@ -94,7 +108,7 @@ def run_peer(budget_s: float, calibration_steps: int = 12, batch_size: int = 256
                         log=lambda *_: None, seed=seed)
     steps = steps_for_budget(cal["images_per_s"], budget_s, batch_size)
     log(f"peer: calibration {cal['images_per_s']} img/s -> cosine over {steps} steps "
-        f"({steps * batch_size / 50_000:.2f} epochs)")
+        f"({steps * batch_size / train_images():.2f} epochs)")
     model, stats = train_peer(budget_s, epochs=0, batch_size=batch_size, total_steps=steps, log=log, seed=seed,
                               knn_every_s=knn_every_s)
     t0 = time.perf_counter()
@@ -208,7 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-s", type=float, default=780.0, help="training seconds for each run (13 min)")
     parser.add_argument("--which", default="ours,peer", help="ours, peer or both, in this order (comma-separated)")
-    parser.add_argument("--recipe", default="cifar-budget", choices=sorted(RECIPES), help="contrastkit recipe")
+    parser.add_argument("--recipe", default="cifar-budget-2", choices=sorted(RECIPES),
+                        help="contrastkit recipe (default: the one the README runs)")
     parser.add_argument("--recipe-json", default=None, help="override recipe fields, e.g. '{\"lr\": 0.5}'")
     parser.add_argument("--seeds", default="0", help="seeds of contrastkit's runs (comma-separated)")
     parser.add_argument("--peer-seeds", default="0", help="seeds of the peer's runs (comma-separated)")
@@ -237,7 +252,7 @@ def main() -> None:
         return
     seeds = {"ours": [int(s) for s in args.seeds.split(",")], "peer": [int(s) for s in args.peer_seeds.split(",")]}
     results: dict = {"budget_s": args.budget_s, "recipe": args.recipe, "recipe_json": args.recipe_json,
-                     "machine": machine(), "data": "CIFAR-10 JPEGs from ../shared/data"}
+                     "machine": machine(), "data": data_label()}
     for which in args.which.split(","):
         results[which] = [_child(which, seed, args) for seed in seeds[which]]
     print("\n| run | seed | kNN top-1 | training s | steps | epochs | images/s | load before -> after |\n"

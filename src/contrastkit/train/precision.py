@@ -40,8 +40,9 @@ _ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """Whether bf16 autocast speeds up training on this CPU, as measured (benchmarks/README.md, "Accuracy per
-    minute": 1.6x with AMX on an Intel Xeon, 1.9x with AVX512-BF16 on an AMD EPYC, one thread, per step).
+    """Whether bf16 autocast speeds up training on this CPU, as measured (benchmarks/README.md: 1.6x the step with
+    AMX on an Intel Xeon, "End-to-end training throughput"; 1.44x the CPU time of a step with AVX512-BF16 on an AMD
+    EPYC, one thread, "Issue 27: the levers of `cifar-budget-2`").
 
     True when the CPU has bf16 dot-product instructions (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``),
     oneDNN may use them (its bf16 path is on and ``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA`` does not stop below
