@@ -149,7 +149,8 @@ def main() -> None:
     med = {s: {k: statistics.median(x[k] for x in rs) for k in keys} for s, rs in runs.items()}
     base, base_cpu = med[variants[0]]["s_per_step"], med[variants[0]]["cpu_s_per_step"]
     print(f"\n| variant | s/step (median) | images/s | speed-up vs {variants[0]} | CPU s/step | CPU speed-up | "
-          "augmentation's CPU share | first step s | load |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "augmentation's CPU share | first step s | load |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for s, m in med.items():
         print(f"| {s} | {m['s_per_step']:.4f} | {m['images_per_s']:.1f} | {base / m['s_per_step']:.2f} | "
               f"{m['cpu_s_per_step']:.4f} | {base_cpu / m['cpu_s_per_step']:.2f} | {m['augment_cpu_share']:.2f} | "

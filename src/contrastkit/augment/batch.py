@@ -315,8 +315,9 @@ class BatchAugment(nn.Module):
 
     def _render(self, x: torch.Tensor, q: dict[str, torch.Tensor], host: dict[str, torch.Tensor],
                 d: dict[str, torch.Tensor], S: int) -> torch.Tensor:
-        """All ops of one view on one chunk, at output side ``S``. ``q`` holds the chunk's parameters and ``host`` what the device reads,
-        both on the CPU (for the decisions taken on the host); ``d`` is ``host`` on the device."""
+        """All ops of one view on one chunk, at output side ``S``. ``q`` holds the chunk's parameters and ``host``
+        what the device reads, both on the CPU (for the decisions taken on the host); ``d`` is ``host`` on the
+        device."""
         cfg = self.config
         n = x.shape[0]
         dev = x.device

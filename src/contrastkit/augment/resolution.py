@@ -1,8 +1,9 @@
 """The resolution schedule: the side of the training views as a run progresses (progressive resizing).
 
-A step on 16-px views of 32-px images costs about a quarter of a full-size step on a CPU (benchmarks/README.md,
-"Accuracy per minute"), so a time budget sees several times more images when it starts on small views and ends
-on full-size ones, as FFCV's and fast.ai's ImageNet recipes do. The encoder (a CIFAR-stem ResNet: convolutions
+A step on 16-px views of 32-px images costs about a third of a full-size step on a CPU (0.32x in fp32, 0.37x in
+bf16: benchmarks/README.md, "Issue 27: the levers of `cifar-budget-2`"), so a time budget sees more images when it
+starts on small views and ends on full-size ones (about twice the steps with ``16:0.5,24:0.8``), as FFCV's and
+fast.ai's ImageNet recipes do; whether that buys accuracy here is not measured yet. The encoder (a CIFAR-stem ResNet: convolutions
 and global pooling) takes any size; the last phase is always at the run's own view size (``--size`` or the
 preset's), the size evaluation uses, so that batch-norm statistics and filters end adapted to it.
 
