@@ -2,7 +2,7 @@
 
     contrastkit index --checkpoint runs/x/last.pt --images photos/ --out photos.index [--update] [--kind ivf]
     contrastkit search --index photos.index --query me.jpg [--k 10] [--json] [--out results/]
-    contrastkit search --index photos.index --near-duplicates 0.95 [--json]
+    contrastkit search --index photos.index --near-duplicates [auto|THRESHOLD] [--target-precision 0.95] [--json]
 
 Nothing here imports torch until a handler runs, so ``--help`` stays fast.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 __all__ = ["_add_index_parser", "_add_search_parser", "_run_index", "_run_search"]
 
@@ -40,11 +41,18 @@ def _add_search_parser(sub) -> None:
     p.add_argument("--index", required=True, help="an index folder written by contrastkit index")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--query", help="an image file, or a folder of query images")
-    what.add_argument("--near-duplicates", type=float, metavar="THRESHOLD",
-                      help="list groups of images whose cosine similarity is >= THRESHOLD (e.g. 0.95)")
+    what.add_argument("--near-duplicates", nargs="?", const="auto", metavar="auto|THRESHOLD",
+                      help="list groups of exact and near-duplicate images; with no value (or 'auto') the "
+                           "threshold is calibrated on the index's own images and stored in it; a number sets the "
+                           "score threshold (the scale 'auto' prints)")
+    p.add_argument("--target-precision", type=float, default=0.95,
+                   help="the precision --near-duplicates auto calibrates its threshold for (default: 0.95)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="calibrate the near-duplicate threshold again, even if the index holds one")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: 10)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
-    p.add_argument("--out", default=None, help="folder for neighbours.png and gallery.html (with --query)")
+    p.add_argument("--out", default=None, help="folder for neighbours.png and gallery.html (with --query), or for "
+                                               "duplicates.html (with --near-duplicates)")
     p.add_argument("--checkpoint", default=None, help="the model that embeds the queries (default: the index's; "
                                                       "another model is refused)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "faiss"),
@@ -80,19 +88,45 @@ def _print_results(results: list[dict]) -> None:
             print(f"  {nb['similarity']:.4f}  {nb['path']}")
 
 
+def _threshold_arg(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--near-duplicates takes 'auto' or a score threshold (a number, as 'auto' prints it), "
+                         f"got {value!r}") from None
+
+
+def _run_near_duplicates(args: argparse.Namespace) -> None:
+    from .search import near_duplicates, write_duplicates_html
+
+    result = near_duplicates(args.index, _threshold_arg(args.near_duplicates),
+                             target_precision=args.target_precision, checkpoint=args.checkpoint,
+                             device=args.device, recalibrate=args.recalibrate, progress=True)
+    info = sys.stderr if args.json else sys.stdout
+    if result.calibration is not None:
+        reused = " (stored in the index)" if result.reused else " (now stored in the index)"
+        print(result.calibration.summary() + reused, file=info)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        exact = sum(all(g.identical[1:]) for g in result.groups)
+        print(f"{len(result.groups)} groups of near-duplicates (score >= {result.threshold:.4f}; {exact} of them "
+              f"exact copies only)")
+        for g in result.groups:
+            print("  " + "  ".join(f"{p} ({'identical' if same else format(s, '.4f')})" if i else p
+                                   for i, (p, s, same) in enumerate(zip(g.paths, g.scores, g.identical))))
+    if args.out is not None:
+        page = write_duplicates_html(result, Path(args.out) / "duplicates.html")
+        print(f"wrote {page}", file=info)
+
+
 def _run_search(args: argparse.Namespace) -> None:
-    from .search import find_near_duplicates, search, write_search_outputs
+    from .search import search, write_search_outputs
 
     if args.near_duplicates is not None:
-        if args.out is not None:
-            raise ValueError("--out applies to --query (pictures of neighbours), not to --near-duplicates")
-        groups = find_near_duplicates(args.index, args.near_duplicates)
-        if args.json:
-            print(json.dumps({"groups": groups}))
-        else:
-            print(f"{len(groups)} groups of near-duplicates (cosine similarity >= {args.near_duplicates})")
-            for g in groups:
-                print("  " + "  ".join(g))
+        _run_near_duplicates(args)
         return
     _check_positive("--k", args.k)
     results = search(args.index, args.query, k=args.k, checkpoint=args.checkpoint, device=args.device,

@@ -1,8 +1,11 @@
-"""Pictures of search results: ``neighbours.png`` (a grid) and ``gallery.html`` (a self-contained page).
+"""Pictures of search results: ``neighbours.png`` (a grid), ``gallery.html`` and ``duplicates.html``
+(self-contained pages).
 
-Each row is a query followed by its neighbours, with the cosine similarity under each neighbour.
-The HTML page embeds every thumbnail as a ``data:`` URI, so it needs no server, no other file and
-no network: it opens in any browser, and can be mailed or archived alone.
+In the search views each row is a query followed by its neighbours, with the cosine similarity under
+each neighbour; in the near-duplicates view each row is a group, side by side, with each image's
+score with the group's first (or "identical pixels"). The HTML pages embed every thumbnail as a
+``data:`` URI, so they need no server, no other file and no network: they open in any browser, and
+can be mailed or archived alone.
 """
 from __future__ import annotations
 
@@ -11,13 +14,17 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image, ImageDraw
 
 from ..data.sources import open_rgb
 
-__all__ = ["write_neighbours_png", "write_gallery_html", "write_search_outputs", "MAX_PNG_ROWS"]
+if TYPE_CHECKING:
+    from .dedup import NearDuplicates
+
+__all__ = ["write_neighbours_png", "write_gallery_html", "write_search_outputs", "write_duplicates_html",
+           "MAX_PNG_ROWS"]
 
 #: Rows drawn in neighbours.png (the HTML page holds every query).
 MAX_PNG_ROWS = 32
@@ -94,6 +101,20 @@ def _figure(path: str, caption: str, side: int, cache: dict[str, str]) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def _write_page(out_file: str | os.PathLike, title: str, intro: str, rows: list[str], side: int) -> Path:
+    """A self-contained HTML page holding a table of ``rows``; written atomically (a temporary file, a rename)."""
+    lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title><style>{_STYLE % (side, side, side + 20)}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", "<table>", *rows,
+             "</table>", "</body></html>", ""]
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
 def write_gallery_html(results: Sequence[dict[str, Any]], out_file: str | os.PathLike, side: int = 96,
                        title: str = "contrastkit search") -> Path:
     """A self-contained HTML page: a table with one ``<tr class="query-row">`` per query.
@@ -102,23 +123,32 @@ def write_gallery_html(results: Sequence[dict[str, Any]], out_file: str | os.Pat
     """
     _check_results(results)
     cache: dict[str, str] = {}
-    lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{_STYLE % (side, side, side + 20)}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             f"<p>{len(results)} queries; each row: the query, then its nearest images with their cosine "
-             f"similarity.</p>", "<table>"]
+    rows = []
     for r in results:
         cells = [f'<td class="query">{_figure(r["query"], "query: " + Path(r["query"]).name, side, cache)}</td>']
         cells += [f'<td class="neighbour">{_figure(nb["path"], format(nb["similarity"], ".3f"), side, cache)}</td>'
                   for nb in r["neighbours"]]
-        lines.append('<tr class="query-row">' + "".join(cells) + "</tr>")
-    lines += ["</table>", "</body></html>", ""]
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+        rows.append('<tr class="query-row">' + "".join(cells) + "</tr>")
+    intro = f"{len(results)} queries; each row: the query, then its nearest images with their cosine similarity."
+    return _write_page(out_file, title, intro, rows, side)
+
+
+def write_duplicates_html(result: "NearDuplicates", out_file: str | os.PathLike, side: int = 96,
+                          title: str = "contrastkit near-duplicates") -> Path:
+    """A self-contained HTML page: one ``<tr class="group-row">`` per group of near-duplicates, its images side
+    by side, each after the first captioned with its score with the first ("identical pixels" for an exact
+    copy). The threshold (and its calibration) heads the page. Written atomically."""
+    cache: dict[str, str] = {}
+    rows = []
+    for g in result.groups:
+        cells = [f'<td class="query">{_figure(g.paths[0], Path(g.paths[0]).name, side, cache)}</td>']
+        cells += [f'<td class="member">{_figure(p, "identical pixels" if same else f"score {s:.3f}", side, cache)}'
+                  f"</td>" for p, s, same in zip(g.paths[1:], g.scores[1:], g.identical[1:])]
+        rows.append('<tr class="group-row">' + "".join(cells) + "</tr>")
+    how = result.calibration.summary() if result.calibration is not None else "threshold given"
+    intro = (f"{len(result.groups)} groups at score >= {result.threshold:.4f} ({how}). Each row: a group's first "
+             f"image, then the others with their score with it.")
+    return _write_page(out_file, title, intro, rows, side)
 
 
 def write_search_outputs(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> dict[str, str]:

@@ -7,6 +7,12 @@ An index is a folder:
   IVF/HNSW the recall@10 against exact search measured when it was built;
 * ``vectors.npy``: float32 (N, D), row i the unit-length vector of image i (memory-mapped on load);
 * ``paths.json``: the N absolute image paths;
+* ``pixel_hashes.npy``: uint8 (N, 16), the content hash of each image's decoded pixels (:mod:`.pixels`);
+* ``dup_vectors.npy``: float32 (N, D), each image's near-duplicate vector (h averaged over slightly moved
+  views, :mod:`.views`; unit rows). These two are absent in indexes written before them; the
+  near-duplicate search computes them once when needed (rows of zeros: not known);
+* ``index.json``'s ``near_duplicates``: the calibrated near-duplicate threshold and its figures
+  (:mod:`.calibrate`), written by the first ``search --near-duplicates`` and dropped by ``--update``;
 * ``faiss.index``: for ``ivf`` and ``hnsw``, the FAISS structure (``flat`` needs none: exact search
   runs in FAISS when it is installed, else as chunked matrix products in torch).
 
@@ -32,14 +38,18 @@ import torch.nn.functional as F
 from ..data.sources import IMAGE_EXTENSIONS, ImageFiles
 from .backends import KINDS, FaissSearcher, exact_topk, faiss_available, recall_at_k, require_faiss
 from .encoder import FrozenEncoder, load_frozen_encoder
+from .pixels import HASH_BYTES
 from .stream import SHARD_SIZE, embed_stream, iter_shards
 
-__all__ = ["ImageIndex", "IndexMismatchError", "build_index", "list_images", "INDEX_FORMAT", "BACKENDS"]
+__all__ = ["ImageIndex", "IndexMismatchError", "build_index", "list_images", "INDEX_FORMAT", "BACKENDS",
+           "HASHES_FILE", "DUP_VECTORS_FILE"]
 
 INDEX_FORMAT = "contrastkit-index"
 _VERSION = 1
 BACKENDS = ("auto", "torch", "faiss")
 _RECALL_QUERIES = 256
+HASHES_FILE = "pixel_hashes.npy"
+DUP_VECTORS_FILE = "dup_vectors.npy"
 
 
 class IndexMismatchError(ValueError):
@@ -123,6 +133,26 @@ class ImageIndex:
                              f"paths.json has {len(paths)} entries, vectors.npy has shape {vectors.shape}")
         return cls(path, info, paths, vectors, backend, nprobe)
 
+    def _optional_array(self, name: str, width: int, dtype) -> np.ndarray | None:
+        file = self.root / name
+        if not file.is_file():
+            return None
+        array = np.load(file, mmap_mode="r")
+        if array.shape != (len(self), width) or array.dtype != dtype:
+            raise ValueError(f"index {self.root} is damaged: {name} has shape {array.shape} ({array.dtype}), "
+                             f"expected ({len(self)}, {width}) {np.dtype(dtype).name}; build it again")
+        return array
+
+    def pixel_hashes(self) -> np.ndarray | None:
+        """The content hash of each row's pixels (rows of zeros where unknown), or None for an index written
+        before hashes were stored. Shape: -> (N, 16) uint8, memory-mapped."""
+        return self._optional_array(HASHES_FILE, HASH_BYTES, np.uint8)
+
+    def dup_vectors(self) -> np.ndarray | None:
+        """Each row's near-duplicate vector (rows of zeros where unknown), or None for an index written before
+        they were stored. Shape: -> (N, D) float32, memory-mapped."""
+        return self._optional_array(DUP_VECTORS_FILE, int(self.info["dim"]), np.float32)
+
     def _faiss(self) -> FaissSearcher:
         if self._searcher is None:
             dim = int(self.info["dim"])
@@ -195,18 +225,30 @@ def _write_vectors(tmp: Path, old: ImageIndex | None, work: Path, new_paths: Seq
     n_old = len(old) if old is not None else 0
     n_new = sum(s["features"].shape[0] for s in shards)
     out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=(n_old + n_new, dim))
+    dup = np.lib.format.open_memmap(tmp / DUP_VECTORS_FILE, mode="w+", dtype=np.float32, shape=(n_old + n_new, dim))
+    hashes = np.zeros((n_old + n_new, HASH_BYTES), np.uint8)  # rows of zeros: not known (an old index's)
+    old_hashes = old.pixel_hashes() if old is not None else None
+    old_dup = old.dup_vectors() if old is not None else None
     for lo in range(0, n_old, 65536):
         hi = min(n_old, lo + 65536)
         out[lo:hi] = old.vectors[lo:hi]  # type: ignore[union-attr]
+        if old_hashes is not None:
+            hashes[lo:hi] = old_hashes[lo:hi]
+        dup[lo:hi] = old_dup[lo:hi] if old_dup is not None else 0.0
     paths = list(old.paths) if old is not None else []
     row = n_old
     for s in shards:
         m = s["features"].shape[0]
         out[row:row + m] = _unit(s["features"])
+        hashes[row:row + m] = s["hashes"]
+        if m:
+            dup[row:row + m] = _unit(s["dup_features"])
         paths += [new_paths[p] for p in s["positions"].tolist()]
         row += m
     out.flush()
-    del out
+    dup.flush()
+    del out, dup
+    np.save(tmp / HASHES_FILE, hashes)
     (tmp / "paths.json").write_text(json.dumps(paths))
     return paths, dim
 
@@ -320,7 +362,8 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
                 "bad_files": [], "build_s": round(time.perf_counter() - t0, 3)}
     work = out.with_name(out.name + ".partial")
     res = embed_stream(encoder, ImageFiles([(p, -1) for p in new_paths]), new_paths, work, batch_size=batch_size,
-                       shard_size=shard_size, device=dev, num_workers=num_workers, progress=progress)
+                       shard_size=shard_size, device=dev, num_workers=num_workers, progress=progress,
+                       dup_views=True)
     bad_files = [new_paths[i] for i in res.bad]
     if res.count == 0 and old is None:
         raise ValueError(f"none of the {len(new_paths)} image files under {images} could be read "

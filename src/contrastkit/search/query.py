@@ -7,13 +7,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..data.sources import open_rgb
 from ..data.views import resize_square
 from .encoder import FrozenEncoder, load_frozen_encoder
 from .index import ImageIndex, check_k, list_images
+from .views import view_mean
 
-__all__ = ["search", "query_paths", "embed_images"]
+__all__ = ["search", "query_paths", "embed_images", "embed_pil"]
 
 
 def query_paths(query: str | os.PathLike) -> list[str]:
@@ -51,6 +53,25 @@ def embed_images(encoder: FrozenEncoder, paths: list[str], device: str | torch.d
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise ValueError(f"query {'file is' if len(bad) == 1 else 'files are'} not a readable image: "
                          f"{'; '.join(bad[:3])}{more}")
+    return _embed_tensors(encoder, images, device, batch_size)
+
+
+def embed_pil(encoder: FrozenEncoder, images: list[Image.Image], device: str | torch.device = "cpu",
+              batch_size: int = 256, dup_views: bool = False) -> torch.Tensor:
+    """Unit vectors of RGB images held in memory, preprocessed as the index's images were; with ``dup_views``
+    their near-duplicate vectors (:mod:`.views`) instead of h.
+
+    Shape:
+        -> (len(images), D).
+    """
+    return _embed_tensors(encoder, [resize_square(img, encoder.image_size) for img in images], device, batch_size,
+                          dup_views)
+
+
+@torch.no_grad()
+def _embed_tensors(encoder: FrozenEncoder, images: list[torch.Tensor], device: str | torch.device,
+                   batch_size: int, dup_views: bool = False) -> torch.Tensor:
+    """Shape: images Q x (3, S, S) uint8 -> (Q, D) unit rows."""
     dev = torch.device(device)
     encoder.to(dev)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
@@ -58,7 +79,8 @@ def embed_images(encoder: FrozenEncoder, paths: list[str], device: str | torch.d
     out = []
     for lo in range(0, len(images), batch_size):
         x = (torch.stack(images[lo:lo + batch_size]).float() / 255.0 - mean) / std  # (B, 3, S, S)
-        out.append(encoder.module(x.to(dev)).float().cpu())  # (B, D)
+        y = view_mean(encoder.module, x.to(dev)) if dup_views else encoder.module(x.to(dev))
+        out.append(y.float().cpu())  # (B, D)
     return F.normalize(torch.cat(out), dim=1)  # (Q, D)
 
 
