@@ -28,7 +28,11 @@ def _add_index_parser(sub) -> None:
                    help="flat: exact search (default); ivf, hnsw: approximate FAISS indexes for large collections "
                         "(need faiss-cpu; recall@10 against exact search is measured and stored)")
     p.add_argument("--nlist", type=int, default=None, help="IVF inverted lists (default: about 4 sqrt(N))")
-    p.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query (default: 16)")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default: the fewest "
+                                                           "that reach --recall)")
+    p.add_argument("--recall", type=float, default=0.95,
+                   help="ivf, hnsw: the recall@10 against exact search, on held-out queries, that the search "
+                        "parameter (nprobe, efSearch) is chosen for (default: 0.95); measured and stored")
     p.add_argument("--projection", action="store_true", help="index z = g(h) instead of h")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
@@ -76,8 +80,13 @@ def _run_index(args: argparse.Namespace) -> None:
     summary = build_index(args.checkpoint, args.images, args.out, kind=args.kind, update=args.update,
                           projection=args.projection, device=args.device, batch_size=args.batch_size,
                           num_workers=args.num_workers, progress=args.progress, nlist=args.nlist,
-                          nprobe=args.nprobe)
+                          nprobe=args.nprobe, recall=args.recall)
     summary["bad_files"] = summary["bad_files"][:20]  # the whole list is in the index's index.json
+    if "recall_at_10" in summary:
+        param = "nprobe" if "nprobe" in summary else "efSearch"
+        met = "reaching" if summary["recall_reached"] else "short of"
+        print(f"recall@10 {summary['recall_at_10']:.3f} against exact search on held-out queries with {param} "
+              f"{summary[param]}, {met} the target {summary['recall_target']}", file=sys.stderr)
     print(json.dumps(summary))
 
 

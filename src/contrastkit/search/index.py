@@ -4,7 +4,8 @@ An index is a folder:
 
 * ``index.json``: format, count, dim, what (h or z), kind (flat, ivf, hnsw), the checkpoint and its
   fingerprint (:mod:`contrastkit.search.encoder`), the image folder, unreadable files, and for
-  IVF/HNSW the recall@10 against exact search measured when it was built;
+  IVF/HNSW the search parameter (``nprobe``, ``ef_search``) chosen for a recall target and the
+  recall@10 against exact search measured for it on held-out queries (:mod:`.tuning`);
 * ``vectors.npy``: float32 (N, D), row i the unit-length vector of image i (memory-mapped on load);
 * ``paths.json``: the N absolute image paths;
 * ``pixel_hashes.npy``: uint8 (N, 16), the content hash of each image's decoded pixels (:mod:`.pixels`);
@@ -13,8 +14,11 @@ An index is a folder:
   near-duplicate search computes them once when needed (rows of zeros: not known);
 * ``index.json``'s ``near_duplicates``: the calibrated near-duplicate threshold and its figures
   (:mod:`.calibrate`), written by the first ``search --near-duplicates`` and dropped by ``--update``;
-* ``faiss.index``: for ``ivf`` and ``hnsw``, the FAISS structure (``flat`` needs none: exact search
-  runs in FAISS when it is installed, else as chunked matrix products in torch).
+* ``faiss.index``: for ``ivf`` and ``hnsw``, the FAISS structure, opened memory-mapped (``flat`` needs
+  none: exact search runs in FAISS when it is installed, else as chunked matrix products in torch).
+
+Loading an index reads ``index.json`` and ``paths.json``; the vectors and the FAISS structure are
+memory-mapped, so a million-image index opens without reading its vectors into memory.
 
 :func:`build_index` writes the folder under a temporary name and renames it into place, so an
 index is either complete or absent; embedding itself is resumable (:mod:`.stream`), and
@@ -36,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.sources import IMAGE_EXTENSIONS, ImageFiles
-from .backends import KINDS, FaissSearcher, exact_topk, faiss_available, recall_at_k, require_faiss
+from .backends import KINDS, FaissSearcher, exact_topk, faiss_available, require_faiss
+from .tuning import build_tuned, check_recall
 from .encoder import FrozenEncoder, load_frozen_encoder
 from .pixels import HASH_BYTES
 from .stream import SHARD_SIZE, embed_stream, iter_shards
@@ -47,7 +52,6 @@ __all__ = ["ImageIndex", "IndexMismatchError", "build_index", "list_images", "IN
 INDEX_FORMAT = "contrastkit-index"
 _VERSION = 1
 BACKENDS = ("auto", "torch", "faiss")
-_RECALL_QUERIES = 256
 HASHES_FILE = "pixel_hashes.npy"
 DUP_VECTORS_FILE = "dup_vectors.npy"
 
@@ -101,6 +105,7 @@ class ImageIndex:
         self._searcher: FaissSearcher | None = None
         self._tensor: torch.Tensor | None = None  # the vectors in memory, for the torch backend
         self._nprobe = nprobe or int(info.get("nprobe") or 16)
+        self._ef_search = int(info.get("ef_search") or 64)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -160,7 +165,7 @@ class ImageIndex:
                 self._searcher = FaissSearcher("flat", dim).build(np.asarray(self.vectors))
             else:
                 self._searcher = FaissSearcher.load(str(self.root / "faiss.index"), self.info["kind"], dim,
-                                                    nprobe=self._nprobe)
+                                                    nprobe=self._nprobe, ef_search=self._ef_search)
         return self._searcher
 
     def search_vectors(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,21 +258,19 @@ def _write_vectors(tmp: Path, old: ImageIndex | None, work: Path, new_paths: Seq
     return paths, dim
 
 
-def _approximate_structure(tmp: Path, kind: str, nlist: int | None, nprobe: int, seed: int = 0) -> dict:
-    """Build and save the FAISS IVF/HNSW structure and measure its recall@10 against exact search."""
+def _approximate_structure(tmp: Path, kind: str, nlist: int | None, nprobe: int | None, recall: float,
+                           seed: int = 0) -> dict:
+    """Build and save the FAISS IVF/HNSW structure, its search parameter tuned for ``recall`` (or ``nprobe`` as
+    given), and its recall@10 on held-out queries."""
     vectors = np.load(tmp / "vectors.npy", mmap_mode="r")
-    searcher = FaissSearcher(kind, vectors.shape[1], nlist=nlist, nprobe=nprobe).build(np.asarray(vectors), seed)
+    searcher, tuned = build_tuned(vectors, kind, recall, nlist=nlist, seed=seed,
+                                  fixed=nprobe if kind == "ivf" else None)
     searcher.save(str(tmp / "faiss.index"))
-    n = vectors.shape[0]
-    k = min(10, n)
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(n, min(n, _RECALL_QUERIES), replace=False))
-    queries = torch.from_numpy(np.asarray(vectors[pick]))
-    recall = recall_at_k(searcher.search(queries, k)[1], exact_topk(vectors, queries, k)[1])
-    extra = {"recall_at_10": {"value": round(recall, 4), "queries": int(len(pick)), "k": k,
-                              "against": "exact search, queries drawn from the index"}}
+    extra: dict[str, Any] = {"recall_at_10": tuned.to_dict()}
     if kind == "ivf":
-        extra.update(nlist=int(searcher.nlist), nprobe=int(min(nprobe, searcher.nlist)))
+        extra.update(nlist=int(searcher.nlist), nprobe=int(tuned.value))
+    else:
+        extra.update(ef_search=int(tuned.value))
     return extra
 
 
@@ -314,7 +317,8 @@ def _check_build_options(kind: str, backend: str, out: Path, update: bool, check
 def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike, out: str | os.PathLike, *,
                 kind: str = "flat", update: bool = False, projection: bool = False, device: str = "auto",
                 batch_size: int = 256, num_workers: int = 2, progress: bool = True, nlist: int | None = None,
-                nprobe: int = 16, backend: str = "auto", shard_size: int = SHARD_SIZE) -> dict[str, Any]:
+                nprobe: int | None = None, backend: str = "auto", shard_size: int = SHARD_SIZE,
+                recall: float = 0.95) -> dict[str, Any]:
     """Embed every image under ``images`` and write a search index at ``out``.
 
     Args:
@@ -327,11 +331,15 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
         projection: index z = g(h) instead of h.
         device: where the encoder runs (``auto``: CUDA when available).
         batch_size, num_workers, progress, shard_size: embedding options (:func:`contrastkit.search.embed_stream`).
-        nlist, nprobe: IVF inverted lists (default about 4 sqrt(N)) and lists visited per query.
+        nlist, nprobe: IVF inverted lists (default about 4 sqrt(N)) and lists visited per query (default: the
+            fewest that reach ``recall``).
+        recall: for ``ivf`` and ``hnsw``, the recall@10 (against exact search, on held-out queries) that the
+            search parameter (nprobe, efSearch) is chosen for.
         backend: for a flat index, ``auto`` (FAISS when installed), ``torch`` or ``faiss``.
 
     Returns:
-        A summary: index, count, added, bad_count, bad_files, kind, dim, build_s (and recall_at_10).
+        A summary: index, count, added, bad_count, bad_files, kind, dim, build_s (and for ivf/hnsw recall_at_10
+        and the search parameter chosen).
 
     Raises:
         ValueError: an empty or missing folder, an existing ``out`` without ``update``, no readable image,
@@ -345,6 +353,7 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
     if update:
         restore_interrupted_swap(out)
     _check_build_options(kind, backend, out, update, checkpoint)
+    check_recall(recall)
     dev = resolve_device(device, "--device")
     old = ImageIndex.load(out, backend="torch") if update else None
     if old is not None:
@@ -378,7 +387,7 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
                 "image_size": encoder.image_size, "images": str(Path(os.path.expanduser(os.fspath(images))).resolve()),
                 "bad_files": bad_files, "normalised": "L2"}
         if kind != "flat":
-            info.update(_approximate_structure(tmp, kind, nlist, nprobe))
+            info.update(_approximate_structure(tmp, kind, nlist, nprobe, recall))
         (tmp / "index.json").write_text(json.dumps(info, indent=2) + "\n")
         _swap_into_place(tmp, out)
     finally:
@@ -387,5 +396,7 @@ def build_index(checkpoint: str | os.PathLike | None, images: str | os.PathLike,
     summary.update(count=len(paths), added=res.count, dim=dim, bad_count=len(bad_files), bad_files=bad_files,
                    build_s=round(time.perf_counter() - t0, 3))
     if "recall_at_10" in info:
-        summary["recall_at_10"] = info["recall_at_10"]["value"]
+        r = info["recall_at_10"]
+        summary.update(recall_at_10=r["value"], recall_target=r["target"], recall_reached=r["reached"],
+                       **{r["param"]: r["param_value"]})
     return summary
