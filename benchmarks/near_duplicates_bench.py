@@ -18,9 +18,19 @@ The reported pairs are all pairs inside each group.
 default Hamming distance (10 of 64 bits); the reported pairs are the pairs it lists. Its CNN method downloads
 its weights from the internet, which this machine cannot reach, so it is not run.
 
-**Scores.** precision = true pairs reported / pairs reported (pairs between two unplanted test images count as
-false: the column "unplanted" says how many there were), recall = true pairs reported / 1,800; per edit kind,
-recall over that kind's 300 pairs and precision over the reported pairs that touch one of its images.
+**Ablation** (``--ablation NAME``, on an index the benchmark built): which part of the near-duplicate score
+does what. For each similarity, the threshold is set where 1% of the unplanted images are linked to some
+other image (so every row has the same false-link rate, and no calibration is involved), and the recall of
+each edit kind is reported: cosine of h (what the index searches with), the score computed on h, cosine of
+the near-duplicate vectors (h averaged over moved views), the same centred, whitened, and the score (whitened,
+relative to the neighbourhood).
+
+**Scores.** precision = true pairs reported / pairs reported, recall = true pairs reported / 1,800, F1 of
+the two. Pairs between two unplanted test images count as false here, although CIFAR-10's test split holds
+near-duplicates of its own (the same photograph cropped a little differently): the column "unplanted" says
+how many such pairs were reported, "P planted" is the precision over the pairs that touch a planted image,
+and ``WORK/unplanted-NAME.png`` shows the 40 best-scoring unplanted pairs, for a look. Per edit kind: recall
+over that kind's 300 pairs, precision over the reported pairs that touch one of its images.
 """
 from __future__ import annotations
 
@@ -86,9 +96,10 @@ def score(reported: set[tuple[str, str]], truth: list[dict]) -> dict:
     planted = {p for t in truth for p in (t["original"], t["copy"])}
     kind_of = {p: t["edit"] for t in truth for p in (t["original"], t["copy"])}
     hit = reported & set(true_pairs)
+    touching = [q for q in reported if q[0] in planted or q[1] in planted]
     out = {"reported": len(reported), "hit": len(hit), "precision": len(hit) / len(reported) if reported else 1.0,
-           "recall": len(hit) / len(true_pairs),
-           "unplanted": sum(1 for a, b in reported if a not in planted and b not in planted)}
+           "recall": len(hit) / len(true_pairs), "unplanted": len(reported) - len(touching),
+           "precision_planted": len(hit) / len(touching) if touching else 1.0}
     p, r = out["precision"], out["recall"]
     out["f1"] = 2 * p * r / (p + r) if p + r else 0.0
     for kind in EDIT_KINDS:
@@ -112,7 +123,25 @@ def run_encoder(name: str, checkpoint: str, work: Path, target: float, recalibra
     print(f"[{name}] {len(result.groups)} groups in {elapsed:.1f} s (calibration {result.calibration.seconds} s"
           f"{', reused' if result.reused else ''}); {_load()}", flush=True)
     reported = {_pair(a, b) for g in result.groups for i, a in enumerate(g.paths) for b in g.paths[i + 1:]}
-    return {"threshold": f"{result.threshold:.4f} (auto)", **score(reported, _truth(work))}
+    _unplanted_picture(reported, _truth(work), work / f"unplanted-{name}.png")
+    cal = result.calibration
+    return {"threshold": f"{result.threshold:.4f} (auto)", "estimate": f"{cal.estimated_precision:.3f} / "
+            f"{cal.estimated_recall:.3f}", **score(reported, _truth(work))}
+
+
+def _unplanted_picture(reported: set[tuple[str, str]], truth: list[dict], out: Path, most: int = 40) -> None:
+    """The first ``most`` reported pairs between two unplanted images, side by side, four pairs a row."""
+    planted = {p for t in truth for p in (t["original"], t["copy"])}
+    pairs = sorted(q for q in reported if q[0] not in planted and q[1] not in planted)[:most]
+    if not pairs:
+        return
+    sheet = Image.new("RGB", (4 * 72, -(-len(pairs) // 4) * 34), "white")
+    for n, (a, b) in enumerate(pairs):
+        x, y = (n % 4) * 72, (n // 4) * 34
+        for dx, path in ((0, a), (33, b)):
+            with Image.open(path) as img:
+                sheet.paste(img.convert("RGB").resize((32, 32)), (x + dx, y))
+    sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST).save(out)
 
 
 def _truth(work: Path) -> list[dict]:
@@ -135,17 +164,61 @@ def run_imagededup(method_name: str, work: Path) -> dict:
 
     reported = {_pair(full(a), full(b)) for a, dups in found.items() for b in dups}
     print(f"[{method_name}] {len(reported)} pairs in {elapsed:.1f} s; {_load()}", flush=True)
-    return {"threshold": "Hamming <= 10 (default)", **score(reported, _truth(work))}
+    return {"threshold": "Hamming <= 10 (default)", "estimate": "-", **score(reported, _truth(work))}
+
+
+def ablation(name: str, work: Path) -> None:
+    """Recall per edit kind at a 1% false-link rate among unplanted images, for each stage of the score."""
+    import torch
+
+    from contrastkit.search.dup_space import DuplicateSpace
+
+    idx = ImageIndex.load(work / f"index-{name}", backend="torch")
+    truth = _truth(work)
+    row = {p: i for i, p in enumerate(idx.paths)}
+    planted = {row[p] for t in truth for p in (t["original"], t["copy"])}
+    clean = torch.tensor([i for i in range(len(idx)) if i not in planted])
+    pairs = {k: torch.tensor([(row[t["original"]], row[t["copy"]]) for t in truth if t["edit"] == k])
+             for k in EDIT_KINDS}
+    dup = np.array(idx.dup_vectors())
+    space = DuplicateSpace.fit(dup)
+    h = np.array(idx.vectors)
+    h_space = DuplicateSpace.fit(h)
+    centred_only = DuplicateSpace(space.mean, np.eye(dup.shape[1], dtype=np.float32), space.reference, 0, False)
+    stages = {"cosine of h": (torch.from_numpy(h), None),
+              "the score, on h (no views)": (h_space.transform(h), h_space),
+              "cosine of the near-duplicate vectors": (torch.from_numpy(dup), None),
+              "the same, centred": (centred_only.transform(dup), None),
+              "the same, whitened": (space.transform(dup), None),
+              "whitened, relative to the neighbourhood (the score)": (space.transform(dup), space)}
+    print(f"\n[{name}] recall at the threshold linking 1% of the unplanted images; {_load()}")
+    print("| similarity | threshold | mean | " + " | ".join(EDIT_KINDS) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in EDIT_KINDS) + " |")
+    n = len(idx)
+    for label, (z, sp) in stages.items():
+        sims = z[clean] @ z.T  # (clean, N)
+        if sp is not None:
+            sims = sp.scores(sims, clean, torch.arange(n))
+        sims[torch.arange(len(clean)), clean] = -float("inf")
+        t = float(np.quantile(sims.max(1).values.numpy(), 0.99))
+        recalls = []
+        for p in pairs.values():
+            s = (z[p[:, 0]] * z[p[:, 1]]).sum(1)[:, None]
+            if sp is not None:
+                s = torch.stack([sp.scores(s[i:i + 1], p[i:i + 1, 0], p[i:i + 1, 1])[0] for i in range(len(p))])
+            recalls.append(float((s.flatten() >= t).float().mean()))
+        print(f"| {label} | {t:.4f} | {np.mean(recalls):.3f} | " + " | ".join(f"{r:.2f}" for r in recalls) + " |")
 
 
 def _table(rows: dict[str, dict]) -> None:
-    print("\n| method | threshold | precision | recall | F1 | pairs | unplanted | "
+    print("\n| method | threshold | estimated P / R | precision | recall | F1 | pairs | unplanted | P planted | "
           + " | ".join(f"{k} P / R" for k in EDIT_KINDS) + " |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in EDIT_KINDS) + " |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in EDIT_KINDS)
+          + " |")
     for name, s in rows.items():
         kinds = " | ".join(f"{s[k]['precision']:.2f} / {s[k]['recall']:.2f}" for k in EDIT_KINDS)
-        print(f"| {name} | {s['threshold']} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
-              f"{s['reported']} | {s['unplanted']} | {kinds} |")
+        print(f"| {name} | {s['threshold']} | {s['estimate']} | {s['precision']:.3f} | {s['recall']:.3f} | "
+              f"{s['f1']:.3f} | {s['reported']} | {s['unplanted']} | {s['precision_planted']:.3f} | {kinds} |")
 
 
 def main() -> None:
@@ -158,8 +231,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--recalibrate", action="store_true", help="ignore a calibration stored in the index")
+    parser.add_argument("--ablation", metavar="NAME", help="the ablation table of encoder NAME's index (built "
+                                                          "by an earlier run) instead")
     args = parser.parse_args()
     work = Path(os.path.expanduser(args.work))
+    if args.ablation:
+        ablation(args.ablation, work)
+        return
     truth = plant(Path(os.path.expanduser(args.test)), work, args.per_edit, args.seed)
     print(f"{len(truth)} planted pairs in {work / 'images'}; {_load()}", flush=True)
     rows = {}

@@ -95,8 +95,8 @@ def _embed_missing(index: ImageIndex, encoder: FrozenEncoder, rows: np.ndarray, 
 
     paths = [index.paths[r] for r in rows.tolist()]
     work = index.root.with_name(index.root.name + ".dup.partial")
-    res = embed_stream(encoder, ImageFiles([(p, -1) for p in paths]), paths, work, device=resolve_device(device, "--device"),
-                       progress=progress, dup_views=True, num_workers=0)
+    res = embed_stream(encoder, ImageFiles([(p, -1) for p in paths]), paths, work,
+                       device=resolve_device(device, "--device"), progress=progress, dup_views=True, num_workers=0)
     dim = int(index.info["dim"])
     hashes, vectors = np.zeros((len(rows), HASH_BYTES), np.uint8), np.zeros((len(rows), dim), np.float32)
     readable = np.zeros(len(rows), bool)

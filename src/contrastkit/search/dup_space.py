@@ -1,7 +1,7 @@
 """The space near-duplicates are compared in, and the score their threshold applies to.
 
 Two changes to plain cosine similarity of h, each measured on planted copies of CIFAR-10
-(benchmarks/README.md, "Near-duplicates"):
+(benchmarks/README.md, "Near-duplicates against a ground truth", the ablation):
 
 * **Whitening.** The vectors (the near-duplicate vectors of :mod:`.views`) are centred on the
   collection's mean and whitened by its covariance (PCA whitening; eigenvalues floored at

@@ -4,8 +4,9 @@ IVF visits ``nprobe`` of its inverted lists per query, HNSW keeps ``efSearch`` c
 the closer to exact search and the slower. :func:`build_tuned` builds the structure on all rows but a
 seeded held-out sample, searches the held-out rows exactly and approximately over the rest, takes the
 smallest parameter of a doubling ladder (then halves the last step, while it still holds) whose
-recall@10 reaches the target, and adds the held-out rows at the end (each row keeps its position as
-its id). The recall stored is the one measured for the parameter chosen, on those held-out queries.
+recall@10 reaches the target by one standard error (the mean over the queries less its standard error,
+so that other queries reach it too), and adds the held-out rows at the end (each row keeps its position
+as its id). The recall stored is the one measured for the parameter chosen, on those held-out queries.
 """
 from __future__ import annotations
 
@@ -89,32 +90,44 @@ def tune_param(searcher: FaissSearcher, queries: torch.Tensor, exact: torch.Tens
         queries (Q, D), exact (Q, k) ids of the exact top-k.
     """
     tried: dict[int, float] = {}
+    holds: dict[int, bool] = {}
 
-    def measure(value: int) -> float:
+    def measure(value: int) -> bool:
+        """Whether ``value`` reaches the target by one standard error (its mean recall goes to ``tried``)."""
         if value not in tried:
             searcher.set_param(value)
-            tried[value] = recall_at_k(searcher.search(queries, k)[1], exact)
-        return tried[value]
+            found = searcher.search(queries, k)[1]
+            per_query = np.array([recall_at_k(a[None], e[None]) for a, e in zip(found, exact)])  # (Q,)
+            tried[value] = float(per_query.mean())
+            spread = per_query.std(ddof=1) / np.sqrt(len(per_query)) if len(per_query) > 1 else 0.0
+            holds[value] = tried[value] - spread >= target
+        return holds[value]
 
     ladder = [fixed] if fixed is not None else _ladder(searcher, k)
-    chosen = next((v for v in ladder if measure(v) >= target), ladder[-1])
+    chosen = next((v for v in ladder if measure(v)), ladder[-1])
     lower = max((v for v in ladder if v < chosen), default=None)
     while lower is not None and chosen - lower > 1:  # halve the last step while the target still holds
         mid = (lower + chosen) // 2
-        if measure(mid) >= target:
+        if measure(mid):
             chosen = mid
         else:
             lower = mid
     searcher.set_param(chosen)
-    recall = measure(chosen)
+    measure(chosen)
+    recall = tried[chosen]
     return TunedSearch(searcher.param_name or "", chosen, recall, target, recall >= target, int(queries.shape[0]),
                        k, dict(sorted(tried.items())))
 
 
 def build_tuned(vectors: np.ndarray, kind: str, target: float, *, nlist: int | None = None, seed: int = 0,
-                hnsw_m: int = 32, fixed: int | None = None) -> tuple[FaissSearcher, TunedSearch]:
+                hnsw_m: int = 32, fixed: int | None = None, queries: np.ndarray | None = None
+                ) -> tuple[FaissSearcher, TunedSearch]:
     """An IVF or HNSW index over ``vectors`` with its search parameter tuned for recall@10 >= ``target``
     (``fixed``: that nprobe or efSearch, its recall measured).
+
+    Args:
+        queries: held-out query vectors (Q, D) to tune on; by default a seeded sample of the rows is held out
+            of the structure while it is tuned, then added.
 
     Raises:
         ValueError: a bad target or kind, or fewer than 2 rows.
@@ -128,15 +141,17 @@ def build_tuned(vectors: np.ndarray, kind: str, target: float, *, nlist: int | N
     n = vectors.shape[0]
     if n < 2:
         raise ValueError(f"an approximate index needs at least 2 vectors, got {n}")
-    held = held_out_rows(n, seed)
+    held = held_out_rows(n, seed) if queries is None else np.zeros(0, np.int64)
     keep = np.setdiff1d(np.arange(n), held)
-    kept = np.asarray(vectors[keep], np.float32)  # (N - Q, D)
-    searcher = FaissSearcher(kind, vectors.shape[1], nlist=nlist, hnsw_m=hnsw_m).build(kept, seed, ids=keep)
-    queries = torch.from_numpy(np.asarray(vectors[held], np.float32))  # (Q, D)
+    kept = np.asarray(vectors[keep], np.float32) if len(held) else np.asarray(vectors, np.float32)  # (N - Q, D)
+    searcher = FaissSearcher(kind, vectors.shape[1], nlist=nlist, hnsw_m=hnsw_m).build(kept, seed,
+                                                                                  ids=keep if len(held) else None)
+    q = torch.from_numpy(np.asarray(vectors[held] if queries is None else queries, np.float32))  # (Q, D)
     k = min(10, len(keep))
-    exact = torch.from_numpy(keep)[exact_topk(kept, queries, k)[1]]  # (Q, k) ids
+    exact = torch.from_numpy(keep)[exact_topk(kept, q, k)[1]]  # (Q, k) ids
     if fixed is not None and searcher.kind == "ivf":
         fixed = int(min(fixed, searcher.nlist))
-    tuned = tune_param(searcher, queries, exact, target, k, fixed)
-    searcher.add(np.asarray(vectors[held], np.float32), held)
+    tuned = tune_param(searcher, q, exact, target, k, fixed)
+    if len(held):
+        searcher.add(np.asarray(vectors[held], np.float32), held)
     return searcher, tuned
