@@ -172,15 +172,19 @@ def test_exact_duplicates_are_found_at_any_threshold(checkpoint, tmp_path, thres
     assert by_first["img_004.png"].identical == [False, True]  # the first image is the reference
 
 
-def test_exact_duplicates_in_an_index_without_stored_hashes(checkpoint, tmp_path):
+def test_an_index_written_before_hashes_and_vectors_were_stored(checkpoint, tmp_path):
     folder = make_flat_folder(tmp_path / "photos", n=5)
     shutil.copy(folder / "img_002.png", folder / "img_002_copy.png")
     idx = _index(checkpoint, folder, tmp_path / "idx")
-    (idx / "pixel_hashes.npy").unlink()  # as an index written before hashes were stored
-    assert ImageIndex.load(idx).pixel_hashes() is None
+    stored = np.load(idx / "dup_vectors.npy")
+    (idx / "pixel_hashes.npy").unlink()  # as an index written before issue 28
+    (idx / "dup_vectors.npy").unlink()
+    assert ImageIndex.load(idx).pixel_hashes() is None and ImageIndex.load(idx).dup_vectors() is None
     result = near_duplicates(idx, 2.5, device="cpu")
     assert [[Path(p).name for p in g.paths] for g in result.groups] == [["img_002.png", "img_002_copy.png"]]
-    assert ImageIndex.load(idx).pixel_hashes().shape == (6, 16)  # computed once, kept
+    again = ImageIndex.load(idx)  # computed once, with the index's checkpoint, and kept
+    assert again.pixel_hashes().shape == (6, 16) and again.pixel_hashes().any(axis=1).all()
+    assert np.allclose(again.dup_vectors(), stored, atol=1e-5)
 
 
 def test_pixel_hash_and_exact_groups():

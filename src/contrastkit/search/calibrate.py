@@ -52,6 +52,7 @@ from .dup_space import DuplicateSpace
 from .edits import EDIT_KINDS, apply_edit
 from .encoder import FrozenEncoder
 from .index import ImageIndex
+from .pixels import exact_duplicate_groups
 from .query import embed_pil
 
 __all__ = ["Calibration", "CalibrationSample", "calibrate_index", "choose_threshold", "sample_scores",
@@ -245,26 +246,23 @@ def choose_threshold(positives: dict[str, np.ndarray], matches: np.ndarray, targ
                        duplicate_fraction=round(c, 4), reached=reached)
 
 
-def _same_pixels(hashes: np.ndarray | None, rows: np.ndarray) -> list[np.ndarray]:
-    """For each row, the rows with the same content hash (itself included; only itself when unknown)."""
-    if hashes is None:
-        return [np.array([r]) for r in rows]
-    keys = np.ascontiguousarray(hashes).view(f"V{hashes.shape[1]}").ravel()
-    known = np.asarray(hashes[rows]).any(axis=1)
-    return [np.flatnonzero(keys == keys[r]) if k else np.array([r]) for r, k in zip(rows, known)]
+def _exact_groups(hashes: np.ndarray | None) -> dict[int, list[int]]:
+    """Each row that has exact copies -> its group of rows with the same content hash."""
+    return {r: g for g in (exact_duplicate_groups(np.asarray(hashes)) if hashes is not None else []) for r in g}
 
 
 @torch.no_grad()
-def _best_others(space: DuplicateSpace, z: torch.Tensor, rows: np.ndarray, hashes: np.ndarray | None) -> np.ndarray:
-    """Each row's best scores with rows that are neither itself nor exact copies of it (-inf pads).
+def _best_others(space: DuplicateSpace, z: torch.Tensor, rows: np.ndarray, same: dict[int, list[int]]
+                 ) -> np.ndarray:
+    """Each row's best scores with rows that are neither itself nor exact copies of it (``same``; -inf pads).
 
     Shape:
         z (N, D) the index in the space, rows (n,) -> (n, MATCHES_PER_IMAGE).
     """
     at = torch.from_numpy(rows)
     scores = space.scores(z[at] @ z.T, at, torch.arange(z.shape[0]))  # (n, N)
-    for i, same in enumerate(_same_pixels(hashes, rows)):
-        scores[i, torch.from_numpy(same)] = -float("inf")
+    for i, r in enumerate(rows.tolist()):
+        scores[i, torch.tensor(same.get(r, [r]))] = -float("inf")
     best = torch.full((len(rows), MATCHES_PER_IMAGE), -float("inf"))
     top = scores.topk(min(MATCHES_PER_IMAGE, scores.shape[1]), dim=1).values  # (n, <=K)
     best[:, :top.shape[1]] = top
@@ -320,7 +318,8 @@ def sample_scores(index: ImageIndex, encoder: FrozenEncoder, space: DuplicateSpa
                                                                              dup_views=True)))
                  for kind, images in copies.items()}
     others = np.arange(n) if n <= MATCH_ROWS else np.sort(rng.choice(n, MATCH_ROWS, replace=False))
-    matches = np.concatenate([_best_others(space, z, others[lo:lo + 1024], hashes)
+    same = _exact_groups(hashes)
+    matches = np.concatenate([_best_others(space, z, others[lo:lo + 1024], same)
                               for lo in range(0, len(others), 1024)])
     return CalibrationSample(positives, matches, rows)
 
