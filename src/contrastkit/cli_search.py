@@ -53,6 +53,9 @@ def _add_search_parser(sub) -> None:
                    help="the precision --near-duplicates auto calibrates its threshold for (default: 0.95)")
     p.add_argument("--recalibrate", action="store_true",
                    help="calibrate the near-duplicate threshold again, even if the index holds one")
+    p.add_argument("--calibration-sample", type=int, default=1000,
+                   help="images sampled to calibrate the near-duplicate threshold, each given 6 edited copies "
+                        "(default: 1000; fewer is faster and less certain)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: 10)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     p.add_argument("--out", default=None, help="folder for neighbours.png and gallery.html (with --query), or for "
@@ -112,7 +115,8 @@ def _run_near_duplicates(args: argparse.Namespace) -> None:
 
     result = near_duplicates(args.index, _threshold_arg(args.near_duplicates),
                              target_precision=args.target_precision, checkpoint=args.checkpoint,
-                             device=args.device, recalibrate=args.recalibrate, progress=True)
+                             device=args.device, recalibrate=args.recalibrate, progress=True,
+                             sample=args.calibration_sample)
     info = sys.stderr if args.json else sys.stdout
     if result.calibration is not None:
         reused = " (stored in the index)" if result.reused else " (now stored in the index)"

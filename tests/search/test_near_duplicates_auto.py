@@ -233,6 +233,8 @@ def test_bad_input_gets_a_clear_error(checkpoint, tmp_path, capsys):
             near_duplicates(idx, target_precision=bad)
     with pytest.raises(ValueError, match="'auto' or a score .*got 'often'"):
         near_duplicates(idx, "often")
+    with pytest.raises(ValueError, match="calibration sample must be a positive number of images, got 0"):
+        near_duplicates(idx, sample=0)
     rc = main(["search", "--index", str(idx), "--near-duplicates", "--target-precision", "1.5"])
     assert rc == 2 and "strictly between 0 and 1" in capsys.readouterr().err
     rc = main(["search", "--index", str(idx), "--near-duplicates", "often"])

@@ -196,6 +196,8 @@ def near_duplicates(index: str | os.PathLike | ImageIndex, threshold: float | st
     """
     target = check_target_precision(target_precision)
     t_arg = _check_threshold(threshold)
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ValueError(f"the calibration sample must be a positive number of images, got {sample!r}")
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index, backend="torch")
     if len(idx) == 0:
         raise ValueError(f"index {idx.root} holds no images; there is nothing to compare")
