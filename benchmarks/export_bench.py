@@ -6,17 +6,22 @@ contrastkit checkpoints; the timm format uses timm's ``resnet18`` / ``resnet50``
 installed. Each export is timed in three parts: loading the checkpoint, writing, and the self-verification
 (reload through the target library, compare with contrastkit's h on 4 images).
 
-Throughput: images/s of the exported ONNX encoder under onnxruntime's CPU provider against the same encoder in
-eager PyTorch (``torch.inference_mode``, float32; NCHW and channels_last), on the same batch with the same
-number of threads (``torch.set_num_threads`` / ``intra_op_num_threads``). The runtimes alternate round by round,
-so a change in the machine's load hits all of them; each ratio is taken within a round and the median reported.
+Throughput: images/s of the exported ONNX encoder (dynamic batch, height and width) under onnxruntime's CPU
+provider against the same encoder in eager PyTorch (``torch.inference_mode``, float32; NCHW and channels_last),
+on the same batch with the same number of threads (``torch.set_num_threads`` / ``intra_op_num_threads``), for
+each batch size of ``--batch``. The runtimes alternate round by round, so a change in the machine's load hits all
+of them; each ratio is taken within a round and the median reported. Each measurement covers at least 32 images
+(more batches of a small batch size). The script ends with the throughput as a markdown table and the load
+average before and after (the machine's load changes every figure: say it beside them).
 
-    python benchmarks/export_bench.py [--archs resnet18,resnet50] [--batch 8] [--threads 1,2] [--rounds 5]
+    python benchmarks/export_bench.py [--archs resnet18,resnet50] [--batch 1,32,256] [--threads 1,2] [--rounds 3]
+                                      [--skip-exports]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -28,8 +33,7 @@ import torch
 from contrastkit.config import PretrainConfig
 from contrastkit.export import FORMATS, export_checkpoint
 from contrastkit.export.graphs import onnx_session
-from contrastkit.train.checkpoint import save_checkpoint
-from contrastkit.train.setup import build_run_model
+from contrastkit.models import build_model, load_checkpoint_model, save_checkpoint
 
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
@@ -38,7 +42,7 @@ def make_checkpoint(folder: Path, encoder: str, size: int = 224) -> Path:
     """A contrastkit checkpoint of a randomly initialised encoder, in pretrain's layout."""
     cfg = PretrainConfig(encoder=encoder, width=1.0, cifar_stem="off")
     torch.manual_seed(0)
-    model = build_run_model(cfg, 0, size)
+    model = build_model(cfg, None, size)
     path = folder / f"{encoder.replace(':', '_')}.pt"
     save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(),
                      "meta": {"encoder": encoder, "feature_dim": model.encoder.feature_dim, "image_size": size,
@@ -79,11 +83,9 @@ def _seconds(fn, iters: int) -> float:
 
 def throughput(arch: str, folder: Path, batch: int, threads: int, rounds: int, iters: int) -> dict:
     """Images/s of eager PyTorch (NCHW, channels_last) and onnxruntime, alternating round by round."""
-    from contrastkit.runner import load_pretrained
-
     torch.set_num_threads(threads)
-    encoder = load_pretrained(folder / f"{arch}.pt")[0].encoder.eval()
-    encoder_cl = load_pretrained(folder / f"{arch}.pt")[0].encoder.eval().to(memory_format=torch.channels_last)
+    encoder = load_checkpoint_model(folder / f"{arch}.pt")[0].encoder.eval()
+    encoder_cl = load_checkpoint_model(folder / f"{arch}.pt")[0].encoder.eval().to(memory_format=torch.channels_last)
     session, _ = onnx_session(folder / f"{arch}.onnx", threads=threads)
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     x_cl, x_np = x.contiguous(memory_format=torch.channels_last), x.numpy()
@@ -122,13 +124,33 @@ def throughput(arch: str, folder: Path, batch: int, threads: int, rounds: int, i
     return row
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The throughput rows as the markdown table of docs/results.md."""
+    lines = ["| encoder | batch | threads | eager NCHW (img/s) | eager channels_last | onnxruntime | "
+             "onnxruntime / eager NCHW (range) | / channels_last |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lo, hi = r["ratio_range"]
+        lines.append(f"| {r['arch']} | {r['batch']} | {r['threads']} | {r['eager_img_s']:.1f} | "
+                     f"{r['eager_channels_last_img_s']:.1f} | {r['onnxruntime_img_s']:.1f} | "
+                     f"{r['ort_over_eager']:.2f} ({lo:.2f}-{hi:.2f}) | {r['ort_over_eager_channels_last']:.2f} |")
+    return "\n".join(lines)
+
+
+def _onnx_only(arch: str, folder: Path) -> None:
+    """The checkpoint and its ONNX export, for the throughput alone (``--skip-exports``)."""
+    ckpt = make_checkpoint(folder, arch)
+    export_checkpoint(ckpt, "onnx", folder / f"{arch}.onnx")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--archs", default="resnet18,resnet50")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", default="1,32,256", help="comma-separated batch sizes of the throughput")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--iters", type=int, default=2, help="batches per runtime per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--iters", type=int, default=1, help="batches per runtime per round (at least 32 images)")
+    p.add_argument("--skip-exports", action="store_true", help="time the ONNX throughput only, not every format")
     p.add_argument("--dir", default=None, help="working folder (default: a temporary one, removed after)")
     args = p.parse_args()
     try:
@@ -141,12 +163,18 @@ def main() -> None:
         folder = Path(tmp)
         exports, speed = [], []
         for arch in args.archs.split(","):
-            exports += time_exports(arch, folder, timm_ok)
+            if args.skip_exports:
+                _onnx_only(arch, folder)
+            else:
+                exports += time_exports(arch, folder, timm_ok)
         for arch in args.archs.split(","):
-            for threads in (int(t) for t in args.threads.split(",")):
-                speed.append(throughput(arch, folder, args.batch, threads, args.rounds, args.iters))
+            for batch in (int(b) for b in args.batch.split(",")):
+                iters = max(args.iters, math.ceil(32 / batch))
+                for threads in (int(t) for t in args.threads.split(",")):
+                    speed.append(throughput(arch, folder, batch, threads, args.rounds, iters))
     print(f"load average after: {os.getloadavg()}", flush=True)
     print(json.dumps({"exports": exports, "throughput": speed}))
+    print(markdown_table(speed))
 
 
 if __name__ == "__main__":

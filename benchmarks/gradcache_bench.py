@@ -4,9 +4,9 @@ One SimCLR training step (NT-Xent, temperature 0.5, 2 views) of a CIFAR-stem Res
 gives 16-32-64-128 channels) with the default MLP head, on random 32x32 views of a batch of ``--batch-size``
 images (default 1024, so 2048 forward passes), followed by an SGD step:
 
-* ``full``: the plain full-batch forward/backward of ``contrastkit.train.trainer._train_step``
+* ``full``: the plain full-batch forward/backward of the training step (``contrastkit.train.forward.forward_views``)
   (views reshaped view-major, one forward, the loss, ``loss.backward()``);
-* ``cached``: ``contrastkit.gradcache.cached_backward(model, objective, views, labels, micro)``
+* ``cached``: ``contrastkit.train.gradcache.cached_backward(model, objective, views, labels, micro)``
   with micro-batches of ``--micro`` images (each with both views), the path
   ``contrastkit pretrain --micro-batch-size`` takes.
 
@@ -19,7 +19,7 @@ that baseline is what the step itself adds. Time: ``--warmup`` untimed steps, th
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gradcache_bench.py --width 0.25 --batch-size 1024 --micro 128
 
 With batch norm (the ResNet has it), the cached step normalises each micro-batch with its own statistics,
-so its gradient is that of per-micro-batch BN, not of full-batch BN (see ``contrastkit.gradcache``);
+so its gradient is that of per-micro-batch BN, not of full-batch BN (see ``contrastkit.train.gradcache``);
 memory and time are what this benchmark measures, exactness is tested in ``tests/test_gradcache.py``.
 """
 from __future__ import annotations
@@ -52,13 +52,14 @@ def run_one(mode: str, width: float, batch: int, micro: int, warmup: int, repeat
 
     from contrastkit import build_model
     from contrastkit.config import PretrainConfig
-    from contrastkit.gradcache import cached_backward
-    from contrastkit.train.objective import build_objective
+    from contrastkit.train.gradcache import cached_backward
+    from contrastkit.methods.simclr import simclr_objective
+    from contrastkit.train.forward import forward_views
 
     torch.manual_seed(seed)
     model = build_model("resnet18", cifar_stem=True, width=width)
     model.train()
-    objective = build_objective(PretrainConfig(method="simclr", temperature=0.5, n_views=2))
+    objective = simclr_objective(PretrainConfig(method="simclr", temperature=0.5, n_views=2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
     views = torch.randn(batch, 2, 3, 32, 32)  # (N, V, C, H, W)
     labels = None
@@ -67,11 +68,8 @@ def run_one(mode: str, width: float, batch: int, micro: int, warmup: int, repeat
         optimizer.zero_grad(set_to_none=True)
         if mode == "cached":
             loss = cached_backward(model, objective, views, labels, micro)
-        else:  # the plain path of contrastkit.train.trainer._train_step
-            n, v = views.shape[:2]
-            x = views.transpose(0, 1).reshape(v * n, *views.shape[2:])  # (V*N, C, H, W)
-            _, out = model(x)  # (V*N, D)
-            loss = objective(out.view(v, n, -1).transpose(0, 1), labels)  # (N, V, D)
+        else:  # the plain path of the training step (train/trainer.py train_one_epoch)
+            loss = objective(forward_views(model, views), labels)  # outputs (N, V, D)
             loss.backward()
         optimizer.step()
         return float(loss)

@@ -41,7 +41,7 @@ def run_ours(budget_s: float, recipe: dict, log=print) -> dict:
     from _pipelines import knn_cifar, require_cifar
 
     from contrastkit.config import PretrainConfig
-    from contrastkit.runner import load_pretrained
+    from contrastkit.models import load_checkpoint_model
     from contrastkit.train import pretrain
 
     with tempfile.TemporaryDirectory() as out:
@@ -52,7 +52,7 @@ def run_ours(budget_s: float, recipe: dict, log=print) -> dict:
         options.update(data=require_cifar(), time_budget_s=budget_s, progress=False, log_every=50, out=out)
         cfg = PretrainConfig(**options)
         summary = pretrain(cfg)
-        model, _, _ = load_pretrained(Path(out) / "last.pt")
+        model, _, _ = load_checkpoint_model(Path(out) / "last.pt")
     t0 = time.perf_counter()
     knn = knn_cifar(model.encoder)
     return {"knn_top1": knn, "train_time_s": summary["train_time_s"], "steps": summary["global_step"],

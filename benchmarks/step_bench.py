@@ -3,7 +3,7 @@
 A CIFAR-stem ResNet-18 of base width 16 with the MLP head (the train_bench model), 512 views of 32 px (batch 256,
 two views), forward + a stand-in loss + backward + SGD step, seconds per step after warm-up. Each variant runs in
 its own process; ratios are against fp32 NCHW in the same run. ``--profile`` also prints the top operators of one
-fp32 channels_last step (torch.profiler). ``--malloc on`` calls :func:`contrastkit.allocator.tune_malloc` first (what
+fp32 channels_last step (torch.profiler). ``--malloc on`` calls :func:`contrastkit.runtime.allocator.tune_malloc` first (what
 ``contrastkit pretrain`` does on CPUs), ``--malloc both`` runs every variant both ways; minor page faults per step
 (``getrusage``) are reported beside the time. ``--rounds R`` repeats the whole list R times, interleaved, and reports
 the median.
@@ -30,7 +30,7 @@ def step_time(variant: str, threads: int, steps: int, profile: bool = False, mal
     import torch
 
     from contrastkit import build_model
-    from contrastkit.allocator import malloc_state, tune_malloc
+    from contrastkit.runtime.allocator import malloc_state, tune_malloc
 
     if malloc and not tune_malloc():
         raise SystemExit(f"--malloc on: {malloc_state()}")
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--variants", default="fp32-nchw,fp32-cl,fp32-cl-compile,bf16-nchw,bf16-cl,bf16-cl-compile")
     parser.add_argument("--profile", action="store_true", help="print the top operators of an fp32-cl step")
     parser.add_argument("--malloc", choices=("off", "on", "both"), default="off",
-                        help="tune glibc malloc first (contrastkit.allocator.tune_malloc), or run both ways")
+                        help="tune glibc malloc first (contrastkit.runtime.allocator.tune_malloc), or run both ways")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the list, interleaved; report the median")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--one-malloc", action="store_true", help=argparse.SUPPRESS)

@@ -14,7 +14,7 @@ is measured after the first --warmup steps. Prints a table and, last, one JSON l
 
 A ``+bf16`` row runs the forward under ``torch.autocast(bfloat16)`` (contrastkit: ``--precision bf16``; the lightly
 row gets the same autocast around its forward, which lightly itself does not do), ``+compile`` is contrastkit's
-``--compile``. contrastkit tunes glibc malloc on CPUs by default (``--malloc auto``, :mod:`contrastkit.allocator`):
+``--compile``. contrastkit tunes glibc malloc on CPUs by default (``--malloc auto``, :mod:`contrastkit.runtime.allocator`):
 ``+nomalloc`` turns that off (``--malloc off``), and ``lightly+malloc`` gives the peer the same tuning (a like-for-like
 row; lightly does not do it itself). Each ratio is against the plain fp32 ``lightly`` row when it ran; with
 ``--epochs`` the table also compares the last epoch's wall time.
@@ -56,7 +56,7 @@ def run_one(which: str, steps: int, warmup: int, batch: int, workers: int, compi
     max_steps = 0 if epochs else warmup + steps
     if which == "lightly":
         if "malloc" in opts:
-            from contrastkit.allocator import tune_malloc
+            from contrastkit.runtime.allocator import tune_malloc
 
             tune_malloc()
         _, stats = train_peer(0, epochs=max(epochs, 1), batch_size=batch, workers=workers, max_steps=max_steps,

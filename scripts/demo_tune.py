@@ -17,8 +17,9 @@ import json
 import time
 from pathlib import Path
 
-from contrastkit.demo import CANDIDATES, demo_config, digits_validation_folder, evaluate_encoders
-from contrastkit.runner import evaluation_data, load_pretrained
+from contrastkit.experiments.demo import CANDIDATES, demo_config, digits_validation_folder, evaluate_encoders
+from contrastkit.evaluate import evaluation_data
+from contrastkit.models import load_checkpoint_model
 from contrastkit.train import pretrain
 
 
@@ -37,8 +38,8 @@ def main() -> None:
         cfg = demo_config(out / name, args.epochs, args.seed, data=str(folder), recipe=name)
         cfg.progress = False
         summary = json.loads((Path(cfg.out) / "summary.json").read_text()) if args.score_only else pretrain(cfg)
-        model, meta, _ = load_pretrained(Path(cfg.out) / "last.pt")
-        data = evaluation_data(str(folder), meta, seed=args.seed)
+        model, meta, _ = load_checkpoint_model(Path(cfg.out) / "last.pt")
+        data = evaluation_data(str(folder), meta.image_size, meta.mean, meta.std, seed=args.seed)
         scores = {kind: evaluate_encoders(model, cfg, data, args.seed, augmented=kind == "augmented")
                   for kind in ("augmented", "clean")}
         print(json.dumps({"candidate": name, "overrides": CANDIDATES[name], "epochs": cfg.epochs,

@@ -4,7 +4,7 @@
         --epochs 2 --out /tmp/distill-10pct-50k
 
 The stage's run folder holds its full configuration (``last.pt``); this replaces ``data``, ``epochs`` and ``out``
-and runs :func:`contrastkit.distillation.distill`. It prints the student's and the teacher's test top-1, both
+and trains it (``--method distill``, :func:`contrastkit.train.pretrain`). It prints the student's and the teacher's test top-1, both
 measured on the new folder's test split.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from contrastkit.config import PretrainConfig
-from contrastkit.distillation import distill
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
+from contrastkit.train import pretrain
 
 
 def main() -> None:
@@ -28,8 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     config = PretrainConfig.from_dict(load_checkpoint(args.stage_run / "last.pt")["config"])
     cfg = dataclasses.replace(config, data=args.data, epochs=args.epochs, out=args.out, progress=False)
-    cfg.validate()
-    summary = distill(cfg)
+    summary = pretrain(cfg)
     print(json.dumps({"student_top1": summary["student_top1"], "teacher_top1": summary["teacher_top1"],
                       "steps": summary["global_step"], "train_time_s": summary["train_time_s"]}))
 

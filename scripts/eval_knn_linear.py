@@ -3,7 +3,7 @@
 
 `contrastkit eval --protocol knn` and `--protocol linear` each extract the frozen features again, and
 `--protocol all` adds fine-tuning and retrieval; on a 2-core machine the extraction is the expensive part.
-This runs the same two protocols through the same library code (`contrastkit.runner.run_protocol`, the
+This runs the same two protocols through the same library code (`contrastkit.evaluate.run_protocol`, the
 function behind `contrastkit eval`), sharing the features, and writes `eval_knn_linear[_DATA].json`
 beside the checkpoint.
 
@@ -17,8 +17,9 @@ import os
 import time
 from pathlib import Path
 
-from contrastkit.runner import evaluation_data, load_pretrained, run_protocol
-from contrastkit.device import resolve_device
+from contrastkit.evaluate import evaluation_data, run_protocol
+from contrastkit.models import load_checkpoint_model
+from contrastkit.runtime import resolve_device
 
 
 def main() -> None:
@@ -32,17 +33,18 @@ def main() -> None:
 
     t0 = time.perf_counter()
     device = resolve_device("auto")
-    model, meta, cfg = load_pretrained(args.checkpoint, device)
-    data = args.data or meta.get("data") or cfg.data
-    evdata = evaluation_data(data, meta, seed=cfg.seed, num_workers=args.num_workers)
+    model, meta, cfg = load_checkpoint_model(args.checkpoint, device)
+    data = args.data or meta.data
+    evdata = evaluation_data(data, meta.image_size, meta.mean, meta.std, seed=cfg.get("seed", 0),
+                             num_workers=args.num_workers)
     feats: dict = {}
-    out = {"checkpoint": args.checkpoint, "data": data, "pretrained_on": cfg.data, "method": cfg.method,
-           "labeled_fraction": cfg.labeled_fraction}
+    out = {"checkpoint": args.checkpoint, "data": data, "pretrained_on": meta.data, "method": meta.method,
+           "labeled_fraction": cfg.get("labeled_fraction", 1.0)}
     for name in ("knn", "linear"):
         out[name] = run_protocol(name, model, evdata, epochs=args.epochs, device=device, seed=args.seed,
                                  cfg=cfg, feats=feats)
     out["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    suffix = "" if data == cfg.data else "_" + Path(os.path.expanduser(data)).name
+    suffix = "" if data == meta.data else "_" + Path(os.path.expanduser(data)).name
     path = Path(args.checkpoint).parent / f"eval_knn_linear{suffix}.json"
     path.write_text(json.dumps(out, indent=2, default=float) + "\n")
     print(json.dumps({"checkpoint": args.checkpoint, "data": data, "knn_top1": out["knn"]["metrics"].get("top1"),

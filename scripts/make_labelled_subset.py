@@ -4,7 +4,7 @@
 ``contrastkit pretrain --method supcon --labeled-fraction F --seed S`` keeps the labels of
 ``contrastkit.evaluate.class_balanced_subset(train_labels, F, seed=S)`` over the training labels in
 the order contrastkit loads them (``contrastkit.data.load_dataset(path).train``) and marks the rest -1
-(see ``contrastkit.train.setup.labels_for_training``). This script links exactly those training images
+(see ``contrastkit.methods.labels.class_labels``). This script links exactly those training images
 (symlinks, no copies) into OUT/train/<class>/ and links the full test split as OUT/test, so that
 "SupCon on the labelled part alone" trains on the same images whose labels the semi-supervised run sees.
 

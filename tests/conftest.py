@@ -52,3 +52,25 @@ def pretrain_head3(root: Path) -> tuple[Path, Path]:
     assert main(["pretrain", "--data", str(folder), "--epochs", "1", "--knn-every", "0", "--head-layers", "3",
                  "--out", str(run), *TINY]) == 0
     return folder, run
+
+
+def wrap_objective(monkeypatch, wrap) -> None:
+    """Runs built after this call train with ``wrap(objective)`` in place of their method's objective (to inject
+    a NaN loss at chosen steps)."""
+    import dataclasses
+
+    import contrastkit.train.run as run
+
+    real = run.get_method
+
+    def method(name):
+        m = real(name)
+
+        def build(cfg, data):
+            parts = m.build(cfg, data)
+            parts.objective = wrap(parts.objective)
+            return parts
+
+        return dataclasses.replace(m, build=build)
+
+    monkeypatch.setattr(run, "get_method", method)

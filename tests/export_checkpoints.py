@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from contrastkit.config import PretrainConfig
-from contrastkit.train.checkpoint import save_checkpoint
-from contrastkit.train.setup import build_run_model
+from contrastkit.models import build_model, load_checkpoint_model, save_checkpoint
 
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
 
@@ -24,7 +23,7 @@ def make_checkpoint(path: Path, encoder: str = "resnet18", width: float = 0.125,
     cfg = PretrainConfig(encoder=encoder, width=width, cifar_stem=cifar_stem, method=method, proj_dim=16,
                          head_layers=head_layers)
     torch.manual_seed(seed)
-    model = build_run_model(cfg, 3, size)
+    model = build_model(cfg, 3 if method == "ce" else None, size)  # the CE baseline: a 3-class head
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -41,9 +40,7 @@ def make_checkpoint(path: Path, encoder: str = "resnet18", width: float = 0.125,
 
 @functools.lru_cache(maxsize=8)
 def _model(checkpoint: Path) -> nn.Module:
-    from contrastkit.runner import load_pretrained
-
-    return load_pretrained(checkpoint)[0]
+    return load_checkpoint_model(checkpoint)[0]
 
 
 def features(checkpoint: Path, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

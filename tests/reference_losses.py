@@ -79,6 +79,69 @@ def supcon_loop(features: torch.Tensor, labels: torch.Tensor | None, temperature
     return total / count
 
 
+def _pair_weight(i: int, j: int, views: int, batch_rows: int, labels, memory_labels) -> float:
+    """How much candidate j is a positive of anchor row i: 1 for another view of i's sample; for another sample,
+    1 / 0 for equal / different class labels (-1: none), the Jaccard overlap of multi-hot label sets."""
+    if j == i:
+        return 0.0
+    if j < batch_rows and j // views == i // views:
+        return 1.0
+    if labels is None:
+        return 0.0
+    mine = labels[i // views]
+    if j < batch_rows:
+        other = labels[j // views]
+    elif memory_labels is None:
+        return 0.0
+    else:
+        other = memory_labels[j - batch_rows]
+    if labels.dim() == 2:  # multi-hot
+        a = {c for c in range(mine.shape[0]) if float(mine[c]) == 1}
+        b = {c for c in range(other.shape[0]) if float(other[c]) == 1}
+        return len(a & b) / len(a | b) if (a | b) else 0.0
+    return 1.0 if int(mine) >= 0 and int(mine) == int(other) else 0.0
+
+
+def supcon_weighted_loop(features: torch.Tensor, labels: torch.Tensor | None, temperature: float,
+                         memory: torch.Tensor | None = None, memory_labels: torch.Tensor | None = None,
+                         variant: str = "out", keys: torch.Tensor | None = None) -> torch.Tensor:
+    """SupCon over the batch plus memory rows, with weighted positives, by loops over anchors and candidates in
+    float64, written from the formulas: A(i) is every batch row but i and every memory row; w_ij as
+    :func:`_pair_weight`; L_out: l_i = -(1 / sum_p w_ip) sum_p w_ip (L_ip - log sum_{a in A(i)} exp L_ia);
+    L_in: l_i = -log( sum_p w_ip exp L_ip / sum_p w_ip ) + log sum_a exp L_ia; the mean over anchors with
+    sum_p w_ip > 0. Differentiable w.r.t. ``features`` (float64), for gradient checks.
+
+    With ``keys`` (momentum contrast), the anchors are ``features`` (the queries) and the batch's candidates are the
+    keys instead: row i of the keys is anchor i's own key, left out of A(i) as the anchor itself is otherwise.
+
+    Shape:
+        features (N, V, D), labels (N,) / (N, C) / None, memory (K, D), memory_labels (K,) / (K, C),
+        keys (N, V, D) -> ().
+    """
+    N, V, D = features.shape
+    x = features.to(torch.float64).reshape(N * V, D)
+    rows = x / x.norm(dim=1, keepdim=True)  # (N*V, D), row n*V + v, differentiable
+    mem = _unit_rows64(memory) if memory is not None else rows.new_zeros(0, D)
+    batch = rows if keys is None else _unit_rows64(keys.reshape(N * V, D))  # (N*V, D)
+    candidates = torch.cat([batch, mem])  # (N*V + K, D)
+    losses = []
+    for i in range(N * V):
+        others = [a for a in range(candidates.shape[0]) if a != i]
+        logits = {a: (rows[i] @ candidates[a]) / temperature for a in others}
+        log_denominator = torch.logsumexp(torch.stack([logits[a] for a in others]), dim=0)
+        weights = {p: _pair_weight(i, p, V, N * V, labels, memory_labels) for p in others}
+        positives = [p for p in others if weights[p] > 0]
+        total = sum(weights[p] for p in positives)
+        if not positives:
+            continue
+        if variant == "out":
+            losses.append(-sum(weights[p] * (logits[p] - log_denominator) for p in positives) / total)
+        else:
+            log_mean = torch.logsumexp(torch.stack([logits[p] + math.log(weights[p]) for p in positives]), dim=0)
+            losses.append(-(log_mean - math.log(total) - log_denominator))
+    return torch.stack(losses).mean()
+
+
 def ntxent_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
     """NT-Xent: mean of l(i, j) over the 2N anchors, written from SimCLR eq. 1."""
     N = z1.shape[0]

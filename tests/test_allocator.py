@@ -1,4 +1,4 @@
-"""contrastkit.allocator: glibc malloc tuning keeps freed activations in the process."""
+"""contrastkit.runtime.allocator: glibc malloc tuning keeps freed activations in the process."""
 from __future__ import annotations
 
 import json
@@ -10,13 +10,13 @@ import textwrap
 import pytest
 import torch
 
-from contrastkit import allocator
+from contrastkit.runtime import allocator
 
 _PROBE = textwrap.dedent("""
     import json, resource, sys
     import torch
     import contrastkit.train  # what a training process has loaded when it tunes (the heap's neighbours with it)
-    from contrastkit.allocator import malloc_state, tune_malloc
+    from contrastkit.runtime.allocator import malloc_state, tune_malloc
     tuned = tune_malloc() if sys.argv[1] == "on" else False
     torch.empty(1)  # load torch's kernels before counting
     faults = []

@@ -1,11 +1,12 @@
 """The demo's outputs: summary.json in the promised schema and the three plots (1 epoch, so not its accuracy); its
 evaluation under augmentation; its recipe chosen on training images only."""
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from contrastkit.demo import run_demo
+from contrastkit.experiments.demo import run_demo
 
 
 @pytest.mark.slow
@@ -16,20 +17,38 @@ def test_demo_writes_summary_and_plots(tmp_path):
     assert set(saved) == {"simclr", "random", "pixels"}
     for row in saved.values():
         assert set(row) == {"knn", "linear"} and all(0.0 <= v <= 1.0 for v in row.values())
-    from contrastkit.demo import demo_config, evaluate_encoders
-    from contrastkit.runner import evaluation_data, load_pretrained
+    from contrastkit.experiments.demo import demo_config, evaluate_encoders
+    from contrastkit.evaluate import evaluation_data
+    from contrastkit.models import load_checkpoint_model
 
-    model, meta, _ = load_pretrained(tmp_path / "demo" / "simclr")
-    clean = evaluate_encoders(model, demo_config(tmp_path / "demo", epochs=1), evaluation_data("digits", meta),
-                              augmented=False)
+    model, meta, _ = load_checkpoint_model(tmp_path / "demo" / "simclr")
+    clean = evaluate_encoders(model, demo_config(tmp_path / "demo", epochs=1),
+                              evaluation_data("digits", meta.image_size, meta.mean, meta.std), augmented=False)
     assert clean["pixels"]["knn"] > 0.8  # digits are easy in pixel space: a sanity check of the protocol
     assert saved["pixels"]["knn"] < clean["pixels"]["knn"]  # the demo scores views, where pixels lose their edge
     for name in ("loss_curve.png", "knn_per_epoch.png", "embedding_2d.png"):
         assert (tmp_path / "demo" / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_demo_rerun_resumes_its_run_and_other_options_replace_it(tmp_path):
+    """Issue 31: a demo stopped with Ctrl-C can go on: a rerun resumes the run of the same options (a finished one
+    is not trained again); other options start it again."""
+    from contrastkit.experiments.demo import demo_config, pretrain_or_resume
+    from contrastkit.models import load_checkpoint
+
+    cfg = dataclasses.replace(demo_config(tmp_path, epochs=2), max_steps=3, knn_every=0, progress=False)
+    first = pretrain_or_resume(cfg)
+    assert first["global_step"] == 3 and first["stop_reason"] == "max_steps"
+    again = pretrain_or_resume(dataclasses.replace(cfg, max_steps=5))  # as if the first run had been stopped
+    steps = [json.loads(line)["step"] for line in (tmp_path / "simclr" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "step"]
+    assert again["global_step"] == 5 and steps == sorted(set(steps))  # resumed at 3: no step logged twice
+    other = pretrain_or_resume(dataclasses.replace(cfg, seed=1, max_steps=2))  # another demo's options
+    assert other["global_step"] == 2 and load_checkpoint(tmp_path / "simclr")["config"]["seed"] == 1
+
+
 def test_every_candidate_recipe_is_a_valid_config(tmp_path):
-    from contrastkit.demo import CANDIDATES, DEMO_RECIPE, demo_config
+    from contrastkit.experiments.demo import CANDIDATES, DEMO_RECIPE, demo_config
 
     assert DEMO_RECIPE in CANDIDATES
     for name in CANDIDATES:
@@ -46,7 +65,7 @@ def test_the_recipe_is_chosen_on_a_split_of_the_training_images_only(tmp_path):
     from PIL import Image
 
     from contrastkit.data.sources import DigitsImages
-    from contrastkit.demo import digits_validation_folder
+    from contrastkit.experiments.demo import digits_validation_folder
 
     root = digits_validation_folder(tmp_path / "val")
     train = DigitsImages(True)
@@ -67,7 +86,7 @@ def test_the_recipe_is_chosen_on_a_split_of_the_training_images_only(tmp_path):
 
 def test_under_augmentation_gives_every_encoder_the_same_seeded_views():
     from contrastkit.data import EvalDataset
-    from contrastkit.demo import demo_config, under_augmentation
+    from contrastkit.experiments.demo import demo_config, under_augmentation
 
     g = torch.Generator().manual_seed(0)
     images = {s: torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8) for s, n in (("train", 8), ("test", 4))}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from contrastkit import build_model
-from contrastkit.gradcache import cached_backward
+from contrastkit.train.gradcache import cached_backward
 from contrastkit.losses import NTXentLoss, SupConLoss
 
 

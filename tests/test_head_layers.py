@@ -9,9 +9,9 @@ from conftest import TINY, make_image_folder
 from contrastkit import build_model
 from contrastkit.cli import main
 from contrastkit.config import PretrainConfig
-from contrastkit.heads import ProjectionHead
-from contrastkit.runner import load_pretrained
-from contrastkit.train.checkpoint import load_checkpoint, save_checkpoint
+from contrastkit.models import ProjectionHead
+from contrastkit.models import load_checkpoint_model
+from contrastkit.models import load_checkpoint, save_checkpoint
 
 
 def _pattern(head: ProjectionHead) -> list[type]:
@@ -63,8 +63,8 @@ def test_pretrain_with_three_layers_and_old_checkpoints_load_as_two(tmp_path):
                  "--out", str(out), *TINY]) == 0
     state = load_checkpoint(out / "last.pt")
     assert state["config"]["head_layers"] == 3 and "head.net.6.weight" in state["model"]
-    model, _, cfg = load_pretrained(out / "last.pt")
-    assert cfg.head_layers == 3 and model.head.num_layers == 3
+    model, _, cfg = load_checkpoint_model(out / "last.pt")
+    assert cfg["head_layers"] == 3 and model.head.num_layers == 3
 
     # a checkpoint written before the option existed: no head_layers in its config, a 2-layer head
     two = tmp_path / "two"
@@ -73,5 +73,5 @@ def test_pretrain_with_three_layers_and_old_checkpoints_load_as_two(tmp_path):
     old = load_checkpoint(two / "last.pt")
     del old["config"]["head_layers"]
     save_checkpoint(old, two / "old.pt")
-    model, _, cfg = load_pretrained(two / "old.pt")
-    assert cfg.head_layers == 2 and model.head.num_layers == 2
+    model, _, cfg = load_checkpoint_model(two / "old.pt")
+    assert "head_layers" not in cfg and model.head.num_layers == 2

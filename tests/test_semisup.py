@@ -12,25 +12,28 @@ from contrastkit.cli import main
 from contrastkit.config import PretrainConfig
 from contrastkit.data import load_dataset
 from contrastkit.evaluate import class_balanced_subset
-from contrastkit.train.setup import labels_for_training
+from contrastkit.methods import DataInfo, get_method
+from contrastkit.methods.labels import class_labels, unlabelled
 
 
 def test_labels_for_training_marks_the_unlabelled_half(tmp_path):
     folder = make_image_folder(tmp_path / "data")  # 3 classes x 12 training images
-    targets = list(load_dataset(str(folder)).train.targets)
-    cfg = PretrainConfig(method="supcon", data=str(folder), labeled_fraction=0.5, seed=0)
-    labels = labels_for_training(cfg, targets, 3)
+    splits = load_dataset(str(folder))
+    targets = list(splits.train.targets)
+    data = DataInfo(targets, list(splits.classes), 16, str(folder))
+    labels = class_labels("supcon", data, 0.5, seed=0)
     kept = class_balanced_subset(torch.as_tensor(targets), 0.5, seed=0)
     assert (labels == -1).sum() == 18 and (labels >= 0).sum() == 18  # half of 36, 6 per class
     assert torch.equal(torch.nonzero(labels >= 0).squeeze(1), kept)  # the same seeded subset
     assert torch.equal(labels[kept], torch.as_tensor(targets)[kept])  # kept labels are the true ones
     for c in range(3):
         assert int((labels == c).sum()) == 6
-    assert torch.equal(labels, labels_for_training(cfg, targets, 3))  # reproducible
-    full = labels_for_training(PretrainConfig(method="supcon", data=str(folder)), targets, 3)
+    assert torch.equal(labels, class_labels("supcon", data, 0.5, seed=0))  # reproducible
+    cfg = PretrainConfig(method="supcon", data=str(folder), labeled_fraction=0.5, seed=0, temperature=0.1)
+    assert torch.equal(get_method("supcon").build(cfg, data).labels, labels)  # what the method trains with
+    full = class_labels("supcon", data)
     assert (full >= 0).all()
-    simclr = labels_for_training(PretrainConfig(method="simclr", data=str(folder)), targets, 3)
-    assert (simclr == -1).all()
+    assert (unlabelled(data) == -1).all()
 
 
 def test_pretrain_passes_minus_one_for_about_half(tmp_path, monkeypatch, capsys):

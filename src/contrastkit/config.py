@@ -8,6 +8,7 @@ share one source of truth. Precedence: dataclass defaults < YAML file
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +16,19 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "METHODS", "LOSSES", "METHOD_DEFAULTS"]
+__all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES", "SPELLINGS", "RUN_IDENTITY",
+           "TRACKING"]
 
-METHODS = ("simclr", "supcon", "ce", "distill")
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
-# options whose default depends on the method (None in PretrainConfig until the method's value is filled in)
-METHOD_DEFAULTS = {"temperature": {"simclr": 0.5, "supcon": 0.1, "ce": 0.5}}
+#: The options that make a run what it is: ``--resume`` refuses a checkpoint written with other values (but
+#: ``epochs`` with ``--extend``).
+RUN_IDENTITY = ("method", "encoder", "width", "head", "head_layers", "proj_dim", "proj_hidden_dim", "cifar_stem",
+                "data", "labels", "n_views", "batch_size", "epochs", "seed", "teacher", "queue_size",
+                "momentum_encoder", "momentum_ramp")
+#: The other spelling of an option's name (British and American), accepted in YAML and on the command line.
+SPELLINGS = {"labelled_fraction": "labeled_fraction", "labeled_weight": "labelled_weight"}
+#: the names ``--tracking`` takes (contrastkit.tracking has a tracker for each but none)
+TRACKING = ("mlflow", "wandb", "none")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -35,15 +43,16 @@ class PretrainConfig:
     """Every option of ``contrastkit pretrain``. See the README for the sources of defaults."""
 
     # what to train
-    method: str = _opt("simclr", "simclr (NT-Xent, SimCLR), supcon (L_out/L_in, SupCon), ce (cross-entropy baseline) "
-                       "or distill (a student on a fine-tuned teacher, SimCLRv2; see contrastkit distill)",
-                       choices=METHODS)
+    method: str = _opt("simclr", "the training method, a name of contrastkit.methods: simclr (NT-Xent, SimCLR), "
+                       "supcon (L_out/L_in, SupCon), ce (cross-entropy baseline), distill (a student on a "
+                       "fine-tuned teacher, SimCLRv2; see contrastkit distill), simclr-queue and supcon-queue (with a "
+                       "momentum encoder and a queue of keys, MoCo) or supcon-multilabel (multi-hot labels, --labels)")
     loss: str = _opt("ntxent", "loss for --method simclr: ntxent, ntlogistic, margin or npair (SimCLR Table 4)",
                      choices=LOSSES)
     supcon_variant: str = _opt("out", "SupCon loss variant: out (L_out, better: SupCon Table 1) or in (L_in)",
                                choices=("out", "in"))
-    temperature: float | None = _opt(None, "softmax temperature tau; unset: the method's, 0.5 for simclr (SimCLR "
-                                           "CIFAR-10, App. B.9) and 0.1 for supcon (SupCon Sec. 4)",
+    temperature: float | None = _opt(None, "softmax temperature tau; unset: the method's (contrastkit.methods), 0.5 "
+                                           "for simclr (SimCLR CIFAR-10, App. B.9) and 0.1 for supcon (SupCon Sec. 4)",
                                      type=float, default_help="the method's")
     margin: float = _opt(0.1, "margin m of the margin triplet loss on cosine similarities (FaceNet's 0.2 on squared "
                               "distances; SimCLR Table 4 tunes it)")
@@ -53,13 +62,26 @@ class PretrainConfig:
     labeled_fraction: float = _opt(1.0, "SupCon: fraction of training labels kept (the rest are -1: own views only)")
 
     # what to train: distillation (SimCLRv2 Sec. 2.3; contrastkit distill)
-    teacher: str = _opt("", "distill: the fine-tuned teacher (eval --protocol finetune --save)")
+    teacher: str = _opt("", "distill: the fine-tuned teacher (eval --protocol finetune --save)",
+                        default_help="none")
     distill_temperature: float = _opt(1.0, "distill: temperature tau softening teacher and student predictions")
     labelled_weight: float = _opt(0.0, "distill: weight A of the labelled loss on the teacher's labelled subset, "
                                        "(1 - A) x distillation + A x cross-entropy (SimCLRv2 eq. 3, A = 1 - alpha)")
 
+    # what to train: a momentum encoder and a memory queue (MoCo, He et al. 2020; simclr-queue, supcon-queue)
+    momentum_encoder: float | None = _opt(None, "simclr-queue, supcon-queue: momentum m in [0, 1) of the key "
+                                                "encoder, a moving average of f and g", type=float,
+                                          default_help="the method's, 0.99")
+    momentum_ramp: str = _opt("off", "simclr-queue, supcon-queue: off (m throughout) or cosine (m rises to 1 over the "
+                                     "run's steps, BYOL Sec. 3.2, MoCo v3)", choices=("off", "cosine"))
+    queue_size: int | None = _opt(None, "simclr-queue, supcon-queue: K keys of past batches, more negatives of every "
+                                        "anchor (with labels, those of its class are positives); a multiple of "
+                                        "--batch-size x --n-views", type=int, default_help="the method's, 4096")
+
     # data
     data: str = _opt("digits", "digits (offline default), cifar10, cifar100, stl10, or a folder (ImageFolder layout)")
+    labels: str = _opt("", "supcon-multilabel: a CSV file with columns path (relative to --data) and labels (names "
+                           "separated by ';'), the label set of every training image of a folder")
     data_root: str = _opt("~/.cache/contrastkit/datasets", "where torchvision data sets are looked for / downloaded")
     num_workers: int = _opt(2, "DataLoader worker processes")
     augment_on: str = _opt("auto", "workers: per-image torchvision transforms in DataLoader workers; device: "
@@ -150,26 +172,33 @@ class PretrainConfig:
     sync_debug: bool = _opt(False, "CUDA only: raise at any host synchronisation inside a training step after the "
                                    "first (torch.cuda.set_sync_debug_mode), to check that the loop runs ahead of "
                                    "the GPU; logging and checkpoint steps are outside the check")
+    tracking: list = _opt([], "experiment tracking beside metrics.jsonl and TensorBoard: mlflow (MLFLOW_TRACKING_URI, "
+                              "else mlflow.db in the working folder), wandb (offline unless logged in) or none; "
+                              "repeatable or comma-separated; a resume continues the same tracked run",
+                          type=str, action="append", metavar="NAME", default_help="none")
+    tracking_experiment: str = _opt("contrastkit", "the MLflow experiment / W&B project of a tracked run",
+                                    metavar="NAME")
 
-    def with_method_defaults(self) -> "PretrainConfig":
-        """A copy with every option left unset (None) given its method's default (:data:`METHOD_DEFAULTS`); the
-        run records these values in its config.yaml and checkpoint."""
-        unset = {name: by_method[self.method] for name, by_method in METHOD_DEFAULTS.items()
-                 if getattr(self, name) is None and self.method in by_method}
-        return dataclasses.replace(self, **unset) if unset else self
+    def tracking_backends(self) -> list[str]:
+        """The tracking services of ``tracking`` (a list, repeated flags, or a comma-separated string), in order,
+        without repeats or ``none``."""
+        items = [self.tracking] if isinstance(self.tracking, str) else list(self.tracking)
+        names = [n.strip().lower() for item in items for n in str(item).split(",") if n.strip()]
+        return [n for i, n in enumerate(names) if n != "none" and n not in names[:i]]
 
     def validate(self) -> None:
-        """Check every option, each with its own message naming the option, what it got and what it takes.
+        """Check every option on its own, each with a message naming the option, what it got and what it takes.
 
-        Called by :func:`~contrastkit.train.pretrain` before anything is created; the checks that need the data
+        :func:`contrastkit.methods.check_options` calls this, then the method's own checks (an option of another
+        method, the views and batch a method needs), before anything is created; the checks that need the data
         (a batch larger than the training set, labels for SupCon) come when the data are loaded.
 
         Raises:
             ValueError: the first bad option.
         """
         _check_types(self)
-        for check in (_check_training, _check_distillation, _check_data, _check_augmentation, _check_model,
-                      _check_optimisation, _check_run, _check_monitoring):
+        for check in (_check_training, _check_data, _check_augmentation, _check_model, _check_optimisation,
+                      _check_run, _check_monitoring):
             check(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,11 +208,20 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
+        """Options from a mapping (a YAML file, a checkpoint's config); the other spelling of an option
+        (:data:`SPELLINGS`) is accepted.
+
+        Raises:
+            ValueError: an unknown key, naming the closest known ones.
+        """
+        values = {SPELLINGS.get(k, k): v for k, v in values.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        values = dict(values)
+            hints = [f"{k!r} (did you mean {', '.join(repr(c) for c in close)}?)" if close else repr(k)
+                     for k in unknown for close in [difflib.get_close_matches(k, known, n=1, cutoff=0.6)]]
+            raise ValueError(f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                             f"`contrastkit pretrain --help` lists every option")
         if "crop_scale" in values:
             values["crop_scale"] = tuple(values["crop_scale"])
         return cls(**values)
@@ -193,7 +231,8 @@ class PretrainConfig:
 
 
 # The sections of PretrainConfig, in order: each named by its first field. They are the groups of `pretrain --help`.
-_GROUP_STARTS = {"method": "what to train", "data": "data", "preset": "augmentation", "encoder": "model",
+_GROUP_STARTS = {"method": "what to train", "momentum_encoder": "what to train: momentum encoder and queue",
+                 "data": "data", "preset": "augmentation", "encoder": "model",
                  "epochs": "optimisation", "seed": "run", "knn_every": "monitoring"}
 
 
@@ -252,41 +291,36 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+#: the largest float32 (torch.finfo(torch.float32).max)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def min_temperature(anchors: int) -> float:
+    """The smallest temperature at which a contrastive loss over ``anchors`` anchors (views in the batch) stays
+    finite in float32, with a factor 2 to spare.
+
+    Each anchor's term is ``log sum_a exp(s_a / tau) - s_p / tau`` over cosine similarities s in [-1, 1]; with the
+    row maximum subtracted nothing overflows inside it, and it is at most ``2 / tau + log(anchors)`` (a positive
+    pointing away, a negative pointing the same way). The loss is their mean, summed before it is divided:
+    ``anchors * 2 / tau`` must stay below the largest float32, so tau >= 2 * anchors / FLOAT32_MAX; the gradient
+    with respect to the similarities is ``(p - y) / tau``, smaller. ``tests/losses/test_temperature_bound.py``
+    holds both sides of this bound.
+    """
+    return 4.0 * max(1, anchors) / FLOAT32_MAX
+
+
 def _check_training(cfg: PretrainConfig) -> None:
-    _require(not (not cfg.l2_normalize and (cfg.method == "ce" or (cfg.method == "simclr" and cfg.loss != "ntxent"))),
-             f"--no-l2-normalize applies to NT-Xent and SupCon; got --method {cfg.method} --loss {cfg.loss}, which "
-             f"has no temperature-scaled dot product to leave unnormalised")
+    _require(cfg.method != "", "--method must name a training method (contrastkit.methods), got an empty string")
     _require(cfg.temperature is None or 0 < cfg.temperature < float("inf"),
              f"--temperature must be a finite number > 0, got {cfg.temperature}")
+    anchors = max(1, int(cfg.batch_size)) * max(1, int(cfg.n_views))
+    if cfg.temperature is not None:
+        _require(cfg.temperature >= min_temperature(anchors),
+                 f"--temperature {cfg.temperature:g} is too small for float32: the loss averages {anchors} terms "
+                 f"(--batch-size x --n-views) of up to 2/temperature each, which overflow below temperature "
+                 f"{min_temperature(anchors):.2g}; use a temperature >= that (the papers use 0.05 to 1)")
     _require(cfg.margin >= 0, f"--margin must be >= 0, got {cfg.margin}")
     _require(0 < cfg.labeled_fraction <= 1, f"--labeled-fraction must be in (0, 1], got {cfg.labeled_fraction}")
-    _require(cfg.labeled_fraction == 1 or cfg.method == "supcon",
-             f"--labeled-fraction applies to --method supcon only, got --method {cfg.method}")
-
-
-def _check_distillation(cfg: PretrainConfig) -> None:
-    """The distillation options of a PretrainConfig (``teacher``, ``distill_temperature``, ``labelled_weight``).
-
-    Raises:
-        ValueError: ``--method distill`` without ``--teacher``, a teacher file that does not exist, a
-            temperature <= 0, a labelled weight outside [0, 1], or distillation options with another method.
-    """
-    if cfg.method != "distill":
-        if cfg.teacher or cfg.labelled_weight != 0.0 or cfg.distill_temperature != 1.0:
-            raise ValueError(f"--teacher, --distill-temperature and --labelled-weight apply to distillation "
-                             f"(contrastkit distill, or --method distill), got --method {cfg.method}")
-        return
-    if not cfg.teacher:
-        raise ValueError("distillation needs --teacher FINETUNED.pt (written by 'contrastkit eval --protocol "
-                         "finetune --save')")
-    if not Path(cfg.teacher).expanduser().is_file():
-        raise ValueError(f"--teacher {cfg.teacher} does not exist")
-    if not cfg.distill_temperature > 0:
-        raise ValueError(f"--distill-temperature must be a finite number > 0, got {cfg.distill_temperature}")
-    if not 0 <= cfg.labelled_weight <= 1:
-        raise ValueError(f"--labelled-weight must be in [0, 1] (0: distillation alone), got {cfg.labelled_weight}")
-    if cfg.n_views < 1:
-        raise ValueError(f"--n-views must be >= 1 for distillation, got {cfg.n_views}")
 
 
 def _check_data(cfg: PretrainConfig) -> None:
@@ -302,10 +336,7 @@ def _check_augmentation(cfg: PretrainConfig) -> None:
     _require(cfg.size >= 0, f"--size must be >= 0 (0: the preset's), got {cfg.size}")
     lo, hi = cfg.crop_scale
     _require(0 < lo <= hi <= 1, f"--crop-scale must satisfy 0 < min <= max <= 1, got {lo} {hi}")
-    _require(cfg.method in ("ce", "distill") or cfg.n_views >= 2,
-             f"--n-views must be >= 2 for contrastive methods, got {cfg.n_views}")
-    _require(cfg.method != "simclr" or cfg.loss == "ntxent" or cfg.n_views == 2,
-             f"--loss {cfg.loss} compares two views; got --n-views {cfg.n_views}")
+    _require(cfg.n_views >= 1, f"--n-views must be >= 1, got {cfg.n_views}")
     if cfg.augment:
         try:
             preset_config("cifar", **cfg.augment)
@@ -314,7 +345,7 @@ def _check_augmentation(cfg: PretrainConfig) -> None:
 
 
 def _check_model(cfg: PretrainConfig) -> None:
-    from .encoders import list_encoders
+    from .models import check_head_layers, list_encoders
 
     _require(cfg.encoder in list_encoders() or cfg.encoder.startswith("timm:"),
              f"unknown encoder {cfg.encoder!r}; known encoders: {', '.join(list_encoders())}")
@@ -322,17 +353,14 @@ def _check_model(cfg: PretrainConfig) -> None:
     _require(cfg.proj_dim >= 1, f"--proj-dim must be >= 1, got {cfg.proj_dim}")
     _require(cfg.proj_hidden_dim >= 0, f"--proj-hidden-dim must be >= 0 (0: the encoder's feature dimension), got "
                                        f"{cfg.proj_hidden_dim}")
-    from .heads import check_head_layers
-
     check_head_layers(cfg.head, cfg.head_layers)
 
 
 def _check_optimisation(cfg: PretrainConfig) -> None:
     _require(cfg.epochs > 0, f"--epochs must be a positive integer, got {cfg.epochs!r}")
     _require(cfg.batch_size > 0, f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
-    _require(cfg.method == "ce" or cfg.batch_size >= 2, f"--batch-size must be >= 2 for --method {cfg.method} (each "
-                                                      f"image is contrasted with the others), got {cfg.batch_size}")
-    _require(cfg.micro_batch_size >= 0 and not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
+    _require(cfg.micro_batch_size >= 0, f"--micro-batch-size must be >= 0 (0: off), got {cfg.micro_batch_size}")
+    _require(not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
              f"--micro-batch-size must divide --batch-size {cfg.batch_size}, got {cfg.micro_batch_size}")
     _require(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
     _require(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
@@ -344,7 +372,7 @@ def _check_optimisation(cfg: PretrainConfig) -> None:
 
 
 def _check_run(cfg: PretrainConfig) -> None:
-    from .device import resolve_device
+    from .runtime import resolve_device
 
     _require(0 <= cfg.seed < 2**32, f"--seed must be in [0, 2**32), got {cfg.seed}")
     for name in ("checkpoint_every_steps", "max_steps", "time_budget_s"):
@@ -366,6 +394,22 @@ def _check_monitoring(cfg: PretrainConfig) -> None:
     _require(cfg.knn_k >= 1, f"--knn-k must be >= 1, got {cfg.knn_k}")
     _require(cfg.knn_temperature > 0, f"--knn-temperature must be > 0, got {cfg.knn_temperature}")
     _require(cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}")
+    _check_tracking(cfg)
+
+
+def _check_tracking(cfg: PretrainConfig) -> None:
+    items = [cfg.tracking] if isinstance(cfg.tracking, str) else cfg.tracking
+    _require(isinstance(items, (list, tuple)) and all(isinstance(i, str) for i in items),
+             f"--tracking must be names ({', '.join(TRACKING)}), got {cfg.tracking!r}")
+    names = [n.strip().lower() for item in items for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TRACKING]
+    _require(not unknown, f"--tracking must be one or more of {', '.join(TRACKING)}, got {', '.join(unknown)}")
+    _require("none" not in names or set(names) == {"none"},
+             f"--tracking none turns tracking off; got it with {', '.join(n for n in names if n != 'none')}")
+    bad = set(cfg.tracking_experiment) & set("/\\#?%:")
+    _require(bool(cfg.tracking_experiment.strip()) and not bad and len(cfg.tracking_experiment) <= 128,
+             f"--tracking-experiment must be a name of 1-128 characters without / \\ # ? % :, got "
+             f"{cfg.tracking_experiment!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

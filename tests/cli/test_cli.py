@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import TINY
-from contrastkit import allocator
+from contrastkit.runtime import allocator
 from contrastkit.cli import build_parser, main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 
 
 def _pretrain(tmp_path, folder, method, *extra):
@@ -67,11 +67,29 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path, image_folder, augment_on):
     assert main(["pretrain", *common, "--out", str(part), "--max-steps", "4"]) == 0
     state = load_checkpoint(part / "last.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 1, 4)
-    assert main(["pretrain", *common, "--out", str(part), "--resume"]) == 0
+    assert main(["pretrain", "--out", str(part), "--resume", "--max-steps", "0"]) == 0  # the run's other options
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
     assert a["global_step"] == b["global_step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    # the resumed epoch's mean loss covers all its steps, the ones before the stop included
+    assert a["history"][-1]["loss"] == pytest.approx(b["history"][-1]["loss"], rel=1e-6)
+
+
+def test_resume_takes_the_runs_options_and_names_what_differs(tmp_path, image_folder, capsys):
+    """Issue 31: ``pretrain --out RUN --resume`` needs nothing retyped; a flag given differently is named."""
+    out = tmp_path / "run"
+    assert main(["pretrain", "--method", "simclr", "--data", str(image_folder), "--epochs", "2", *TINY,
+                 "--knn-every", "0", "--max-steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(out), "--resume", "--max-steps", "4", "--log-every", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: resuming" in err and "--max-steps 4 (the run had 2)" in err and "--log-every 1 (the run had 10)" in err
+    state = load_checkpoint(out / "last.pt")
+    assert state["global_step"] == 4 and state["config"]["width"] == 0.125 and state["config"]["data"] == str(image_folder)
+    rc = main(["pretrain", "--out", str(out), "--resume", "--epochs", "1"])  # a 2-epoch run, 1 epoch completed
+    err = capsys.readouterr().err
+    assert rc == 2 and "a new --epochs must be more than 1" in err and "add --extend" not in err
 
 
 def test_resume_refuses_missing_or_different_run(tmp_path, image_folder, capsys):
@@ -137,6 +155,15 @@ def test_preview_augment_writes_png(tmp_path, image_folder):
     assert main(["preview-augment", "--data", str(image_folder), "--out", str(out), "--images", "2",
                  "--views", "3"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(out) as grid:  # issue 31: cells of at least 96 px, a header row and the rows' class names
+        width, height = grid.size
+        pixels = grid.convert("L")
+        assert width >= 4 * 96 and height >= 2 * 96
+        label_column = [pixels.getpixel((x, y)) for x in range(0, 30) for y in range(16, height)]
+        header = [pixels.getpixel((x, y)) for x in range(width) for y in range(0, 14)]
+    assert min(label_column) < 100 and min(header) < 100  # dark text on the white margins
 
 
 def test_recipe_applies_and_flags_override(tmp_path):
@@ -166,7 +193,7 @@ def test_eval_all_with_per_protocol_epochs(tmp_path, image_folder, capsys):
 
 
 def test_eval_malloc_option_is_checked(tmp_path):
-    from contrastkit.runner import evaluate_checkpoint
+    from contrastkit.evaluate import evaluate_checkpoint
 
     with pytest.raises(ValueError, match="malloc must be auto or off, got 'always'"):
         evaluate_checkpoint(tmp_path / "last.pt", "knn", malloc="always")

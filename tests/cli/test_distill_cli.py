@@ -8,8 +8,7 @@ import torch
 
 from conftest import TINY, pretrain_head3
 from contrastkit.cli import main
-from contrastkit.finetuned import load_finetuned
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint, load_checkpoint_model
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +35,13 @@ def test_self_distillation_writes_a_student_that_eval_loads(teacher, tmp_path, c
     assert {k.split(".")[0] for k in ck["model"]} == {"student"}  # the teacher is not in the run's checkpoint
     assert ck["config"]["n_views"] == 1 and ck["config"]["width"] == 0.125
 
-    student, info = load_finetuned(out / "student.pt")
-    assert student.from_head_layer == 0 and student.num_classes == 3
-    assert info["result"]["kind"] == "distill" and info["result"]["top1"] == summary["student_top1"]
-    assert info["classifier"]["classes"] == ["class_0", "class_1", "class_2"]
+    student, meta, _ = load_checkpoint_model(out / "student.pt")
+    assert meta.kind == "finetuned" and student.from_head_layer == 0 and student.num_classes == 3
+    assert meta.finetuned["result"]["kind"] == "distill" and meta.finetuned["result"]["top1"] == summary["student_top1"]
+    assert meta.finetuned["classifier"]["classes"] == ["class_0", "class_1", "class_2"]
+    in_run, run_meta, _ = load_checkpoint_model(out / "last.pt")  # the run's checkpoint loads as the same student
+    assert run_meta.kind == "pretrain" and type(in_run) is type(student)
+    assert all(torch.equal(a, b) for a, b in zip(in_run.state_dict().values(), student.state_dict().values()))
     assert main(["eval", "--checkpoint", str(out / "student.pt"), "--protocol", "classifier", "--device", "cpu",
                  "--num-workers", "0"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -84,4 +86,4 @@ def test_distill_errors(teacher, tmp_path, capsys):
         assert rc == 2 and len(err) == 1 and err[0].startswith("contrastkit distill: error:"), err
         assert match in err[0], err[0]
     rc = main(["pretrain", "--teacher", str(path), "--out", str(tmp_path / "p")])
-    assert rc == 2 and "apply to distillation" in capsys.readouterr().err
+    assert rc == 2 and "--teacher applies to distillation (--method distill) only" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 
 from contrastkit.cli import build_parser
 from contrastkit.config import PretrainConfig, config_groups, option_flag
-from contrastkit.device import resolve_device
+from contrastkit.runtime import resolve_device
 from contrastkit.train import run as run_module
 
 
@@ -44,7 +44,8 @@ def test_the_defaults_are_valid():
 
 def test_sections_cover_every_field_once_and_are_help_groups(capsys):
     groups = config_groups()
-    assert list(groups) == ["what to train", "data", "augmentation", "model", "optimisation", "run", "monitoring"]
+    assert list(groups) == ["what to train", "what to train: momentum encoder and queue", "data", "augmentation",
+                            "model", "optimisation", "run", "monitoring"]
     names = [n for members in groups.values() for n in members]
     assert sorted(names) == sorted(f.name for f in dataclasses.fields(PretrainConfig)) and len(set(names)) == len(names)
     assert "dist_timeout_s" in groups["run"] and "knn_every" in groups["monitoring"] and "lr" in groups["optimisation"]
@@ -111,17 +112,19 @@ def test_supcon_takes_its_own_temperature_unless_one_is_set(tmp_path):
 
     from conftest import TINY, make_image_folder
     from contrastkit.cli import config_from_args, main
-    from contrastkit.train.objective import build_objective
+    from contrastkit.methods import DataInfo, get_method, with_method_defaults
 
     def parsed(*argv):
         return config_from_args(build_parser().parse_args(["pretrain", *argv]))
 
     assert parsed("--method", "supcon").temperature is None  # unset until the run fills in the method's
-    assert parsed("--method", "supcon").with_method_defaults().temperature == 0.1
-    assert parsed("--method", "simclr").with_method_defaults().temperature == 0.5
-    assert parsed("--method", "supcon", "--temperature", "0.3").with_method_defaults().temperature == 0.3
-    assert build_objective(PretrainConfig(method="supcon")).loss.temperature == 0.1
-    assert build_objective(PretrainConfig(method="simclr")).loss.temperature == 0.5
+    assert with_method_defaults(parsed("--method", "supcon")).temperature == 0.1
+    assert with_method_defaults(parsed("--method", "simclr")).temperature == 0.5
+    assert with_method_defaults(parsed("--method", "supcon", "--temperature", "0.3")).temperature == 0.3
+    data = DataInfo([0, 1, 0, 1], ["a", "b"], 16, "toy")
+    for method, tau in (("supcon", 0.1), ("simclr", 0.5)):
+        cfg = with_method_defaults(PretrainConfig(method=method, width=0.125))
+        assert get_method(method).build(cfg, data).objective.loss.temperature == tau
 
     folder = make_image_folder(tmp_path / "data", per_class=4, size=16)
     common = ["pretrain", "--method", "supcon", "--data", str(folder), "--epochs", "1", *TINY, "--batch-size", "6",
@@ -175,3 +178,21 @@ def test_out_naming_a_file(tmp_path, capsys):
     (tmp_path / "run").write_text("not a folder")
     out, err = _failed_start(tmp_path, capsys, folder)
     assert f"--out {out} is a file; expected a folder" in err and "Errno" not in err
+
+
+def test_options_accept_both_spellings_and_unknown_keys_get_a_suggestion(tmp_path):
+    """Issue 31: --labeled-fraction and --labelled-weight are accepted in either spelling; an unknown YAML key names
+    the closest option instead of listing all of them."""
+    from contrastkit.cli import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["pretrain", "--labelled-fraction", "0.5"]))
+    assert cfg.labeled_fraction == 0.5
+    assert PretrainConfig.from_dict({"labeled_weight": 0.3}).labelled_weight == 0.3
+    with pytest.raises(ValueError, match=r"unknown config key 'bath_size' \(did you mean 'batch_size'\?\)") as err:
+        PretrainConfig.from_dict({"bath_size": 64})
+    assert "knn_temperature" not in str(err.value)  # not the whole list of options
+    with pytest.raises(ValueError, match=r"--micro-batch-size must be >= 0 \(0: off\), got -1"):
+        PretrainConfig(micro_batch_size=-1).validate()
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["pretrain"].format_help().split())
+    assert "--teacher TEACHER distill: the fine-tuned teacher (eval --protocol finetune --save) (default: none)" \
+        in help_text

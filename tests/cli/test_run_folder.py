@@ -13,7 +13,7 @@ import yaml
 from contrastkit.cli import main
 from contrastkit.data import resolve_data
 from contrastkit.evaluate import export_embeddings
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 from reliability._common import folder, pretrain_args  # noqa: F401  (folder: the fixture)
 
 

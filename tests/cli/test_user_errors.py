@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import TINY, make_image_folder
 from contrastkit.cli import main
-from contrastkit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from contrastkit.models import CheckpointError, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,9 @@ def test_a_run_folder_means_its_last_pt(run, tmp_path, capsys):
     rc, stdout, err = _cli(["embed", "--checkpoint", str(out), "--out", str(tmp_path / "emb"), "--device", "cpu",
                             "--num-workers", "0"], capsys)
     assert rc == 0 and json.loads(stdout)["count"] == 6, err
-    from contrastkit.runner import load_pretrained
+    from contrastkit.models import load_checkpoint_model
 
-    assert load_pretrained(out)[2].data == load_pretrained(out / "last.pt")[2].data
+    assert load_checkpoint_model(out)[1].data == load_checkpoint_model(out / "last.pt")[1].data
     (tmp_path / "empty_run").mkdir()
     rc, _, err = _cli(["eval", "--checkpoint", str(tmp_path / "empty_run")], capsys)
     assert rc == 2 and f"{tmp_path / 'empty_run'} is a folder without last.pt" in err
@@ -226,7 +226,7 @@ def test_eval_refuses_options_of_another_protocol(tmp_path, capsys, protocol, ex
     rc, _, err = _cli(["eval", "--checkpoint", str(tmp_path / "nowhere.pt"), "--protocol", protocol, *extra], capsys)
     assert rc == 2 and f"{flag} applies to --protocol" in err and f"not {protocol}" in err
     assert "does not exist" not in err  # refused before the checkpoint is read
-    from contrastkit.runner import evaluate_checkpoint
+    from contrastkit.evaluate import evaluate_checkpoint
 
     kwargs = {"--from-scratch": {"from_scratch": True}, "--label-fraction": {"label_fraction": 0.5},
               "--finetune-epochs": {"finetune_epochs": 2}, "--linear-epochs": {"linear_epochs": 2},

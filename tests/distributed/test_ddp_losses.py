@@ -19,11 +19,27 @@ import pytest
 import torch
 from torch import nn
 
-from contrastkit import distributed
-from contrastkit.losses import NTXentLoss, SupConLoss
+from contrastkit.runtime import distributed
+from contrastkit.losses import MomentumContrastLoss, NTXentLoss, SupConLoss
 
 IN_DIM, HIDDEN, OUT_DIM = 6, 16, 8
 WORLD = 2
+
+class _MomentumContrast(nn.Module):
+    """MomentumContrastLoss with keys made from the outputs (detached, reversed: a fixed stand-in for a momentum
+    encoder's) and a memory of keys, the same on every rank: ``loss(z, labels)``."""
+
+    def __init__(self, loss: nn.Module, memory_labels: list | None, k: int = 7) -> None:
+        super().__init__()
+        self.loss = loss
+        self.memory = torch.randn(k, OUT_DIM, generator=torch.Generator().manual_seed(k))
+        self.memory_labels = None if memory_labels is None else torch.tensor(memory_labels)
+
+    def forward(self, z, labels):
+        return self.loss(z, z.detach().flip(-1), labels, self.memory, self.memory_labels)
+
+
+_MULTI_HOT = [[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 0, 0]]
 
 # name -> (per-rank batch sizes, V, global labels or None, loss factory)
 CASES = {
@@ -43,12 +59,24 @@ CASES = {
     "supcon_even_sync_free": ([4, 4], 2, [0, 1, 2, 0, 1, 2, 0, 1],
                               lambda: SupConLoss(0.1, chunk_size=3, check_values=False, even_batches=True)),
     "supcon_even_checked": ([4, 4], 1, [0, 1, 2, 0, 1, 5, -1, 2], lambda: SupConLoss(0.2, even_batches=True)),
+    # issue 30: queries against the keys of every rank plus a queue; multi-hot labels
+    "moco_sync_free": ([4, 4], 2, None, lambda: _MomentumContrast(
+        MomentumContrastLoss(0.5, check_values=False, even_batches=True), None)),
+    "moco_classes_uneven": ([3, 5], 3, [0, -1, 1, 0, -1, 1, 2, -1], lambda: _MomentumContrast(
+        MomentumContrastLoss(0.1, chunk_size=3), [1, 0, 4, -1, 2, 2, 0])),
+    "moco_label_sets_sync_free": ([4, 4], 2, _MULTI_HOT, lambda: _MomentumContrast(
+        MomentumContrastLoss(0.2, check_values=False, even_batches=True), [[0, 1, 0], [1, 0, 0], [0, 0, 0],
+                                                                           [1, 1, 1], [0, 0, 1], [0, 1, 0],
+                                                                           [1, 0, 0]])),
+    "multilabel": ([3, 5], 2, _MULTI_HOT, lambda: SupConLoss(0.2, chunk_size=3)),
+    "multilabel_one_view_sync_free": ([4, 4], 1, _MULTI_HOT, lambda: SupConLoss(0.2, check_values=False,
+                                                                               even_batches=True)),
 }
 
 # Reads back to the host (Tensor.item, bool(), int(), ...) during the loss's forward and backward on each rank.
 # The sync-free losses read nothing with even batches; uneven batches cost the one size exchange.
 HOST_READS = {"ntxent_even_sync_free": 0, "supcon_even_sync_free": 0, "supcon_in_sync_free": 1,
-              "supcon_one_view_sync_free": 1}
+              "supcon_one_view_sync_free": 1, "moco_sync_free": 0, "moco_label_sets_sync_free": 0, "multilabel_one_view_sync_free": 0}
 _READ_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 
 

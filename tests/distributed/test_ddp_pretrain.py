@@ -40,13 +40,13 @@ def test_torchrun_two_processes(tmp_path):
 
 
 _SKIP_DRIVER = '''
-import json, os, sys
+import dataclasses, json, os, sys
 import torch
 from contrastkit.cli import main
 from contrastkit.train import nonfinite, run
 
 rank = int(os.environ["RANK"])
-real_objective, calls, sums = run.build_objective, [], []
+real_method, calls, sums = run.get_method, [], []
 
 
 class NaNLossAtStep1(torch.nn.Module):
@@ -65,14 +65,25 @@ class NaNLossAtStep1(torch.nn.Module):
         return loss
 
 
-class Recording(nonfinite.Rollback):
-    def undo_where(self, bad):
-        super().undo_where(bad)
+def method(name):
+    m = real_method(name)
+
+    def build(cfg, data):
+        parts = m.build(cfg, data)
+        parts.objective = NaNLossAtStep1(parts.objective)
+        return parts
+
+    return dataclasses.replace(m, build=build)
+
+
+class Recording(nonfinite.NonFiniteGuard):
+    def after_step(self):
+        super().after_step()
         sums.append(float(sum(p.double().sum() for p in self.params)))
 
 
-run.build_objective = lambda cfg: NaNLossAtStep1(real_objective(cfg))
-nonfinite.Rollback = Recording
+run.get_method = method
+run.NonFiniteGuard = Recording
 rc = main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
     json.dump({"rc": rc, "sums": sums}, f)

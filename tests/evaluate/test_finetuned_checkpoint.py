@@ -9,9 +9,10 @@ import torch
 from conftest import pretrain_head3
 from contrastkit.cli import main
 from contrastkit.evaluate.classify import classifier_accuracy
-from contrastkit.finetuned import FORMAT, FineTunedNetwork, load_finetuned
-from contrastkit.runner import evaluation_data, load_pretrained
-from contrastkit.train.checkpoint import CheckpointError, load_checkpoint
+from contrastkit.evaluate import evaluation_data
+from contrastkit.methods.distill import load_teacher
+from contrastkit.models import (FINETUNED_FORMAT, CheckpointError, FineTunedNetwork, load_checkpoint,
+                                load_checkpoint_model)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_saved_checkpoint_reproduces_its_accuracy(saved, capsys):
     assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob("*.prev.pt"))
 
     state = load_checkpoint(path)
-    assert state["format"] == FORMAT and state["classifier"]["num_classes"] == 3
+    assert state["format"] == FINETUNED_FORMAT and state["classifier"]["num_classes"] == 3
     assert state["classifier"]["classes"] == ["class_0", "class_1", "class_2"] == state["meta"]["classes"]
     assert state["classifier"]["from_head_layer"] == 1 and state["config"]["head_layers"] == 3
     assert state["result"]["top1"] == reported["metrics"]["top1"]
@@ -41,9 +42,9 @@ def test_saved_checkpoint_reproduces_its_accuracy(saved, capsys):
     assert {k.split(".")[0] for k in state["model"]} == {"encoder", "head", "classifier"}
     assert "head.net.0.weight" in state["model"] and "head.net.3.weight" not in state["model"]
 
-    net, info = load_finetuned(path)
+    net, meta, _ = load_checkpoint_model(path)
     assert isinstance(net, FineTunedNetwork) and not net.training and net.from_head_layer == 1
-    data = evaluation_data(str(folder), info["meta"], num_workers=0)
+    data = evaluation_data(str(folder), meta.image_size, meta.mean, meta.std, num_workers=0)
     again = classifier_accuracy(net, data["test"], 3)
     assert again["top1"] == reported["metrics"]["top1"] and again["top5"] == reported["metrics"]["top5"]
 
@@ -57,8 +58,8 @@ def test_saved_checkpoint_works_with_the_other_tools(saved, capsys):
     folder, out, path = saved
     if not path.is_file():
         pytest.skip("needs the checkpoint of the previous test")
-    model, meta, cfg = load_pretrained(path)  # what eval and embed call
-    assert isinstance(model, FineTunedNetwork) and meta["finetuned"]["classifier"]["num_classes"] == 3
+    model, meta, cfg = load_checkpoint_model(path)  # what eval and embed call
+    assert isinstance(model, FineTunedNetwork) and meta.finetuned["classifier"]["num_classes"] == 3
     base = load_checkpoint(out / "last.pt")["model"]
     trained = load_checkpoint(path)["model"]
     assert set(k for k in trained if k.startswith("encoder.")) == set(k for k in base if k.startswith("encoder."))
@@ -80,5 +81,5 @@ def test_save_errors(saved, tmp_path, capsys):
                  "--num-workers", "0"]) == 2
     assert "this is a pretraining checkpoint" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="not a fine-tuned network"):
-        load_finetuned(out / "last.pt")
+        load_teacher(out / "last.pt")
     assert not (tmp_path / "x.pt").exists()

@@ -25,7 +25,13 @@ def _slow_knn_top1(train, train_y, test, test_y, k, temperature, num_classes, le
 def test_separable_gives_one(clusters):
     x, y = clusters(30, 4)
     res = knn_accuracy(x[:80], y[:80], x[80:], y[80:], k=10)
-    assert res == {"top1": 1.0, "top5": 1.0}
+    assert res == {"top1": 1.0, "top5": None}  # 4 classes: top-5 would always be a hit, so it is not reported
+
+
+def test_top5_is_reported_above_five_classes(clusters):
+    x, y = clusters(20, 8)
+    res = knn_accuracy(x[:120], y[:120], x[120:], y[120:], k=10)
+    assert res["top1"] == 1.0 and res["top5"] == 1.0
 
 
 def test_shuffled_labels_give_chance(clusters):
@@ -34,7 +40,7 @@ def test_shuffled_labels_give_chance(clusters):
     y = torch.randint(0, 4, (3000,), generator=g)
     res = knn_accuracy(x[:2000], y[:2000], x[2000:], y[2000:], k=20)
     assert abs(res["top1"] - 0.25) < 0.05
-    assert res["top5"] == 1.0  # C = 4 < 5: top-5 is top-4, always a hit
+    assert res["top5"] is None  # C = 4 <= 5: top-5 would be every class, always a hit
 
 
 @pytest.mark.parametrize("leave_one_out", [False, True])

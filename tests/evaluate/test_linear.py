@@ -7,7 +7,10 @@ from contrastkit.evaluate import WEIGHT_DECAY_GRID, linear_eval, standardize_fea
 def test_separable_gives_one(clusters):
     x, y = clusters(40, 5)
     res = linear_eval(x[:150], y[:150], x[150:], y[150:], epochs=10, batch_size=32)
-    assert res["top1"] == 1.0 and res["top5"] == 1.0
+    assert res["top1"] == 1.0 and res["top5"] is None  # 5 classes: top-5 is every class, not reported
+    many = clusters(20, 8)
+    res8 = linear_eval(many[0][:120], many[1][:120], many[0][120:], many[1][120:], epochs=10, batch_size=32)
+    assert res8["top1"] == 1.0 and res8["top5"] == 1.0
     recipe = res["recipe"]
     assert recipe["lr"] == pytest.approx(0.1 * 32 / 256)
     assert recipe["weight_decay"] == 0.0 and recipe["n_train"] == 150 and recipe["num_classes"] == 5

@@ -8,7 +8,8 @@ from contrastkit.evaluate import retrieval_metrics
 
 
 def _slow_reference(gallery, gallery_y, queries=None, query_y=None, ks=(1, 2, 4, 8)):
-    """Loop implementation of Recall@K, R-precision and MAP@R (Musgrave et al. 2020), float64."""
+    """Loop implementation of Recall@K, R-precision and MAP@R (Musgrave et al. 2020), float64; with label sets
+    (N, C), relevant means sharing a label."""
     loo = queries is None
     if loo:
         queries, query_y = gallery, gallery_y
@@ -20,7 +21,11 @@ def _slow_reference(gallery, gallery_y, queries=None, query_y=None, ks=(1, 2, 4,
     for i in range(q.shape[0]):
         refs = [j for j in range(g.shape[0]) if not (loo and j == i)]
         refs.sort(key=lambda j: -float(q[i] @ g[j]))
-        rel = [int(gallery_y[j] == query_y[i]) for j in refs]
+        if gallery_y.dim() == 2:
+            mine = {c for c in range(query_y.shape[1]) if query_y[i, c]}
+            rel = [int(bool(mine & {c for c in range(gallery_y.shape[1]) if gallery_y[j, c]})) for j in refs]
+        else:
+            rel = [int(gallery_y[j] == query_y[i]) for j in refs]
         r = sum(rel)
         if r == 0:
             continue
@@ -164,3 +169,39 @@ def test_faiss_code_path_with_a_stand_in_index(monkeypatch):
 def test_device_argument():
     x, y = _random(40, seed=8)
     assert retrieval_metrics(x, y, nmi=False, device="cpu") == retrieval_metrics(x, y, nmi=False)
+
+
+# issue 30: multi-label retrieval, a neighbour is relevant when it shares a label
+
+def _label_sets(n, c=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, c, generator=g) < 0.3).long()
+
+
+def test_label_sets_match_slow_reference():
+    x, _ = _random(80)
+    y = _label_sets(80)
+    fast = retrieval_metrics(x, y, ks=(1, 4), chunk_size=7)
+    slow = _slow_reference(x, y, ks=(1, 4))
+    assert fast.keys() == slow.keys()  # no NMI for label sets
+    for key in slow:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-9), key
+    gallery, queries = _random(50, seed=1)[0], _random(20, seed=2)[0]
+    fast = retrieval_metrics(gallery, _label_sets(50, seed=3), queries, _label_sets(20, seed=4), ks=(1, 3))
+    slow = _slow_reference(gallery, _label_sets(50, seed=3), queries, _label_sets(20, seed=4), ks=(1, 3))
+    for key in slow:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-9), key
+
+
+def test_one_hot_label_sets_equal_class_labels():
+    x, y = _random(60)
+    sets = retrieval_metrics(x, F.one_hot(y, 5), nmi=False)
+    assert sets == pytest.approx(retrieval_metrics(x, y, nmi=False), abs=1e-12)
+
+
+def test_bad_label_sets():
+    x, _ = _random(10)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        retrieval_metrics(x, torch.full((10, 3), 2))
+    with pytest.raises(ValueError, match="labels of one kind"):
+        retrieval_metrics(x, _label_sets(10), x, torch.zeros(10, dtype=torch.long))

@@ -8,7 +8,7 @@ import pytest
 
 from contrastkit.experiments import (AUGMENT_OPS, BUDGETS, EXPERIMENTS, get_experiment, materialise_subset,
                                      ops_augment, plan, run_experiment)
-from contrastkit.experiments import execute
+from contrastkit.experiments import execute, records
 from contrastkit.experiments.augment_overrides import check_augment_overrides
 from contrastkit.experiments.subsets import subset_folder
 
@@ -105,7 +105,7 @@ def test_augment_overrides_are_applied_and_then_removed():
 
     from contrastkit.config import PretrainConfig
     from contrastkit.data import load_dataset
-    from contrastkit.train.setup import resolve_preset
+    from contrastkit.train.data import resolve_preset
 
     cfg = PretrainConfig(data="digits", preset="cifar")
     splits = load_dataset("digits")
@@ -181,10 +181,30 @@ def test_summaries_judge_the_ordering():
     assert s.figure["matrix"][0][1] == s.figure["matrix"][1][0] == 70.0 and s.figure["matrix"][3][4] is None
 
 
+def test_queue_summary_judges_knn_at_equal_time():
+    queue = get_experiment("queue")
+
+    def arm(name, knn, ips, steps):
+        return {"key": name, "labels": {"arm": name}, "metrics": {"linear_h": knn + 3, "knn_h": knn},
+                "train": {"images_per_s": ips, "global_step": steps, "train_time_s": 300.0},
+                "load_avg": {"start": [6.0, 5.0, 4.0], "end": [8.5, 6.0, 5.0]}}
+
+    pays = queue.summarise([arm("no queue", 40.0, 200.0, 900), arm("queue 4096", 42.5, 150.0, 700)], None)
+    assert pays.verdict.startswith("The queue pays on this machine") and "+2.5 points" in pays.verdict
+    assert "150 images/s against 200" in pays.verdict and "(0.75x)" in pays.verdict
+    assert "6.0 -> 8.5" in pays.verdict and pays.rows[1]["load avg (start -> end)"] == "6.0 -> 8.5"
+    assert queue.summarise([arm("no queue", 40.0, 200.0, 900), arm("queue 4096", 38.0, 150.0, 700)],
+                           None).verdict.startswith("The queue does not pay")
+    assert queue.summarise([arm("no queue", 40.0, 200.0, 900), arm("queue 4096", 40.6, 150.0, 700)],
+                           None).verdict.startswith("No difference within noise")
+    assert queue.summarise([arm("no queue", 40.0, 200.0, 900)], None).verdict.startswith("Not enough")
+    assert pays.figure["panels"][1]["series"]["images/s"] == [200.0, 150.0]
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("name", ["supcon-variants", "projection-head"])
+@pytest.mark.parametrize("name", ["supcon-variants", "projection-head", "queue"])
 def test_smoke_run_end_to_end_then_resume(name, tmp_path, monkeypatch):
     out = tmp_path / name
     results = run_experiment(name, budget="smoke", out=out, device="cpu", progress=False)
@@ -245,12 +265,12 @@ def test_fingerprint_tolerates_new_config_fields_at_their_default():
     fp = run.fingerprint()
     older = json.loads(json.dumps(fp))
     del older["config"]["margin"]  # as if stored before the field existed; the run uses the default
-    assert execute._same_fingerprint(older, fp)
+    assert records.same_fingerprint(older, fp)
     changed = json.loads(json.dumps(fp))
     changed["config"]["temperature"] = 0.7
-    assert not execute._same_fingerprint(changed, fp)
-    assert not execute._same_fingerprint({**fp, "linear_epochs": 1}, fp)
-    assert not execute._same_fingerprint(None, fp)
+    assert not records.same_fingerprint(changed, fp)
+    assert not records.same_fingerprint({**fp, "linear_epochs": 1}, fp)
+    assert not records.same_fingerprint(None, fp)
 
 
 def test_fingerprint_holds_the_method_default_temperature():
@@ -263,6 +283,6 @@ def test_fingerprint_holds_the_method_default_temperature():
     fp = run.fingerprint()
     assert fp["config"]["temperature"] == 0.1
     stored = json.loads(json.dumps(fp))
-    assert execute._same_fingerprint(stored, fp)
+    assert records.same_fingerprint(stored, fp)
     stored["config"]["temperature"] = 0.5
-    assert not execute._same_fingerprint(stored, fp)
+    assert not records.same_fingerprint(stored, fp)

@@ -7,7 +7,7 @@ import pytest
 
 from contrastkit.experiments import execute, plan, run_experiment
 from contrastkit.experiments.few_labels import FRACTIONS, ROWS, few_labels_summary
-from contrastkit.finetuned import load_finetuned
+from contrastkit.models import load_checkpoint_model
 
 
 @pytest.fixture(autouse=True)
@@ -53,11 +53,12 @@ def test_smoke_run_end_to_end_then_resume(tmp_path, monkeypatch):
     for r in stages.values():
         assert r["status"] == "ok" and 0 <= r["metrics"]["top1"] <= 100
     assert stages["scratch-1pct"]["metrics"]["n_train"] == 10 and stages["simclr-h-10pct"]["metrics"]["n_train"] == 20
-    teacher, info = load_finetuned(out / "runs" / "teacher-1pct.pt")
-    assert teacher.from_head_layer == 1 and info["config"]["head_layers"] == 3
-    assert info["result"]["top1"] * 100 == pytest.approx(stages["head3-layer1-1pct"]["metrics"]["top1"], abs=0.01)
-    student, sinfo = load_finetuned(out / "runs" / "distill-1pct" / "student.pt")
-    assert student.from_head_layer == 0 and sinfo["result"]["kind"] == "distill"
+    teacher, info, config = load_checkpoint_model(out / "runs" / "teacher-1pct.pt")
+    assert teacher.from_head_layer == 1 and config["head_layers"] == 3
+    top1 = info.finetuned["result"]["top1"]
+    assert top1 * 100 == pytest.approx(stages["head3-layer1-1pct"]["metrics"]["top1"], abs=0.01)
+    student, sinfo, _ = load_checkpoint_model(out / "runs" / "distill-1pct" / "student.pt")
+    assert student.from_head_layer == 0 and sinfo.finetuned["result"]["kind"] == "distill"
     assert stages["distilled-1pct"]["metrics"]["steps"] == 2
     md = (out / "results.md").read_text()
     assert "## Stages" in md and "**Verdict.**" in md and "fine-tuning beats scratch" in md
@@ -68,8 +69,8 @@ def test_smoke_run_end_to_end_then_resume(tmp_path, monkeypatch):
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr(execute, "pretrain_with_augment", no_work)
-    monkeypatch.setattr("contrastkit.distillation.distill", no_work)
-    monkeypatch.setattr("contrastkit.runner.run_protocol", no_work)
+    monkeypatch.setattr("contrastkit.experiments.few_labels.pretrain", no_work)
+    monkeypatch.setattr("contrastkit.experiments.few_labels.run_protocol", no_work)
     again = run_experiment("few-labels", budget="smoke", out=out, device="cpu", progress=False)
     assert again["rows"] == results["rows"]
     assert len(again["resumed_runs"]) == 2 + len(stages)

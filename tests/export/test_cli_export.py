@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY
 from contrastkit import load_encoder
 from contrastkit.cli import main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 
 
 @pytest.mark.parametrize("method", ["simclr", "ce"])

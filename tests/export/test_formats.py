@@ -64,7 +64,7 @@ def test_safetensors_holds_torchvision_names_and_the_metadata(tiny_ckpt, tmp_pat
     from safetensors import safe_open
 
     from contrastkit.config import PretrainConfig
-    from contrastkit.encoders import create_encoder
+    from contrastkit.models import create_encoder
 
     out = tmp_path / "enc.safetensors"
     export_checkpoint(tiny_ckpt, "safetensors", out, include_head=True)
@@ -91,20 +91,24 @@ def test_torchscript_returns_h_and_z_for_any_batch(tiny_ckpt, tmp_path):
         assert rel_diff(module.forward_z(x), z_ref) < 1e-4
 
 
-def test_onnx_has_a_dynamic_batch_axis_and_outputs_h_and_z(tiny_ckpt, tmp_path):
+def test_onnx_takes_any_batch_and_image_size_and_outputs_h_and_z(tiny_ckpt, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     out = tmp_path / "enc.onnx"
     result = export_checkpoint(tiny_ckpt, "onnx", out, include_head=True)
-    assert result["tolerance"] == 1e-3
+    assert result["tolerance"] == 1e-4 and result["max_rel_diff"] <= 1e-4
+    assert [1, 3, 32, 32] in result["verified_shapes"] and [5, 3, 64, 64] in result["verified_shapes"]
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
-    assert inp.name == "input" and not isinstance(inp.shape[0], int) and inp.shape[1:] == [3, 16, 16]
+    assert inp.name == "input" and inp.shape == ["batch", 3, "height", "width"]
     assert [o.name for o in session.get_outputs()] == ["h", "z"]
-    x = _batch(16, n=5)
-    h_ref, z_ref = features(tiny_ckpt, x)
-    h, z = session.run(None, {"input": x.numpy()})
-    assert rel_diff(torch.from_numpy(h), h_ref) < 1e-3 and rel_diff(torch.from_numpy(z), z_ref) < 1e-3
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["contrastkit"])
+    assert meta["input_size"] == [3, 16, 16] and meta["dynamic_axes"] == ["batch", "height", "width"]
+    for n, side in ((5, 16), (2, 40), (7, 24)):  # sizes the self-check did not use, and a batch of 7
+        x = _batch(side, n=n)
+        h_ref, z_ref = features(tiny_ckpt, x)
+        h, z = session.run(None, {"input": x.numpy()})
+        assert rel_diff(torch.from_numpy(h), h_ref) < 1e-4 and rel_diff(torch.from_numpy(z), z_ref) < 1e-4
 
 
 def test_timm_state_dict_loads_into_timm_create_model(timm_ckpt, tmp_path):
@@ -134,7 +138,7 @@ def test_formats_an_encoder_cannot_take_are_refused(timm_ckpt, stock_ckpt, tmp_p
 @pytest.mark.parametrize("arch,width,stem", [(a, 0.125, s) for a in ("resnet18", "resnet34", "resnet50")
                                              for s in ("cifar", "imagenet")] + [("resnet34", 1.0, "cifar")])
 def test_the_printed_torchvision_lines_build_contrastkit_s_layout(arch, width, stem):
-    from contrastkit.encoders import create_encoder
+    from contrastkit.models import create_encoder
     from contrastkit.export.torchvision_code import torchvision_build_lines
 
     namespace: dict = {}
@@ -173,12 +177,11 @@ def test_a_three_layer_head_is_exported_whole(fmt, tmp_path):
 
 
 def test_a_fine_tuned_network_exports_f_and_refuses_include_head(tmp_path):
-    from contrastkit.finetuned import build_finetuned_network, save_finetuned
+    from contrastkit.models import build_model, load_checkpoint, save_finetuned
     from export_checkpoints import make_checkpoint
-    from contrastkit.train.checkpoint import load_checkpoint
 
     pre = load_checkpoint(make_checkpoint(tmp_path / "head3.pt", head_layers=3))
-    net = build_finetuned_network(pre["config"], num_classes=3, image_size=16, head_layer=1)
+    net = build_model(pre["config"], num_classes=3, image_size=16, head_layer=1)
     path = save_finetuned(tmp_path / "ft.pt", net, pre["config"], pre["meta"], ["a", "b", "c"],
                           {"kind": "finetune", "top1": 0.5})
     with pytest.raises(ExportError, match="fine-tuned network.*without --include-head.*--protocol classifier"):

@@ -78,6 +78,11 @@ def test_load_encoder_refuses_what_contrastkit_did_not_write(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ExportError, match="is not a contrastkit checkpoint or export"):
         load_encoder(tmp_path / "notes.txt")
+    (tmp_path / "notes.safetensors").write_text("not a model")
+    with pytest.raises(ExportError, match="is named .safetensors but has no safetensors header"):
+        load_encoder(tmp_path / "notes.safetensors")
+    with pytest.raises(ExportError, match="is read as format='onnx' but is not an ONNX model"):
+        load_encoder(tmp_path / "notes.txt", format="onnx")
     torch.save({"a": 1}, tmp_path / "dict.pt")
     with pytest.raises(ExportError, match="neither a contrastkit checkpoint .* nor a state_dict of tensors"):
         load_encoder(tmp_path / "dict.pt")

@@ -59,10 +59,12 @@ def test_pretrain_without_l2_normalisation(tmp_path, image_folder):
     from conftest import TINY
     from contrastkit.cli import main
     from contrastkit.config import PretrainConfig
-    from contrastkit.train.objective import build_objective
+    from contrastkit.methods import DataInfo, get_method, with_method_defaults
 
-    assert build_objective(PretrainConfig(l2_normalize=False)).loss.normalize is False
-    assert build_objective(PretrainConfig(method="supcon", l2_normalize=False)).loss.normalize is False
+    data = DataInfo([0, 1, 0, 1], ["a", "b"], 16, "toy")
+    for method in ("simclr", "supcon"):
+        cfg = with_method_defaults(PretrainConfig(method=method, l2_normalize=False, width=0.125))
+        assert get_method(method).build(cfg, data).objective.loss.normalize is False
     common = ["pretrain", "--data", str(image_folder), "--epochs", "1", *TINY, "--knn-every", "0", "--augment-on",
               "device", "--no-l2-normalize", "--temperature", "10"]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0

@@ -72,7 +72,8 @@ def test_supcon_inputs():
         loss(x[..., 0])
     with pytest.raises(ValueError, match=r"labels must have shape \(N,\) = \(4,\) .* got shape \(5,\)"):
         loss(x, torch.arange(5))
-    with pytest.raises(ValueError, match=r"labels must have shape \(N,\) = \(4,\) .* got shape \(4, 1\)"):
+    # 2-D labels are multi-hot (N, C): class indices in that shape are refused as such
+    with pytest.raises(ValueError, match=r"labels of shape \(4, 1\) are multi-hot .* class indices take shape \(N,\)"):
         loss(x, torch.arange(4)[:, None])
     with pytest.raises(TypeError, match="labels must have an integer dtype .* got torch.float32"):
         loss(x, torch.zeros(4))

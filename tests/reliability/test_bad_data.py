@@ -17,7 +17,7 @@ from PIL import Image
 
 from contrastkit.cli import main
 from contrastkit.data import decode_to_array, load_dataset
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 from reliability._common import all_finite, pretrain_args
 
 

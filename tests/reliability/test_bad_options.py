@@ -9,10 +9,9 @@ from collections import namedtuple
 import pytest
 import torch
 
-import contrastkit.train.setup as setup
+import contrastkit.runtime.files as files
 from contrastkit.cli import build_parser, config_from_args, main
-from contrastkit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from contrastkit.train.setup import build_run_model
+from contrastkit.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from reliability._common import pretrain_args
 
 
@@ -96,7 +95,7 @@ def test_output_folder_not_writable(folder, tmp_path, capsys):
 
 def test_disk_full_at_start(folder, tmp_path, capsys, monkeypatch):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(setup.shutil, "disk_usage", lambda p: usage(2**30, 2**30 - 2**20, 2**20))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage(2**30, 2**30 - 2**20, 2**20))
     out = tmp_path / "run"
     rc, err = _run(pretrain_args(folder, out), capsys)
     assert rc == 2 and f"output folder {out} has only 1 MiB free; checkpoints need at least 200 MiB" in err
@@ -108,7 +107,7 @@ def _handmade_checkpoint(folder, out, *extra: str, weights_from: tuple[str, ...]
     ``weights_from``: options of another run whose model the weights come from."""
     cfg = config_from_args(build_parser().parse_args(pretrain_args(folder, out, *extra)))
     model_cfg = config_from_args(build_parser().parse_args(pretrain_args(folder, out, *weights_from)))
-    state = {"model": build_run_model(model_cfg, 3, 16).state_dict(), "config": cfg.to_dict(),
+    state = {"model": build_model(model_cfg, None, 16).state_dict(), "config": cfg.to_dict(),
              "meta": {"image_size": 16, "classes": ["0", "1", "2"], "data": str(folder)}}
     save_checkpoint(state, out / "last.pt")
     return state
@@ -154,7 +153,7 @@ def test_eval_with_a_checkpoint_from_another_encoder(folder, tmp_path, capsys):
     _handmade_checkpoint(folder, out, "--encoder", "resnet34", weights_from=("--encoder", "resnet18"))
     rc, err = _run(["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu"], capsys)
     assert rc == 2 and f"checkpoint {out / 'last.pt'} does not match its own config's model" in err
-    torch.save(build_run_model(config_from_args(build_parser().parse_args(["pretrain"])), 3, 16).state_dict(),
+    torch.save(build_model(config_from_args(build_parser().parse_args(["pretrain"])), None, 16).state_dict(),
                tmp_path / "plain.pt")  # a bare state dict, e.g. from torchvision
     rc, err = _run(["eval", "--checkpoint", str(tmp_path / "plain.pt"), "--device", "cpu"], capsys)
     assert rc == 2 and "is not a contrastkit checkpoint" in err

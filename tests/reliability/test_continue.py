@@ -11,7 +11,7 @@ import pytest
 
 import contrastkit.train.trainer as trainer
 from contrastkit.cli import config_from_args, build_parser, main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 from contrastkit.train.metrics import drop_rows_after
 from contrastkit.train.optim import scaled_lr, warmup_cosine
 from reliability._common import pretrain_args
@@ -62,14 +62,15 @@ def test_extend_continues_a_finished_run_under_the_new_total(folder, tmp_path, c
 
 def test_extend_sets_the_first_steps_learning_rate_from_the_new_schedule(folder, tmp_path):
     """The optimiser's saved lr is the old schedule's; the resumed first step must use the new one's."""
-    from contrastkit.device import resolve_device
+    from contrastkit.runtime import resolve_device
+    from contrastkit.methods import check_options
     from contrastkit.train.run import build_run
     from contrastkit.train.state import load_resume, restore
 
     out = tmp_path / "run"
     assert main(pretrain_args(folder, out, epochs=1)) == 0
     cfg = config_from_args(build_parser().parse_args(pretrain_args(folder, out, "--resume", "--extend", epochs=4)))
-    cfg.validate()
+    cfg = check_options(cfg)
     saved = load_resume(cfg)
     assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)  # 3-step cosine ended
     run = build_run(cfg, resolve_device("cpu"), 0, 1, fresh=False)
@@ -84,7 +85,7 @@ def test_extend_checks_the_new_total(folder, tmp_path, capsys, epochs, message):
     out = tmp_path / "run"
     assert main(pretrain_args(folder, out, "--max-steps", "4", epochs=2)) == 0  # stopped in epoch 2
     capsys.readouterr()
-    rc = main(pretrain_args(folder, out, "--resume", "--extend", epochs=epochs))
+    rc = main(pretrain_args(folder, out, "--resume", "--extend", "--max-steps", "0", epochs=epochs))
     if message:
         assert rc == 2 and message in capsys.readouterr().err
     else:  # a mid-epoch checkpoint extended: it finishes its epoch, then trains to the new total

@@ -17,13 +17,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import contrastkit.demo
+import contrastkit.data.preview
+import contrastkit.experiments.demo
 import contrastkit.experiments
-import contrastkit.runner
+import contrastkit.evaluate.protocols
 import contrastkit.train
 from contrastkit.cli import build_parser, main
-from contrastkit.train.checkpoint import CheckpointError
-from contrastkit.device import resolve_device
+from contrastkit.models import CheckpointError
+from contrastkit.runtime import resolve_device
 
 _SUBPARSERS = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
 
@@ -91,8 +92,9 @@ def argvs(draw) -> tuple[list[str], str]:
 
 
 @pytest.fixture
-def stubbed(monkeypatch):
-    """Every command's work replaced by its checks before any work."""
+def stubbed(monkeypatch, tmp_path):
+    """Every command's work replaced by its checks before any work; relative outputs land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
     def pretrain(cfg):
         cfg.validate()
         resolve_device(cfg.device)
@@ -105,7 +107,7 @@ def stubbed(monkeypatch):
         raise ValueError(f"stub: {name} not loaded")
 
     def demo(out, epochs=None, seed=0):
-        contrastkit.demo.demo_config(out, epochs=epochs, seed=seed).validate()
+        contrastkit.experiments.demo.demo_config(out, epochs=epochs, seed=seed).validate()
 
     def experiment(name, **kwargs):
         from contrastkit.experiments import get_budget, get_experiment
@@ -114,9 +116,10 @@ def stubbed(monkeypatch):
         get_budget(kwargs["budget"])
 
     monkeypatch.setattr(contrastkit.train, "pretrain", pretrain)
-    monkeypatch.setattr(contrastkit.runner, "load_pretrained", no_checkpoint)
-    monkeypatch.setattr(contrastkit.runner, "load_dataset", no_data)
-    monkeypatch.setattr(contrastkit.demo, "run_demo", demo)
+    monkeypatch.setattr(contrastkit.evaluate.protocols, "load_checkpoint_model", no_checkpoint)
+    monkeypatch.setattr(contrastkit.evaluate.protocols, "load_dataset", no_data)
+    monkeypatch.setattr(contrastkit.data.preview, "load_dataset", no_data)
+    monkeypatch.setattr(contrastkit.experiments.demo, "run_demo", demo)
     monkeypatch.setattr(contrastkit.experiments, "run_experiment", experiment)
 
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-import contrastkit.train.run as run
 import contrastkit.train.trainer as trainer
+from conftest import wrap_objective
 from contrastkit.cli import build_parser, config_from_args, main
 from contrastkit.train import NonFiniteError
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 from reliability._common import all_finite, pretrain_args
 
 
@@ -35,20 +35,19 @@ class _NaNAt(nn.Module):
 
 
 def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
-    real = run.build_objective
-    monkeypatch.setattr(run, "build_objective", lambda cfg: _NaNAt(real(cfg), steps))
+    wrap_objective(monkeypatch, lambda objective: _NaNAt(objective, steps))
 
 
 def _nan_images_at(monkeypatch, steps: set[int]) -> None:
-    real, calls = trainer.train_step, []
+    real, calls = trainer.forward_views, []
 
-    def step(model, objective, views, *args):
+    def forward(model, views, *args):
         calls.append(1)
         if len(calls) - 1 in steps:
             views = torch.full_like(views, float("nan"))
-        return real(model, objective, views, *args)
+        return real(model, views, *args)
 
-    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer, "forward_views", forward)
 
 
 def test_nan_loss_stops_with_step_epoch_and_checkpoint(folder, tmp_path, monkeypatch, capsys):

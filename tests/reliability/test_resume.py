@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from contrastkit.cli import main
-from contrastkit.train.checkpoint import load_checkpoint
+from contrastkit.models import load_checkpoint
 from reliability._common import pretrain_args
 
 # One DataLoader worker: views must not depend on which process makes them.
@@ -50,7 +50,8 @@ def test_resume_at_epoch_end_is_bit_exact(full_run, tmp_path):
     assert main(pretrain_args(data, part, *EXTRA, "--max-steps", "3", epochs=2)) == 0
     state = load_checkpoint(part / "last.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 0, 3)
-    assert main(pretrain_args(data, part, *EXTRA, "--resume", epochs=2)) == 0
+    # --resume takes the run's options (its --max-steps 3 too): --max-steps 0 lifts the limit
+    assert main(pretrain_args(data, part, *EXTRA, "--resume", "--max-steps", "0", epochs=2)) == 0
     _assert_same(full, load_checkpoint(part / "last.pt"))
 
 

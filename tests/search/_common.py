@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from contrastkit.config import PretrainConfig
-from contrastkit.train.checkpoint import save_checkpoint
-from contrastkit.train.setup import build_run_model
+from contrastkit.models import build_model, save_checkpoint
 
 
 def save_tiny_checkpoint(path: Path, data: str = "digits", seed: int = 0) -> Path:
@@ -19,7 +18,7 @@ def save_tiny_checkpoint(path: Path, data: str = "digits", seed: int = 0) -> Pat
     cfg = PretrainConfig.from_dict({"encoder": "resnet18", "width": 0.125, "cifar_stem": "on", "data": data,
                                     "seed": seed})
     torch.manual_seed(seed)
-    model = build_run_model(cfg, 0, 16)
+    model = build_model(cfg, None, 16)
     save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(),
                      "meta": {"encoder": cfg.encoder, "feature_dim": model.encoder.feature_dim, "image_size": 16,
                               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "classes": [], "data": data,

@@ -112,7 +112,8 @@ def test_embed_of_a_folder_without_images_fails_clearly(checkpoint, tmp_path, ca
 def test_a_foreign_folder_in_the_way_is_not_deleted(checkpoint, flat_folder, tmp_path):
     (tmp_path / "e.partial").mkdir()
     (tmp_path / "e.partial" / "mine.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="is not a contrastkit work folder"):
+    with pytest.raises(ValueError, match="is in the way and was not written by contrastkit"):
         embed_to_files(checkpoint, tmp_path / "e", data=str(flat_folder), device="cpu", num_workers=0,
                        progress=False)
     assert (tmp_path / "e.partial" / "mine.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.partial", "photos", "run"]

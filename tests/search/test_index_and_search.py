@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import contrastkit.search.index as index_module
+import contrastkit.search.build as index_module
 from contrastkit.cli import main
 from contrastkit.search import ImageIndex, IndexMismatchError, build_index, exact_topk, search
 
@@ -41,8 +41,8 @@ def test_update_embeds_only_new_images(checkpoint, flat_folder, tmp_path, monkey
     make_flat_folder(flat_folder / "more", n=3, seed=5)
     seen = []
     real = index_module.embed_stream
-    monkeypatch.setattr(index_module, "embed_stream", lambda enc, src, ids, *a, **k: seen.extend(ids) or
-                        real(enc, src, ids, *a, **k))
+    monkeypatch.setattr(index_module, "embed_stream", lambda enc, src, ids, *a, **k: seen.extend(
+                        i.split("\0")[0] for i in ids) or real(enc, src, ids, *a, **k))
     summary = _build(None, flat_folder, tmp_path / "idx", update=True)  # the index's own checkpoint
     assert summary["added"] == 3 and summary["count"] == 13
     assert seen == [str(flat_folder / "more" / f"img_{i:03d}.png") for i in range(3)]
@@ -91,7 +91,7 @@ def test_faiss_flat_ivf_hnsw_agree_with_exact(checkpoint, flat_folder, tmp_path)
     hnsw = FaissSearcher("hnsw", 16).build(x.numpy()).search(q, 10)[1]
     assert recall_at_k(hnsw, exact) > 0.8
     summary = _build(checkpoint, flat_folder, tmp_path / "ivf", kind="ivf")
-    assert 0.0 <= summary["recall_at_10"] <= 1.0 and (tmp_path / "ivf" / "faiss.index").is_file()
+    assert 0.0 <= summary["recall_at_10"] <= 1.0 and (tmp_path / "ivf" / "faiss.1.index").is_file()
     assert search(tmp_path / "ivf", flat_folder / "img_002.png", k=3, device="cpu")[0]["neighbours"][0]["path"] \
         == str(flat_folder / "img_002.png")
 
@@ -151,7 +151,7 @@ def test_search_bad_input(case, checkpoint, other_checkpoint, flat_folder, tmp_p
 
 def test_other_checkpoint_refused_by_the_api(checkpoint, other_checkpoint, flat_folder, tmp_path):
     _build(checkpoint, flat_folder, tmp_path / "idx")
-    with pytest.raises(IndexMismatchError, match="built with checkpoint"):
+    with pytest.raises(IndexMismatchError, match="built with the model of"):
         search(tmp_path / "idx", flat_folder / "img_000.png", checkpoint=other_checkpoint, device="cpu")
     with pytest.raises(IndexMismatchError):
         _build(other_checkpoint, flat_folder, tmp_path / "idx", update=True)
@@ -166,20 +166,23 @@ def test_index_bad_input_leaves_no_index(case, checkpoint, flat_folder, tmp_path
     if case == "exists":
         folder = flat_folder
         (tmp_path / "idx").mkdir()
+        (tmp_path / "idx" / "notes.txt").write_text("mine")
     if case == "missing":
         folder = tmp_path / "nowhere"
     rc = main(["index", "--checkpoint", str(checkpoint), "--images", str(folder), "--out", str(tmp_path / "idx"),
                *_CPU])
     err = capsys.readouterr().err
-    expected = {"empty": "holds no image files", "all_bad": "could be read", "exists": "already exists; pass --update",
-                "missing": "is not a folder"}[case]
+    expected = {"empty": "holds no image files", "all_bad": "could be read",
+                "exists": "holds files that contrastkit did not write", "missing": "is not a folder"}[case]
     assert rc == 2 and expected in err, err
     assert (tmp_path / "idx").exists() == (case == "exists")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("idx.tmp")]
+    assert case != "exists" or [p.name for p in (tmp_path / "idx").iterdir()] == ["notes.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("idx.")]
 
 
 def test_a_failed_write_leaves_the_old_index(checkpoint, flat_folder, tmp_path, monkeypatch):
     _build(checkpoint, flat_folder, tmp_path / "idx")
+    before = sorted(p.name for p in (tmp_path / "idx").iterdir())
     from search._common import make_flat_folder
 
     make_flat_folder(flat_folder / "more", n=2, seed=3)
@@ -187,36 +190,36 @@ def test_a_failed_write_leaves_the_old_index(checkpoint, flat_folder, tmp_path, 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(index_module, "_write_vectors", fail)
+    monkeypatch.setattr(index_module, "_write_generation", fail)
     with pytest.raises(OSError, match="disk full"):
         _build(None, flat_folder, tmp_path / "idx", update=True)
     assert len(ImageIndex.load(tmp_path / "idx")) == 10
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("idx")) == ["idx", "idx.partial"]
+    # the shards of the update stay for the next run; nothing else is new
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == sorted([*before, ".partial"])
+    monkeypatch.undo()
+    assert _build(None, flat_folder, tmp_path / "idx", update=True)["count"] == 12
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == sorted(n.replace(".1.", ".2.") for n in before)
 
 
-def test_an_update_killed_between_its_renames_is_restored(checkpoint, flat_folder, tmp_path, monkeypatch,
-                                                          capsys):
-    """A kill after ``OUT`` was moved aside and before the new folder took its place: the next load or
-    ``--update`` puts the previous index back instead of reporting that there is none."""
+def test_an_update_killed_before_index_json_was_replaced_keeps_the_old_index(checkpoint, flat_folder, tmp_path,
+                                                                            monkeypatch):
+    """A kill after the new generation's files were written and before ``index.json`` named them: the old index
+    is the index, and the next update removes the unfinished generation and finishes."""
     _build(checkpoint, flat_folder, tmp_path / "idx")
     from search._common import make_flat_folder
 
     make_flat_folder(flat_folder / "more", n=2, seed=3)
-    real_replace = index_module.os.replace
 
-    def killed_after_first(src, dst):
-        real_replace(src, dst)
-        if ".old-" in str(dst):
-            raise KeyboardInterrupt  # the process dies here
-    monkeypatch.setattr(index_module.os, "replace", killed_after_first)
+    def killed(*args):
+        raise KeyboardInterrupt  # the process dies here
+    monkeypatch.setattr(index_module, "publish", killed)
     with pytest.raises(KeyboardInterrupt):
         _build(None, flat_folder, tmp_path / "idx", update=True)
-    monkeypatch.setattr(index_module.os, "replace", real_replace)
-    assert not (tmp_path / "idx").exists() and len(list(tmp_path.glob("idx.old-*"))) == 1
-    assert len(ImageIndex.load(tmp_path / "idx")) == 10  # restored, with the images it had
-    assert "restored the index" in capsys.readouterr().err and not list(tmp_path.glob("idx.old-*"))
-    (tmp_path / "idx").rename(tmp_path / "idx.old-1")  # the same state, met by --update this time
+    monkeypatch.undo()
+    assert (tmp_path / "idx" / "vectors.2.npy").is_file()  # written, but not the index
+    assert len(ImageIndex.load(tmp_path / "idx")) == 10
     assert _build(None, flat_folder, tmp_path / "idx", update=True)["count"] == 12
+    assert not (tmp_path / "idx" / "vectors.1.npy").exists() and (tmp_path / "idx" / "vectors.2.npy").is_file()
 
 
 def test_a_killed_index_build_continues_where_it_stopped(checkpoint, flat_folder, tmp_path, monkeypatch):
@@ -235,9 +238,12 @@ def test_a_killed_index_build_continues_where_it_stopped(checkpoint, flat_folder
     with pytest.raises(KeyboardInterrupt):
         _build(checkpoint, flat_folder, tmp_path / "idx", shard_size=3)
     monkeypatch.setattr(stream, "_write_shard", real_write)
-    assert not (tmp_path / "idx").exists() and (tmp_path / "idx.partial" / "shard_000000.npz").is_file()
-    summary = _build(checkpoint, flat_folder, tmp_path / "idx", shard_size=3)
+    assert not (tmp_path / "idx" / "index.json").exists()
+    assert (tmp_path / "idx" / ".partial" / "shard_000000.npz").is_file()
+    with pytest.raises(ValueError, match="its build was stopped: run the same contrastkit index command again"):
+        ImageIndex.load(tmp_path / "idx")
+    summary = _build(checkpoint, flat_folder, tmp_path / "idx", shard_size=3)  # the same command again
     assert summary["count"] == reference["count"] == 10
     np.testing.assert_allclose(np.asarray(ImageIndex.load(tmp_path / "idx").vectors),
                                np.asarray(ImageIndex.load(tmp_path / "ref").vectors), atol=1e-5)
-    assert not (tmp_path / "idx.partial").exists()
+    assert not (tmp_path / "idx" / ".partial").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,10 +13,11 @@ import torch
 from PIL import Image
 
 import contrastkit.search.dedup as dedup
-import contrastkit.search.index as index_module
+import contrastkit.search.build as build_module
 from contrastkit.cli import main
 from contrastkit.search import (EDIT_KINDS, FrozenEncoder, ImageIndex, apply_edit, build_index, choose_threshold,
                                 exact_duplicate_groups, fingerprint_of, near_duplicates, pixel_hash)
+from contrastkit.runtime.ownership import FolderLock, foreign_entries, owned_files
 from search._common import make_flat_folder
 
 _CPU = ["--device", "cpu", "--num-workers", "0", "--no-progress"]
@@ -53,7 +55,7 @@ def pixel_encoder(monkeypatch) -> FrozenEncoder:
     module = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten()).eval()
     stats = ((0.5,) * 3, (0.25,) * 3)
     encoder = FrozenEncoder(module, 32, *stats, "h", "/stand-in/last.pt", fingerprint_of(module, 32, *stats, "h"), [])
-    monkeypatch.setattr(index_module, "load_frozen_encoder", lambda *args, **kwargs: encoder)
+    monkeypatch.setattr(build_module, "load_frozen_encoder", lambda *args, **kwargs: encoder)
     monkeypatch.setattr(dedup, "load_frozen_encoder", lambda *args, **kwargs: encoder)
     return encoder
 
@@ -176,15 +178,21 @@ def test_an_index_written_before_hashes_and_vectors_were_stored(checkpoint, tmp_
     folder = make_flat_folder(tmp_path / "photos", n=5)
     shutil.copy(folder / "img_002.png", folder / "img_002_copy.png")
     idx = _index(checkpoint, folder, tmp_path / "idx")
-    stored = np.load(idx / "dup_vectors.npy")
-    (idx / "pixel_hashes.npy").unlink()  # as an index written before issue 28
-    (idx / "dup_vectors.npy").unlink()
+    info = json.loads((idx / "index.json").read_text())
+    stored = np.load(idx / info["files"]["dup_vectors"])
+    for key in ("hashes", "dup_vectors"):  # as an index written before issue 28
+        (idx / info["files"].pop(key)).unlink()
+    (idx / "index.json").write_text(json.dumps(info))
     assert ImageIndex.load(idx).pixel_hashes() is None and ImageIndex.load(idx).dup_vectors() is None
     result = near_duplicates(idx, 2.5, device="cpu")
     assert [[Path(p).name for p in g.paths] for g in result.groups] == [["img_002.png", "img_002_copy.png"]]
-    again = ImageIndex.load(idx)  # computed once, with the index's checkpoint, and kept
+    assert result.not_stored is None
+    again = ImageIndex.load(idx)  # computed once, with the index's checkpoint, and kept: a generation of its own
+    assert again.generation == info["generation"] + 1
+    assert again.files["vectors"] == info["files"]["vectors"]  # the vectors it was computed from stay
     assert again.pixel_hashes().shape == (6, 16) and again.pixel_hashes().any(axis=1).all()
     assert np.allclose(again.dup_vectors(), stored, atol=1e-5)
+    assert not (idx / ".partial-dup").exists() and foreign_entries(idx) == []  # every file listed in the marker
 
 
 def test_pixel_hash_and_exact_groups():
@@ -243,8 +251,63 @@ def test_bad_input_gets_a_clear_error(checkpoint, tmp_path, capsys):
     shutil.copytree(idx, empty)
     info = json.loads((empty / "index.json").read_text())
     (empty / "index.json").write_text(json.dumps({**info, "count": 0}))
-    (empty / "paths.json").write_text("[]")
-    np.save(empty / "vectors.npy", np.zeros((0, int(info["dim"])), np.float32))
-    np.save(empty / "pixel_hashes.npy", np.zeros((0, 16), np.uint8))
+    (empty / info["files"]["paths"]).write_text("[]")
+    np.save(empty / info["files"]["vectors"], np.zeros((0, int(info["dim"])), np.float32))
+    np.save(empty / info["files"]["hashes"], np.zeros((0, 16), np.uint8))
     with pytest.raises(ValueError, match="holds no images"):
         near_duplicates(empty)
+
+
+def test_what_a_search_adds_is_a_generation_of_the_index(checkpoint, tmp_path):
+    """The space and the calibration are written as the next generation, listed in the marker; an update then
+    makes a generation without them and removes their files."""
+    folder = make_flat_folder(tmp_path / "photos", n=8)
+    idx = _index(checkpoint, folder, tmp_path / "idx")
+    before = json.loads((idx / "index.json").read_text())
+    near_duplicates(idx, device="cpu", sample=8)
+    after = json.loads((idx / "index.json").read_text())
+    space = after["files"]["space"]
+    assert after["generation"] == before["generation"] + 1 and space == f"near_duplicates.{after['generation']}.npz"
+    assert {k: v for k, v in after["files"].items() if k != "space"} == before["files"]
+    assert (idx / space).is_file() and owned_files(idx)[space] == "search" and foreign_entries(idx) == []
+    make_flat_folder(folder / "more", n=2, seed=3)
+    build_index(None, folder, idx, update=True, device="cpu", num_workers=0, progress=False)
+    assert not (idx / space).exists() and space not in owned_files(idx)
+    assert "space" not in json.loads((idx / "index.json").read_text())["files"]
+
+
+def test_an_index_being_written_is_searched_but_not_changed(checkpoint, tmp_path, capsys):
+    """While another process holds the index's writer lock (an update), near-duplicates are found and nothing is
+    written; the note says why."""
+    folder = make_flat_folder(tmp_path / "photos", n=6)
+    shutil.copy(folder / "img_001.png", folder / "img_001_copy.png")
+    idx = _index(checkpoint, folder, tmp_path / "idx")
+    files = {p.name: p.read_bytes() for p in idx.iterdir() if p.is_file() and p.name != ".contrastkit.lock"}
+    with FolderLock(idx, "index"):  # as contrastkit index --update holds it (flock: per open file, so this counts)
+        result = near_duplicates(idx, device="cpu", sample=6)
+        assert main(["search", "--index", str(idx), "--near-duplicates", "--device", "cpu"]) == 0
+    assert ["img_001.png", "img_001_copy.png"] in [[Path(p).name for p in g.paths] for g in result.groups]
+    assert result.not_stored and "another contrastkit process is writing the index" in result.not_stored
+    assert "not stored: another contrastkit process" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in idx.iterdir() if p.is_file() and p.name != ".contrastkit.lock"} == files
+
+
+@pytest.mark.parametrize("how", ["chmod", "refused"])
+def test_a_read_only_index_is_searched_but_not_changed(checkpoint, tmp_path, monkeypatch, how):
+    folder = make_flat_folder(tmp_path / "photos", n=6)
+    idx = _index(checkpoint, folder, tmp_path / "idx")
+    names = sorted(p.name for p in idx.iterdir())
+    if how == "chmod" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    if how == "refused":  # what the lock meets in a read-only folder (for root too)
+        def refuse(self):
+            raise PermissionError(13, "Permission denied", str(self.path))
+        monkeypatch.setattr(FolderLock, "acquire", refuse)
+    idx.chmod(0o555)
+    try:
+        result = near_duplicates(idx, device="cpu", sample=6)
+    finally:
+        idx.chmod(0o755)
+    assert result.calibration is not None and not result.reused
+    assert result.not_stored == "the index folder cannot be written (permission denied)"
+    assert sorted(p.name for p in idx.iterdir()) == names

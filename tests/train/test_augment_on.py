@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import TINY, make_image_folder
 from contrastkit.cli import main
 from contrastkit.data import load_dataset
-from contrastkit.train.setup import auto_device_budget, resolve_augment_on
+from contrastkit.train.data import auto_device_budget, resolve_augment_on
 
 
 def _mixed_folder(root, sizes):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrastkit.train.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
-                                          set_rng_state)
+from contrastkit.models import CheckpointError, load_checkpoint, save_checkpoint
+from contrastkit.train.state import rng_state, set_rng_state
 
 
 def _state(value=1.0):
@@ -58,7 +58,7 @@ def test_killed_during_write_leaves_loadable_checkpoint(tmp_path):
     save_checkpoint({"model": {"w": torch.zeros(10)}, "config": {}}, p)
     script = textwrap.dedent(f"""
         import torch, sys
-        from contrastkit.train.checkpoint import save_checkpoint
+        from contrastkit.models import save_checkpoint
         big = torch.randn(4_000_000)
         print("ready", flush=True)
         i = 0

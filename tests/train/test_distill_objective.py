@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from contrastkit.finetuned import FineTunedNetwork
-from contrastkit.gradcache import cached_backward
-from contrastkit.heads import HeadPrefix
+from contrastkit.models import FineTunedNetwork
+from contrastkit.train.gradcache import cached_backward
+from contrastkit.models import HeadPrefix
 from contrastkit import create_encoder
-from contrastkit.train.distill import DistillationModel, DistillationObjective
+from contrastkit.methods.distill import DistillationModel, DistillationObjective
 
 C = 4
 

@@ -6,29 +6,35 @@ import json
 import pytest
 import torch
 
-from conftest import TINY
+import contrastkit.train.nonfinite as nonfinite
+from conftest import TINY, wrap_objective
 from contrastkit import build_model
 from contrastkit.cli import main
 from contrastkit.config import PretrainConfig
-from contrastkit.train.checkpoint import load_checkpoint, save_checkpoint
-from contrastkit.train.objective import build_objective
-from contrastkit.train.precision import grad_scaler, resolve_precision
-from contrastkit.train.trainer import train_step as _train_step
+from contrastkit.methods.simclr import simclr_objective
+from contrastkit.models import load_checkpoint, save_checkpoint
+from contrastkit.train.forward import forward_views
+from contrastkit.train.gradcache import cached_backward
+from contrastkit.train.precision import autocast, grad_scaler, resolve_precision
 
 CPU = torch.device("cpu")
 
 
 def _grads(precision: str, scaled: bool, factor: float, micro_batch: int = 0) -> torch.Tensor:
+    """The gradient of ``factor`` x NT-Xent as the training step computes it (plain or gradient caching)."""
     torch.manual_seed(0)
     model = build_model("resnet18", cifar_stem=True, width=0.125)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    cfg = PretrainConfig(precision=precision, temperature=0.5, micro_batch_size=micro_batch)
-    objective = build_objective(cfg)
-    scaler = grad_scaler(CPU, precision) if scaled else None
+    objective = simclr_objective(PretrainConfig(temperature=0.5))
+    scaler = grad_scaler(CPU, precision if scaled else "fp32")
     views = torch.rand(8, 2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    _train_step(model, lambda out, labels: objective(out, labels) * factor, views, None, cfg, CPU, False, scaler)
-    if scaler is not None:
-        scaler.unscale_(optimizer)
+    scaled_objective = lambda out, labels: objective(out, labels) * factor  # noqa: E731
+    cast = lambda: autocast(CPU, precision)  # noqa: E731
+    if micro_batch:
+        cached_backward(model, scaled_objective, views, None, micro_batch, cast, scale=scaler.scale)
+    else:
+        scaler.scale(scaled_objective(forward_views(model, views, autocast=cast), None)).backward()
+    scaler.unscale_(optimizer)
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
@@ -70,8 +76,8 @@ def test_auto_precision_and_the_scaler(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision(cuda, "auto") == "bf16"
     assert resolve_precision(CPU, "auto") == "fp32" and resolve_precision(CPU, "fp16") == "fp16"
-    assert isinstance(grad_scaler(CPU, "fp16"), torch.amp.GradScaler)
-    assert grad_scaler(CPU, "bf16") is None and grad_scaler(CPU, "auto") is None
+    assert grad_scaler(CPU, "fp16").is_enabled()
+    assert not grad_scaler(CPU, "bf16").is_enabled() and not grad_scaler(CPU, "auto").is_enabled()
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
@@ -86,7 +92,7 @@ def test_fp16_run_checkpoints_and_resumes_its_loss_scale(tmp_path, image_folder,
     assert state["scaler"]["scale"] == 65536.0
     state["scaler"]["scale"] = 1024.0  # as if overflows had lowered it: the resumed run must go on from there
     save_checkpoint(state, out / "last.pt")
-    assert main([*common, "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
+    assert main([*common, "--out", str(out), "--resume", "--max-steps", "0"]) == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["global_step"] == 6 and summary["grad_scale"] == 1024.0
     assert all(torch.isfinite(v).all() for v in load_checkpoint(out / "last.pt")["model"].values()
@@ -94,28 +100,24 @@ def test_fp16_run_checkpoints_and_resumes_its_loss_scale(tmp_path, image_folder,
 
 
 def _inf_gradient_at(monkeypatch, step: int) -> None:
-    """An fp16 overflow at ``step``: one gradient entry is inf after the (scaled) backward."""
-    import contrastkit.train.trainer as trainer
+    """An fp16 overflow at ``step``: one gradient entry is inf after the (scaled) backward, before the check."""
+    real, calls = nonfinite.NonFiniteGuard.check, []
 
-    real, calls = trainer.train_step, []
-
-    def train_step(model, *args):
-        loss = real(model, *args)
+    def check(self, loss, *args):
         calls.append(1)
         if len(calls) - 1 == step:
-            grad = next(p for p in model.parameters() if p.grad is not None).grad
+            grad = next(p for p in self.params if p.grad is not None).grad
             grad[(0,) * grad.ndim] = float("inf")
-        return loss
+        return real(self, loss, *args)
 
-    monkeypatch.setattr(trainer, "train_step", train_step)
+    monkeypatch.setattr(nonfinite.NonFiniteGuard, "check", check)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
 def test_an_overflowing_fp16_step_is_skipped_and_halves_the_scale(tmp_path, image_folder, capsys, monkeypatch,
                                                                   optimizer):
-    """Step 1 overflows: the parameters (and LARS's momentum) after steps 0-1 are those after step 0 alone, and the
-    scale is halved. Fused SGD skips inside its kernel; LARS's step is undone on the device (scaler.step would read
-    the flag back)."""
+    """Step 1 overflows: the parameters (and the momentum) after steps 0-1 are those after step 0 alone, and the
+    scale is halved. Fused SGD and LARS both take the scaler's ``found_inf`` and skip the step on the device."""
     common = ["pretrain", "--method", "simclr", "--data", str(image_folder), "--epochs", "1", *TINY,
               "--batch-size", "6", "--knn-every", "0", "--device", "cpu", "--precision", "fp16",
               "--optimizer", optimizer]
@@ -134,53 +136,46 @@ def test_an_overflowing_fp16_step_is_skipped_and_halves_the_scale(tmp_path, imag
 
 
 def test_fp16_lars_step_reads_nothing_back():
-    """The sequence the trainer runs for fp16 with LARS (unscale_, norm, step, update, undo on the device) reads no
-    value back; GradScaler.step with LARS does (it tests the overflow flag on the host)."""
+    """The sequence the trainer runs for fp16 with LARS (unscale_, norm, scaler.step, update) reads no value back:
+    LARS takes the scaler's ``found_inf`` on the device. An optimiser that cannot (foreach SGD) makes scaler.step
+    read the flag back: the control."""
     from contrastkit.train.optim import LARS, param_groups
-    from contrastkit.train.rollback import Rollback
 
     reads = []
     names = ("item", "tolist", "__bool__", "__int__", "__float__")
     saved = {n: getattr(torch.Tensor, n) for n in names}
 
-    def run(use_scaler_step: bool) -> int:
+    def run(lars: bool) -> int:
         torch.manual_seed(0)
         model = build_model("resnet18", cifar_stem=True, width=0.125)
-        opt = LARS(param_groups(model, 1e-6), lr=0.1, momentum=0.9)
-        scaler, rollback = grad_scaler(CPU, "fp16"), Rollback(model, opt)
+        opt = LARS(param_groups(model, 1e-6), lr=0.1, momentum=0.9) if lars else \
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, foreach=True)
+        scaler = grad_scaler(CPU, "fp16")
         x = torch.rand(4, 3, 16, 16)
         for name in names:
             setattr(torch.Tensor, name, (lambda m: lambda *a, **k: reads.append(1) or m(*a, **k))(saved[name]))
         try:
             reads.clear()
-            rollback.save()
             with torch.autocast("cpu", dtype=torch.float16):
                 _, z = model(x)
             scaler.scale(z.float().square().mean()).backward()
             scaler.unscale_(opt)
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-            if use_scaler_step:
-                scaler.step(opt)
-            else:
-                opt.step()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            scaler.step(opt)
             scaler.update()
-            if not use_scaler_step:
-                rollback.undo_where(~torch.isfinite(gnorm))
             return len(reads)
         finally:
             for name, method in saved.items():
                 setattr(torch.Tensor, name, method)
 
-    assert run(use_scaler_step=True) >= 1  # the control
-    assert run(use_scaler_step=False) == 0
+    assert run(lars=False) >= 1  # the control
+    assert run(lars=True) == 0
 
 
 def test_fp16_lars_skip_mode_undoes_a_nan_loss_step(tmp_path, image_folder, capsys, monkeypatch):
-    """Skip mode and the overflow undo together: a NaN loss at step 1 is counted as skipped and leaves the model
+    """Skip mode and the fp16 scaler together: a NaN loss at step 1 is counted as skipped and leaves the model
     (BatchNorm statistics included) and the momentum as after step 0."""
-    import contrastkit.train.run as run
-
-    real, calls = run.build_objective, []
+    calls = []
 
     class NaNAtStep1(torch.nn.Module):
         def __init__(self, inner):
@@ -196,7 +191,7 @@ def test_fp16_lars_skip_mode_undoes_a_nan_loss_step(tmp_path, image_folder, caps
               "--batch-size", "6", "--knn-every", "0", "--device", "cpu", "--precision", "fp16",
               "--optimizer", "lars", "--on-nonfinite", "skip"]
     assert main([*common, "--out", str(tmp_path / "one"), "--max-steps", "1"]) == 0, capsys.readouterr().err
-    monkeypatch.setattr(run, "build_objective", lambda cfg: NaNAtStep1(real(cfg)))
+    wrap_objective(monkeypatch, NaNAtStep1)
     assert main([*common, "--out", str(tmp_path / "two"), "--max-steps", "2"]) == 0, capsys.readouterr().err
     one, two = (load_checkpoint(tmp_path / name / "last.pt") for name in ("one", "two"))
     for key, value in one["model"].items():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastkit.model import build_model
+from contrastkit.models import build_model
 from contrastkit.train.memory_format import FEWEST_SAFE_CHANNELS, unsafe_channels_last_convs, use_channels_last
 
 CPU, CUDA, META = torch.device("cpu"), torch.device("cuda"), torch.device("meta")

@@ -17,6 +17,7 @@ from .config import (
     blur_kernel_size,
     list_presets,
     preset_config,
+    preset_for,
 )
 from .convert import SUPPORTED_PIL_MODES, to_rgb
 from .preview import save_preview, unnormalize
@@ -45,6 +46,7 @@ __all__ = [
     "from_preset",
     "list_presets",
     "preset_config",
+    "preset_for",
     "save_preview",
     "to_rgb",
     "unnormalize",

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 __all__ = [
     "AugmentConfig",
     "PRESETS",
+    "preset_for",
     "NORMALIZATIONS",
     "CIFAR10_MEAN_STD",
     "IMAGENET_MEAN_STD",
@@ -92,6 +93,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         normalize=IMAGENET_MEAN_STD,
     ),
 }
+
+
+def preset_for(preset: str, image_size: int | None) -> str:
+    """What ``--preset auto`` means for images of side ``image_size`` (None: of mixed sizes): ``cifar`` up to 64 px,
+    else ``imagenet``; any other name is checked against the known presets.
+
+    Raises:
+        ValueError: an unknown preset name.
+    """
+    if preset == "auto":
+        preset = "cifar" if image_size is not None and image_size <= 64 else "imagenet"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return preset
 
 
 def list_presets() -> list[str]:

@@ -5,7 +5,7 @@ import os
 from typing import Any, Callable, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
@@ -59,6 +59,24 @@ def unnormalize(x: torch.Tensor, normalize: Any) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
+def _with_labels(picture: Image.Image, rows: list[str], columns: list[str], row_step: int, col_step: int,
+                 padding: int) -> Image.Image:
+    """``picture`` (a grid of cells ``row_step`` x ``col_step`` apart) with a header row of column names and a left
+    column of row names, in black on white."""
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(picture)
+    left = max(draw.textlength(name, font=font) for name in rows) + 8
+    top = 16
+    canvas = Image.new("RGB", (picture.width + int(left), picture.height + top), "white")
+    canvas.paste(picture, (int(left), top))
+    draw = ImageDraw.Draw(canvas)
+    for j, name in enumerate(columns):
+        draw.text((int(left) + padding + j * col_step, 2), name, fill="black", font=font)
+    for i, name in enumerate(rows):
+        draw.text((4, top + padding + i * row_step + row_step // 2 - 6), name, fill="black", font=font)
+    return canvas
+
+
 def _as_uint8(img: Any) -> torch.Tensor:
     if isinstance(img, Image.Image):
         return v2.functional.pil_to_tensor(to_rgb(img))  # (3, H, W) uint8
@@ -72,6 +90,8 @@ def save_preview(
     n_views: int = 4,
     normalize: Any = "auto",
     padding: int = 2,
+    row_labels: Sequence[str] | None = None,
+    min_cell: int = 0,
 ) -> torch.Tensor:
     """Writes an image grid: one row per image, columns = the original (resized) then ``n_views`` views.
 
@@ -85,9 +105,13 @@ def save_preview(
         normalize: the normalisation to undo for display; ``"auto"`` reads the
             transform's ``normalize`` attribute (None if it has none).
         padding: pixels between cells.
+        row_labels: a name per image (its class or file): the picture then gets a column of names on the left and
+            a header row (``original``, ``view 1``, ...).
+        min_cell: draw each cell at least this many pixels wide, scaled up by a whole factor without smoothing
+            (32-px views are hard to see at their own size); 0 keeps the views' size.
 
     Returns:
-        The grid that was written, float in [0, 1].
+        The grid of images (without the labels), float in [0, 1], at the views' size.
 
     Raises:
         ValueError: an unknown extension, no images, n_views < 1, or views of unequal size.
@@ -127,14 +151,24 @@ def save_preview(
                 raise ValueError(f"all views must have the same size for a grid, got {tuple(v.shape)} and {size}")
             cells.append(unnormalize(v.cpu(), normalize))
     grid = make_grid(torch.stack(cells), nrow=n_views + 1, padding=padding, pad_value=1.0)  # (3, Hg, Wg)
+    if row_labels is not None and len(row_labels) != len(images):
+        raise ValueError(f"row_labels has {len(row_labels)} names for {len(images)} images")
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
     array = grid.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (Hg, Wg, 3)
+    picture = Image.fromarray(array, mode="RGB")
+    scale = max(1, -(-min_cell // size[1])) if min_cell else 1
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    if row_labels is not None:
+        columns = ["original"] + [f"view {i + 1}" for i in range(n_views)]
+        picture = _with_labels(picture, list(row_labels), columns, (size[0] + padding) * scale,
+                               (size[1] + padding) * scale, padding * scale)
     tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
-        Image.fromarray(array, mode="RGB").save(tmp, format=fmt)
+        picture.save(tmp, format=fmt)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -7,6 +7,7 @@ class names and the native image side (used to pick the augmentation preset).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,10 +19,36 @@ from torch.utils.data import Dataset
 from ..augment.convert import to_rgb as _to_rgb
 
 __all__ = ["DataSplits", "ImageFiles", "DigitsImages", "load_dataset", "list_datasets", "resolve_data", "DATASETS",
-           "IMAGE_EXTENSIONS", "open_rgb"]
+           "IMAGE_EXTENSIONS", "open_rgb", "image_limits", "MAX_IMAGE_PIXELS", "MAX_ASPECT_RATIO"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DATASETS = ("digits", "cifar10", "cifar100", "stl10")
+#: the most pixels an image file may hold (its header is read first): a 48 KB PNG can claim 20000 x 20000
+MAX_IMAGE_PIXELS = 40_000_000
+#: the longest side over the shortest an image may have: a 1 x 1,000,000 sliver would be resized to a huge square
+MAX_ASPECT_RATIO = 50.0
+
+
+def image_limits() -> tuple[int, float]:
+    """(pixels, aspect ratio): the limits of an image file, :data:`MAX_IMAGE_PIXELS` and :data:`MAX_ASPECT_RATIO`
+    unless the environment sets ``CONTRASTKIT_MAX_IMAGE_PIXELS`` or ``CONTRASTKIT_MAX_ASPECT_RATIO`` (read at each
+    open, so DataLoader workers follow it too).
+
+    Raises:
+        ValueError: a variable that is not a positive number.
+    """
+    limits = []
+    for name, default, kind in (("CONTRASTKIT_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, int),
+                                ("CONTRASTKIT_MAX_ASPECT_RATIO", MAX_ASPECT_RATIO, float)):
+        text = os.environ.get(name)
+        try:
+            value = default if text is None else kind(float(text))
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {text!r}")
+        limits.append(value)
+    return limits[0], limits[1]
 
 
 def list_datasets() -> list[str]:
@@ -72,21 +99,44 @@ class DataSplits:
         return self.num_classes > 0
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
+def _check_size(img: Image.Image) -> None:
+    """Refuse an image whose header claims more pixels, or a longer side over its shorter, than the limits."""
+    max_pixels, max_aspect = image_limits()
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ValueError(f"{w} x {h} pixels ({w * h / 1e6:.0f} Mpx) is over the limit of {max_pixels / 1e6:g} Mpx "
+                         f"(a decompression bomb? CONTRASTKIT_MAX_IMAGE_PIXELS raises the limit)")
+    if max(w, h) > max_aspect * max(1, min(w, h)):
+        raise ValueError(f"{w} x {h} pixels is {max(w, h) / max(1, min(w, h)):g} times longer than wide, over the "
+                         f"limit of {max_aspect:g} (CONTRASTKIT_MAX_ASPECT_RATIO raises it)")
+
+
+def open_rgb(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     """Open an image file and convert it to 8-bit RGB.
+
+    The header is read first: an image over :func:`image_limits` (pixels, aspect ratio) is refused before it is
+    decoded. With ``size``, a JPEG is decoded at a reduced scale (``Image.draft``) whose sides are still at least
+    ``size``: the side the caller resizes to. PIL's own limit (twice ``Image.MAX_IMAGE_PIXELS``, 179 Mpx) holds
+    whatever the configured one.
 
     Conversion by :func:`contrastkit.augment.to_rgb`: grayscale (L), palette (P),
     RGBA/LA (composited on white), CMYK and 16-bit images (I;16, scaled to 8 bits,
     not clipped) become RGB.
 
     Raises:
-        ValueError: naming the file when it cannot be read as an image.
+        ValueError: naming the file when it cannot be read as an image, or is over the limits.
     """
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # PIL warns of its own, larger limit; ours is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            _check_size(img)
+            if size and img.format == "JPEG":
+                img.draft("RGB", (size, size))
             img.load()
             return _to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
 
 
@@ -103,6 +153,8 @@ class ImageFiles(Dataset):
         bad_files_log: when set, a text file to which each skipped path is also
             appended, one a line. DataLoader workers hold their own copy of
             ``bad_files``, lost when they exit; the log collects all of them.
+        decode_size: when set, the smallest side the consumer needs: JPEGs are
+            decoded at a reduced scale down to it (:func:`open_rgb`).
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], skip_bad_files: bool = False) -> None:
@@ -110,6 +162,7 @@ class ImageFiles(Dataset):
         self.skip_bad_files = skip_bad_files
         self.bad_files: list[str] = []
         self.bad_files_log: str | None = None
+        self.decode_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -126,7 +179,7 @@ class ImageFiles(Dataset):
         for attempt in range(len(self.samples)):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
-                return open_rgb(path), label
+                return open_rgb(path, self.decode_size), label
             except ValueError as exc:
                 if not self.skip_bad_files:
                     raise ValueError(f"{exc} (pretrain, embed and preview-augment take --skip-bad-files, in Python "
@@ -255,9 +308,12 @@ def _native_size(paths: list[str], probe: int = 32) -> tuple[int | None, bool]:
     sizes = set()
     for p in paths[::step][:probe]:
         try:
-            with Image.open(p) as img:  # reads the header only
-                sizes.add(img.size)
-        except (OSError, UnidentifiedImageError, ValueError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(p) as img:  # reads the header only
+                    _check_size(img)  # an image over the limits is a bad file, not the folder's size
+                    sizes.add(img.size)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             continue  # a bad file is reported when it is loaded
     if not sizes:
         return None, False

@@ -211,11 +211,13 @@ def decode_to_array(source: Dataset, size: int, num_workers: int = 0, cache_key:
                     return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache is rebuilt below
+    if hasattr(source, "decode_size"):  # image files: JPEGs decoded at a reduced scale, down to ``size``
+        source.decode_size = size
     loader = DataLoader(_Resized(source, size), batch_size=512, num_workers=num_workers)
     if progress:
         from tqdm.auto import tqdm
 
-        loader = tqdm(loader, desc=f"decoding {len(source)} images", leave=False)
+        loader = tqdm(loader, desc=f"decoding {len(source)} images", leave=False, disable=None)  # none in a log
     images, labels = [], []
     for x, y in loader:
         images.append(x)

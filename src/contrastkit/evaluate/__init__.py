@@ -13,37 +13,40 @@ One module per protocol, each usable from Python and wired to the command line
 * :mod:`.embed`: :func:`export_embeddings` / :func:`load_embeddings`.
 * :mod:`.report`: :func:`format_table`, :func:`write_json`, :func:`read_jsonl`.
 * :mod:`.plots`: :func:`plot_embedding_2d`, :func:`plot_curves`.
+* :mod:`.protocols`: :func:`evaluate_checkpoint` (``contrastkit eval``), :func:`run_protocol` on a model in memory.
+* :mod:`.options`: which ``eval`` option applies to which protocol (no torch).
 
 Accuracies and retrieval metrics are fractions in [0, 1].
 """
-from .embed import EMBEDDING_KINDS, export_embeddings, load_embeddings
-from .features import extract_features
-from .finetune import finetune, random_crop_flip
-from .knn import knn_accuracy
-from .linear import WEIGHT_DECAY_GRID, linear_eval, standardize_features
-from .plots import plot_curves, plot_embedding_2d
-from .report import format_table, read_jsonl, to_jsonable, write_json
-from .retrieval import retrieval_metrics
-from ..data.subsets import class_balanced_subset, dataset_labels  # a data concern, re-exported here
+from __future__ import annotations
 
-__all__ = [
-    "extract_features",
-    "knn_accuracy",
-    "linear_eval",
-    "standardize_features",
-    "WEIGHT_DECAY_GRID",
-    "class_balanced_subset",
-    "dataset_labels",
-    "finetune",
-    "random_crop_flip",
-    "retrieval_metrics",
-    "export_embeddings",
-    "load_embeddings",
-    "EMBEDDING_KINDS",
-    "format_table",
-    "write_json",
-    "read_jsonl",
-    "to_jsonable",
-    "plot_embedding_2d",
-    "plot_curves",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it; imported on first use, so that the command line can read
+#: :mod:`.options` without importing torch
+_LAZY = {
+    "export_embeddings": ".embed", "load_embeddings": ".embed", "EMBEDDING_KINDS": ".embed",
+    "extract_features": ".features", "finetune": ".fine_tune", "random_crop_flip": ".fine_tune",
+    "knn_accuracy": ".knn", "linear_eval": ".linear", "standardize_features": ".linear",
+    "WEIGHT_DECAY_GRID": ".linear", "plot_curves": ".plots", "plot_embedding_2d": ".plots",
+    "format_table": ".report", "read_jsonl": ".report", "to_jsonable": ".report", "write_json": ".report",
+    "retrieval_metrics": ".retrieval", "classifier_accuracy": ".classify",
+    "class_balanced_subset": "..data.subsets", "dataset_labels": "..data.subsets",  # a data concern, re-exported
+    "evaluate_checkpoint": ".protocols", "run_protocol": ".protocols", "evaluation_data": ".protocols",
+    "PROTOCOLS": ".options",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

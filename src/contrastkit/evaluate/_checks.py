@@ -13,7 +13,7 @@ import torch
 
 # One number check (a finite real > 0, or >= 0) for the losses and the evaluation protocols, one device rule for all
 from ..data.labels import as_tensor, as_labels
-from ..device import resolve_device
+from ..runtime import resolve_device
 from ..losses._validation import check_positive_float
 
 __all__ = [

@@ -23,7 +23,8 @@ def classifier_accuracy(network: nn.Module, dataset: Dataset, num_classes: int, 
         batch_size, device, num_workers, autocast: as :func:`~contrastkit.evaluate.extract_features`.
 
     Returns:
-        ``{"top1": float, "top5": float, "n_test": int}``; top-5 is top-min(5, C).
+        ``{"top1": float, "top5": float | None, "n_test": int}``; top-5 is None with 5 classes or fewer
+        (every prediction would be a hit).
 
     Raises:
         ValueError: logits of the wrong width, or a label outside [0, C).
@@ -44,5 +45,5 @@ def classifier_accuracy(network: nn.Module, dataset: Dataset, num_classes: int, 
                          f"must lie in [0, {num_classes - 1}]")
     ranked = logits.topk(min(5, num_classes), dim=1).indices  # (M, 5)
     top1 = float((ranked[:, 0] == labels).float().mean())
-    top5 = float((ranked == labels[:, None]).any(dim=1).float().mean())
+    top5 = float((ranked == labels[:, None]).any(dim=1).float().mean()) if num_classes > 5 else None
     return {"top1": top1, "top5": top5, "n_test": int(labels.numel())}

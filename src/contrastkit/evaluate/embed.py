@@ -7,15 +7,25 @@
 * ``out.csv``: a header ``index,path,label`` and one row per sample (``path`` is
   empty when no paths are given); with class names, a fourth column ``class``
   holds the name of each row's class (empty for an unlabelled row, label -1);
-* ``out.json``: metadata ``{"dim", "count", "what", "dtype", "format_version"}``
+* ``out.json``: metadata ``{"dim", "count", "what", "dtype", "format_version", "sha256"}``
   (and ``"classes"``, the class names, when given) plus any extra keys passed as
-  ``meta`` (encoder name, checkpoint, ...).
+  ``meta`` (encoder name, checkpoint, ...). ``sha256`` holds the digests of the
+  ``.npy`` and ``.csv`` files.
 
-:func:`load_embeddings` reads them back and checks that the three agree.
+The three files are one unit: each is written beside under a temporary name, and they
+are renamed into place together, ``.json`` last. :func:`load_embeddings` checks the
+digests, so a set mixed from two runs (a process killed between the renames) is refused
+instead of read. An existing set is replaced only when contrastkit wrote it (the folder's
+marker lists it, :mod:`contrastkit.runtime.ownership`) and ``overwrite`` is given.
+
+The ``path`` and ``class`` cells are names as data (:func:`contrastkit.runtime.text.csv_cell`):
+control characters escaped and a leading ``= + - @`` guarded, so a spreadsheet shows them as
+text; :func:`load_embeddings` gives the names back as they were.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,14 +33,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..runtime.ownership import OutputFiles, backup_path
+from ..runtime.text import csv_cell, from_csv_cell
 from ._checks import as_features, as_labels
 
-__all__ = ["export_embeddings", "load_embeddings", "EMBEDDING_KINDS", "CSV_HEADER", "class_column"]
+__all__ = ["export_embeddings", "load_embeddings", "EMBEDDING_KINDS", "CSV_HEADER", "class_column",
+           "embedding_output", "seal_embedding_files", "FORMAT_VERSION"]
 
 #: What an exported matrix may hold: the representation h or the projection z.
 EMBEDDING_KINDS = ("h", "z")
-_FORMAT_VERSION = 1
-_RESERVED = ("dim", "count", "what", "dtype", "format_version", "classes")
+#: 2: escaped name cells and the sha256 of the .npy and .csv in the .json (1: neither)
+FORMAT_VERSION = 2
+_RESERVED = ("dim", "count", "what", "dtype", "format_version", "classes", "sha256")
+_EXTENSIONS = ("npy", "csv", "json")
 #: The columns of ``out.csv``; ``class`` is there when class names are given.
 CSV_HEADER = ["index", "path", "label", "class"]
 
@@ -83,6 +98,7 @@ def export_embeddings(
     what: str = "h",
     meta: dict[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write embeddings, their index/path/label table and metadata.
 
@@ -95,6 +111,8 @@ def export_embeddings(
         meta: extra JSON-serialisable metadata merged into ``out.json``.
         class_names: the name of each class index; when given, ``out.csv`` gets a
             ``class`` column and ``out.json`` a ``classes`` list.
+        overwrite: replace files an earlier export wrote at ``out_file`` (files
+            contrastkit did not write are never replaced).
 
     Returns:
         ``{"npy": Path, "csv": Path, "json": Path}``, the files written.
@@ -102,8 +120,8 @@ def export_embeddings(
     Raises:
         TypeError: for wrongly typed arguments or non-serialisable ``meta``.
         ValueError: for mismatched lengths, non-finite features, an unknown
-            ``what``, labels below -1 or without a class name, or ``meta`` keys
-            that clash with the reserved ones.
+            ``what``, labels below -1 or without a class name, ``meta`` keys
+            that clash with the reserved ones, or files in the way (see ``overwrite``).
 
     Shape:
         features (N, D), labels (N,), paths N entries.
@@ -127,31 +145,52 @@ def export_embeddings(
         "count": int(x.shape[0]),
         "what": what,
         "dtype": "float32",
-        "format_version": _FORMAT_VERSION,
         **({} if class_names is None else {"classes": [str(c) for c in class_names]}),
         **extra,
     }
     try:
-        meta_text = json.dumps(info, indent=2, sort_keys=False)
+        json.dumps(info)
     except TypeError as exc:
         raise TypeError(f"meta must be JSON-serialisable: {exc}") from exc
 
     stem = _stem(out_file)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    written = {
-        "npy": stem.with_name(stem.name + ".npy"),
-        "csv": stem.with_name(stem.name + ".csv"),
-        "json": stem.with_name(stem.name + ".json"),
-    }
-    np.save(written["npy"], x.numpy().astype(np.float32))
-    with open(written["csv"], "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(CSV_HEADER if names is not None else CSV_HEADER[:3])
-        for i, label in enumerate(y.tolist()):
-            row = [i, "" if paths is None else str(paths[i]), label]
-            writer.writerow(row if names is None else [*row, names[i]])
-    written["json"].write_text(meta_text + "\n", encoding="utf-8")
-    return written
+    with embedding_output(stem, "embed", overwrite) as files:
+        temp = {ext: files.temp(f"{stem.name}.{ext}") for ext in _EXTENSIONS}
+        with open(temp["npy"], "wb") as fh:
+            np.save(fh, x.numpy().astype(np.float32))
+        with open(temp["csv"], "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_HEADER if names is not None else CSV_HEADER[:3])
+            for i, label in enumerate(y.tolist()):
+                row = [i, "" if paths is None else csv_cell(paths[i]), label]
+                writer.writerow(row if names is None else [*row, csv_cell(names[i])])
+        seal_embedding_files(temp, info)
+        files.publish([f"{stem.name}.{ext}" for ext in _EXTENSIONS])  # the .json, which holds the digests, last
+    return {ext: stem.with_name(f"{stem.name}.{ext}") for ext in _EXTENSIONS}
+
+
+def embedding_output(stem: Path, command: str, overwrite: bool, keep: Sequence[str] = ()) -> OutputFiles:
+    """The three files of ``stem`` as one output (:class:`~contrastkit.runtime.ownership.OutputFiles`): checked
+    before any work, locked, written beside. ``keep``: a work folder beside them, listed too, that a failed run
+    leaves for the next one."""
+    return OutputFiles(stem.parent, [f"{stem.name}.{ext}" for ext in _EXTENSIONS], command, "embeddings", overwrite,
+                       keep=keep)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal_embedding_files(files: dict[str, Path], info: dict[str, Any]) -> None:
+    """Write ``files["json"]``: ``info`` with the format version and the digests of ``files["npy"]`` and
+    ``files["csv"]`` (written before), which :func:`load_embeddings` checks."""
+    meta = {**info, "format_version": FORMAT_VERSION,
+            "sha256": {"npy": _sha256(files["npy"]), "csv": _sha256(files["csv"])}}
+    files["json"].write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def load_embeddings(out_file: str | Path) -> dict[str, Any]:
@@ -167,7 +206,7 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: if one of the three files is missing.
-        ValueError: if the files disagree (row count, dimension, indices).
+        ValueError: if the files disagree (their digests, row count, dimension, indices): not one unit.
 
     Shape:
         -> features (N, D), labels (N,).
@@ -178,6 +217,8 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
         if not path.is_file():
             raise FileNotFoundError(f"embedding {ext} file {str(path)!r} does not exist")
     meta = json.loads(files["json"].read_text(encoding="utf-8"))
+    _check_digests(files, meta)
+    cell = from_csv_cell if int(meta.get("format_version", 1)) >= 2 else str  # version 1 wrote names raw
     array = np.load(files["npy"])
     if array.ndim != 2:
         raise ValueError(f"{files['npy']} holds an array of shape {array.shape}, expected (N, D)")
@@ -194,9 +235,9 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
             if len(row) != width or int(row[0]) != row_number:
                 raise ValueError(f"{files['csv']} row {row_number + 1} is {row}, expected "
                                  f"[{row_number}, {', '.join(header[1:])}]")
-            paths.append(row[1])
+            paths.append(cell(row[1]))
             labels.append(int(row[2]))
-            names.append(row[3] if width == 4 else "")
+            names.append(cell(row[3]) if width == 4 else "")
     if not (array.shape[0] == len(labels) == meta.get("count")) or array.shape[1] != meta.get("dim"):
         raise ValueError(
             f"embedding files disagree: npy has shape {array.shape}, csv has {len(labels)} rows, "
@@ -209,3 +250,23 @@ def load_embeddings(out_file: str | Path) -> dict[str, Any]:
         "class_names": names,
         "meta": meta,
     }
+
+
+def _check_digests(files: dict[str, Path], meta: dict[str, Any]) -> None:
+    """Refuse an ``.npy`` or ``.csv`` whose sha256 is not the one its ``.json`` records (files written before
+    digests were recorded are not checked). While a replacement is under way (or was killed before its ``.json``
+    was renamed), the ``.json`` is still the previous set's, and the files it was written with are kept beside as
+    ``.<name>.old``: those are read instead."""
+    digests = meta.get("sha256")
+    if not isinstance(digests, dict):
+        return
+    for ext in ("npy", "csv"):
+        if digests.get(ext) == _sha256(files[ext]):
+            continue
+        kept = backup_path(files[ext])
+        if kept.is_file() and digests.get(ext) == _sha256(kept):
+            files[ext] = kept
+        else:
+            raise ValueError(f"embedding files disagree: {files[ext]} is not the file that {files['json']} was "
+                             f"written with (its sha256 differs), so the three files do not come from one run, "
+                             f"e.g. a run stopped while it replaced them; write them again (embed --overwrite)")

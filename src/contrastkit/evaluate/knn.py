@@ -106,7 +106,8 @@ def knn_accuracy(
             ``train_feats``.
 
     Returns:
-        ``{"top1": float, "top5": float}``, fractions in [0, 1].
+        ``{"top1": float, "top5": float | None}``, fractions in [0, 1]; top-5 is None with 5 classes or fewer
+        (every query would be a hit).
 
     Raises:
         TypeError: for non-tensor or wrongly typed inputs.
@@ -153,4 +154,4 @@ def knn_accuracy(
         hits1 += int((ranked[:, 0] == y).sum())
         hits5 += int((ranked == y[:, None]).any(dim=1).sum())
     n = queries.shape[0]
-    return {"top1": hits1 / n, "top5": hits5 / n}
+    return {"top1": hits1 / n, "top5": hits5 / n if num_classes > 5 else None}

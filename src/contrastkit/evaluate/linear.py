@@ -139,8 +139,9 @@ def _train_linear(
 
 
 @torch.no_grad()
-def _topk_accuracy(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> tuple[float, float]:
-    """Top-1 and top-min(5, C) accuracy of a classifier on features.
+def _topk_accuracy(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192
+                   ) -> tuple[float, float | None]:
+    """Top-1 and top-5 accuracy of a classifier on features (top-5 None with 5 classes or fewer: always 1 there).
 
     Shape:
         x (N, F), y (N,).
@@ -152,7 +153,7 @@ def _topk_accuracy(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
         ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
         hits1 += int((ranked[:, 0] == target).sum())
         hits5 += int((ranked == target[:, None]).any(dim=1).sum())
-    return hits1 / x.shape[0], hits5 / x.shape[0]
+    return hits1 / x.shape[0], (hits5 / x.shape[0] if logits.shape[1] > 5 else None)
 
 
 def _fit_and_score(
@@ -239,8 +240,8 @@ def linear_eval(
             selection, in (0, 1); only used with a sequence of candidates.
 
     Returns:
-        ``{"top1": float, "top5": float, "recipe": dict}``; accuracies in [0, 1],
-        top-5 is top-min(5, C). ``recipe`` holds ``epochs``, ``lr``,
+        ``{"top1": float, "top5": float | None, "recipe": dict}``; accuracies in [0, 1],
+        top-5 None with 5 classes or fewer (where every prediction would be a hit). ``recipe`` holds ``epochs``, ``lr``,
         ``batch_size``, ``optimizer``, ``momentum``, ``nesterov``, ``schedule``,
         ``weight_decay`` (the value used), ``weight_decay_grid`` and
         ``val_top1`` (per candidate, empty without a grid), ``val_fraction``,

@@ -36,6 +36,11 @@ Protocol details:
   ``backend="faiss"`` (optional dependency) an exact inner-product index
   (``IndexFlatIP``) does the search instead; the results are the same up to ties.
 
+Multi-label data: with labels given as (N, C) multi-hot label sets, a reference is relevant to a query when the two
+share a label, R_q is the number of references that share one with q, and Recall@K, R-precision and MAP@R are as
+above with "same-label" read as "sharing a label". NMI compares a clustering with one class per sample, which
+label sets do not give: it is left out.
+
 All values are fractions in [0, 1].
 """
 from __future__ import annotations
@@ -102,6 +107,57 @@ def _faiss_index(gallery: torch.Tensor):
     return index
 
 
+def _as_label_sets(name: str, y, n: int, n_name: str) -> torch.Tensor:
+    """Multi-hot label sets (N, C) of 0/1 values as a bool tensor.
+
+    Raises:
+        ValueError: not (n, C) with C >= 1, or values other than 0 and 1.
+    """
+    t = torch.as_tensor(y)
+    if t.dim() != 2 or t.shape[0] != n or t.shape[1] < 1:
+        raise ValueError(f"{name} as label sets must have shape (N, C) = ({n}, C) to match {n_name}, got "
+                         f"{tuple(t.shape)}")
+    if not bool(((t == 0) | (t == 1)).all()):
+        raise ValueError(f"{name} of shape {tuple(t.shape)} are multi-hot label sets and must hold only 0 and 1")
+    return t.bool()
+
+
+def _labels(name: str, y, n: int, n_name: str) -> torch.Tensor:
+    """Class labels (N,) as a long tensor, or multi-hot label sets (N, C) as a bool tensor."""
+    if torch.as_tensor(y).dim() == 2:
+        return _as_label_sets(name, y, n, n_name)
+    return as_labels(name, y, n, n_name=n_name)
+
+
+def _relevant(y: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+    """Whether each found reference is relevant to its query: the same class, or a shared label.
+
+    Shape:
+        y (Q,) or (Q, C), found (Q, k) or (Q, k, C) -> (Q, k) bool.
+    """
+    if y.dim() == 1:
+        return found == y[:, None]
+    return (found & y[:, None, :]).any(dim=-1)
+
+
+def _relevant_counts(q_labels: torch.Tensor, gallery_labels: torch.Tensor, leave_one_out: bool,
+                     chunk_size: int) -> torch.Tensor:
+    """R_q: the references relevant to each query (the query itself is not its own reference).
+
+    Shape:
+        q_labels (Q,) or (Q, C), gallery_labels (N,) or (N, C) -> (Q,).
+    """
+    if q_labels.dim() == 1:
+        num_classes = int(max(gallery_labels.max(), q_labels.max())) + 1
+        class_counts = torch.bincount(gallery_labels, minlength=num_classes)  # (C,)
+        return class_counts[q_labels] - (1 if leave_one_out else 0)
+    g = gallery_labels.float().t()  # (C, N)
+    counts = [((q_labels[i:i + chunk_size].float() @ g) > 0).sum(dim=1)  # (Q_c,)
+              for i in range(0, q_labels.shape[0], chunk_size)]
+    r = torch.cat(counts)  # (Q,)
+    return r - (q_labels.any(dim=1).long() if leave_one_out else 0)  # a non-empty set shares with itself
+
+
 def _scores(queries: torch.Tensor, q_labels: torch.Tensor, gallery: torch.Tensor, gallery_labels: torch.Tensor,
             r: torch.Tensor, scored: torch.Tensor, ks: list[int], chunk_size: int, leave_one_out: bool,
             index) -> tuple[torch.Tensor, float, float]:
@@ -123,7 +179,7 @@ def _scores(queries: torch.Tensor, q_labels: torch.Tensor, gallery: torch.Tensor
             nn_idx = _torch_search(q, ids if leave_one_out else None, gallery, k_needed)  # (Q_c', k)
         else:
             nn_idx = _faiss_search(index, q, ids if leave_one_out else None, k_needed).to(gallery.device)
-        match = gallery_labels[nn_idx] == y[:, None]  # (Q_c', k)
+        match = _relevant(y, gallery_labels[nn_idx])  # (Q_c', k)
         for j, k in enumerate(ks):
             recall_hits[j] += float(match[:, :k].any(dim=1).sum())
         rank = torch.arange(1, k_needed + 1, device=gallery.device)  # (k,)
@@ -133,6 +189,30 @@ def _scores(queries: torch.Tensor, q_labels: torch.Tensor, gallery: torch.Tensor
         precision_at_i = rel.cumsum(dim=1) / rank[None, :]  # (Q_c', k)
         map_sum += float(((precision_at_i * rel).sum(dim=1) / r_c).sum())
     return recall_hits, r_precision_sum, map_sum
+
+
+def _scored_queries(r: torch.Tensor, label_sets: bool) -> tuple[torch.Tensor, int]:
+    """The queries with a relevant reference (R_q > 0) and their number; a warning says how many are left out.
+
+    Raises:
+        ValueError: no query has one.
+
+    Shape:
+        r (Q,) -> (Q,) bool.
+    """
+    scored = r > 0  # (Q,)
+    n_scored = int(scored.sum())
+    if n_scored == 0:
+        raise ValueError("no query has a same-label item (or, for label sets, one sharing a label) among its "
+                         "references: retrieval metrics are undefined")
+    if n_scored < r.shape[0]:
+        warnings.warn(
+            f"{r.shape[0] - n_scored} of {r.shape[0]} queries have no "
+            f"{'reference sharing a label' if label_sets else 'same-label reference'} (R = 0) and are left "
+            "out of the retrieval metrics",
+            stacklevel=3,
+        )
+    return scored, n_scored
 
 
 @torch.no_grad()
@@ -152,7 +232,7 @@ def retrieval_metrics(
 
     Args:
         embeddings: gallery (reference) embeddings.
-        labels: gallery labels.
+        labels: gallery labels: class indices (N,), or multi-hot label sets (N, C) (relevant: a shared label).
         query_embeddings: separate queries, or None for leave-one-out over the
             gallery.
         query_labels: labels of the queries (given iff ``query_embeddings`` is).
@@ -167,7 +247,7 @@ def retrieval_metrics(
 
     Returns:
         ``{"recall@K" for each K in ks, "map@r", "r_precision", "nmi"}`` (no
-        ``"nmi"`` when ``nmi=False``), each a float in [0, 1].
+        ``"nmi"`` when ``nmi=False`` or for label sets), each a float in [0, 1].
 
     Raises:
         TypeError: for wrongly typed inputs or only one of the query arguments.
@@ -176,10 +256,10 @@ def retrieval_metrics(
             a same-label reference, or an unknown / unavailable backend.
 
     Shape:
-        embeddings (N, D), labels (N,), query_embeddings (Q, D), query_labels (Q,).
+        embeddings (N, D), labels (N,) or (N, C), query_embeddings (Q, D), query_labels (Q,) or (Q, C).
     """
     gallery = as_features("embeddings", embeddings)
-    gallery_labels = as_labels("labels", labels, gallery.shape[0], n_name="embeddings")
+    gallery_labels = _labels("labels", labels, gallery.shape[0], "embeddings")
     if (query_embeddings is None) != (query_labels is None):
         raise TypeError("query_embeddings and query_labels must be given together (or both left as None)")
     leave_one_out = query_embeddings is None
@@ -187,7 +267,10 @@ def retrieval_metrics(
         queries, q_labels = gallery, gallery_labels
     else:
         queries = as_features("query_embeddings", query_embeddings)
-        q_labels = as_labels("query_labels", query_labels, queries.shape[0], n_name="query_embeddings")
+        q_labels = _labels("query_labels", query_labels, queries.shape[0], "query_embeddings")
+        if q_labels.dim() != gallery_labels.dim() or q_labels.shape[1:] != gallery_labels.shape[1:]:
+            raise ValueError(f"query_labels have shape {tuple(q_labels.shape)} but labels {tuple(gallery_labels.shape)}; "
+                             f"expected labels of one kind (both (N,) classes or both (N, C) label sets)")
         if queries.shape[1] != gallery.shape[1]:
             raise ValueError(
                 f"query_embeddings has D={queries.shape[1]} but embeddings has D={gallery.shape[1]}; "
@@ -209,19 +292,8 @@ def retrieval_metrics(
     queries = gallery if leave_one_out else F.normalize(queries.to(gallery.device), dim=1)  # (Q, D)
     gallery_labels = gallery_labels.to(gallery.device)
     q_labels = q_labels.to(gallery.device)
-    num_classes = int(max(gallery_labels.max(), q_labels.max())) + 1
-    class_counts = torch.bincount(gallery_labels, minlength=num_classes)  # (C,)
-    r = class_counts[q_labels] - (1 if leave_one_out else 0)  # (Q,) R_q
-    scored = r > 0  # (Q,)
-    n_scored = int(scored.sum())
-    if n_scored == 0:
-        raise ValueError("no query has a same-label item among its references: retrieval metrics are undefined")
-    if n_scored < queries.shape[0]:
-        warnings.warn(
-            f"{queries.shape[0] - n_scored} of {queries.shape[0]} queries have no same-label reference "
-            "(R = 0) and are left out of the retrieval metrics",
-            stacklevel=2,
-        )
+    r = _relevant_counts(q_labels, gallery_labels, leave_one_out, chunk_size)  # (Q,) R_q
+    scored, n_scored = _scored_queries(r, q_labels.dim() == 2)  # (Q,)
 
     index = _faiss_index(gallery) if backend == "faiss" else None
 
@@ -231,7 +303,7 @@ def retrieval_metrics(
     results = {f"recall@{k}": float(recall_hits[j]) / n_scored for j, k in enumerate(ks)}
     results["map@r"] = map_sum / n_scored
     results["r_precision"] = r_precision_sum / n_scored
-    if nmi:
+    if nmi and q_labels.dim() == 1:  # label sets give no clustering to compare with
         results["nmi"] = _kmeans_nmi(queries, q_labels, seed)
     return results
 

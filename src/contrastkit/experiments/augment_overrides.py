@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..augment import preset_config
 from ..config import PretrainConfig
+from ..train import pretrain
 
 __all__ = ["pretrain_with_augment", "check_augment_overrides"]
 
@@ -22,8 +24,6 @@ def check_augment_overrides(overrides: dict[str, Any], preset: str = "cifar") ->
         TypeError: an unknown argument name or a value of the wrong type.
         ValueError: a value out of range.
     """
-    from ..augment import preset_config
-
     preset_config(preset, **overrides)
 
 
@@ -41,8 +41,6 @@ def pretrain_with_augment(cfg: PretrainConfig, augment: dict[str, Any] | None = 
     Raises:
         TypeError, ValueError: bad overrides (before training), or whatever pretrain raises.
     """
-    from ..train import pretrain
-
     augment = dict(augment or {})
     if augment:
         check_augment_overrides(augment)

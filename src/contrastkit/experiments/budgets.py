@@ -84,7 +84,7 @@ BUDGETS: dict[str, Budget] = {
         test_per_class=10,
         base=dict(_COMMON, width=0.125, size=16, epochs=1, batch_size=32, max_steps=2, lr=0.1, num_workers=0,
                   crop_scale=(0.3, 1.0), log_every=1, progress=False),
-        per_experiment={"batch-size": {"max_steps": 1}},
+        per_experiment={"batch-size": {"max_steps": 1}, "queue": {"batch_size": 64}},
         linear_epochs=3,
         threads=1,
     ),
@@ -108,6 +108,8 @@ BUDGETS: dict[str, Budget] = {
             "supcon-variants": {"epochs": 8},  # 2 runs, measured 27 min (channels_last)
             "supcon-vs-ce": {"epochs": 5},  # 3 runs: measured 40 min at load 5 to 7.5
             "few-labels": {"epochs": 8},  # 2 runs, 8 fine-tunings, 2 distillations (few_labels.py): measured 39-44 min
+            # 2 runs of 5 minutes' training each, the schedule over that time (queue.py); the epochs only bound it
+            "queue": {"batch_size": 64, "epochs": 20, "time_budget_s": 300.0, "schedule": "time"},
         },
         linear_epochs=100,
         runs_progress=True,
@@ -125,6 +127,7 @@ BUDGETS: dict[str, Budget] = {
             "losses": {"epochs": 100},  # SimCLR Table 4: 100 epochs
             "temperature": {"epochs": 100},  # SimCLR Table 5: 100 epochs
             "supcon-vs-ce": {"epochs": 500},
+            "queue": {"batch_size": 64, "epochs": 200, "time_budget_s": 1800.0, "schedule": "time"},
         },
         linear_epochs=100,
         runs_progress=True,

@@ -6,6 +6,7 @@ Layout of the output folder::
     OUT/results.md              the table, the verdict and the figure
     OUT/<name>.png              the figure (bars beside the paper's numbers, or a heatmap)
     OUT/runs/<key>/             one pretraining run: config.yaml, last.pt, metrics.jsonl, summary.json,
+                                load_avg.json (the machine's 1/5/15-minute load at the training's start and end),
                                 and result.json once it is evaluated
     OUT/runs/random-init/       the same encoder, untrained: the floor every run should clear
 
@@ -29,21 +30,30 @@ from typing import Any, Iterator
 
 import torch
 
+from tqdm.auto import tqdm
+
 from ..config import PretrainConfig
+from ..evaluate.protocols import evaluation_data, run_protocol
+from ..methods import check_options
+from ..models import CheckpointMeta, build_model, load_checkpoint_model
+from ..runtime import resolve_device
+from ..runtime.ownership import hold_folder, remove_owned
+from ..train import NonFiniteError
 from .augment_overrides import check_augment_overrides, pretrain_with_augment
-from .budgets import Budget, get_budget
+from .budgets import BUDGETS, Budget, get_budget
 from .catalogue import EXPERIMENTS, get_experiment
+from .records import config_fingerprint, read_json, same_fingerprint, write_json
+from .report import write_figure, write_markdown
 from .spec import RunSpec
 from .subsets import materialise_subset, subset_folder
 
 __all__ = ["PlannedRun", "plan", "run_experiment", "describe_experiments", "RESULT_FILE"]
 
 RESULT_FILE = "result.json"
+RESULTS = "results.json"
 SMOKE_NOTE = ("(Smoke budget: two training steps on a few hundred digits; these runs check that the command "
               "works and say nothing about the claim.) ")
 BASELINE_KEY = "random-init"
-#: Config fields that do not change what a run computes (excluded from the resume check).
-_VOLATILE = ("device", "num_workers", "progress", "log_every", "out", "resume", "data_root")
 
 
 @dataclass(frozen=True)
@@ -71,8 +81,7 @@ class PlannedRun:
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a stored result to count as this run's: the options as the run resolves them (a
         temperature left unset is its method's), so a record from before a default became method-dependent matches."""
-        cfg = {k: v for k, v in self.config.with_method_defaults().to_dict().items() if k not in _VOLATILE}
-        return {"config": cfg, "augment": dict(sorted(self.spec.augment.items())),
+        return {"config": config_fingerprint(self.config), "augment": dict(sorted(self.spec.augment.items())),
                 "evaluate_z": self.spec.evaluate_z, "linear_epochs": self.linear_epochs}
 
 
@@ -115,7 +124,7 @@ def plan(name: str, budget: str | Budget = "smoke", *, data: str | None = None, 
         if not b.runs_progress:
             fields["progress"] = False
         cfg = PretrainConfig.from_dict(fields)
-        cfg.validate()
+        check_options(cfg)
         check_augment_overrides(spec.augment)
         planned.append(PlannedRun(spec, cfg, b.linear_epochs))
     keys = [p.key for p in planned]
@@ -126,8 +135,6 @@ def plan(name: str, budget: str | Budget = "smoke", *, data: str | None = None, 
 
 def describe_experiments() -> str:
     """A text listing of the experiments: name, source, number of runs per budget, claim."""
-    from .budgets import BUDGETS
-
     lines = []
     for name, exp in EXPERIMENTS.items():
         counts = ", ".join(f"{b}: {len(exp.runs(BUDGETS[b]))}" for b in BUDGETS)
@@ -135,78 +142,27 @@ def describe_experiments() -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    from ..evaluate import to_jsonable
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality after a JSON round trip (tuples become lists)."""
-    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
-
-
-def _config_defaults() -> dict[str, Any]:
-    return PretrainConfig().to_dict()
-
-
-def _same_fingerprint(stored: Any, current: dict[str, Any]) -> bool:
-    """Whether a stored run fingerprint describes the current run.
-
-    Config fields present on one side only count as equal when they hold the
-    field's default, so a field added to PretrainConfig later (with a default
-    that keeps the old behaviour) does not make finished runs look unfinished.
-    """
-    if not isinstance(stored, dict) or set(stored) != set(current):
-        return False
-    if not _same({k: v for k, v in stored.items() if k != "config"},
-                 {k: v for k, v in current.items() if k != "config"}):
-        return False
-    defaults = _config_defaults()
-    old, new = stored.get("config") or {}, current["config"]
-    for key in set(old) | set(new):
-        if key not in defaults:  # a field that PretrainConfig no longer has
-            continue
-        if not _same(old.get(key, defaults[key]), new.get(key, defaults[key])):
-            return False
-    return True
-
-
 class _Evaluator:
     """Linear and kNN evaluation of frozen features; the evaluation data are decoded once and shared."""
 
     def __init__(self, device: str, linear_epochs: int, seed: int) -> None:
-        from ..device import resolve_device
-
         self.device = resolve_device(device)
         self.linear_epochs = linear_epochs
         self.seed = seed
         self._data: dict[tuple, dict] = {}
 
-    def data(self, data: str, meta: dict[str, Any]) -> dict[str, Any]:
-        from ..runner import evaluation_data
-
-        key = (data, int(meta.get("image_size", 32)), tuple(meta.get("mean", ())), tuple(meta.get("std", ())))
+    def data(self, data: str, image_size: int, mean, std) -> dict[str, Any]:
+        """The evaluation data of ``data`` at an input size and normalisation, decoded once."""
+        key = (data, int(image_size), tuple(mean), tuple(std))
         if key not in self._data:
-            self._data[key] = evaluation_data(data, meta, seed=self.seed, num_workers=0)
+            self._data[key] = evaluation_data(data, image_size, mean, std, seed=self.seed, num_workers=0)
         return self._data[key]
 
-    def evaluate(self, model, data: dict[str, Any], projections: tuple[bool, ...]) -> dict[str, float]:
-        from ..runner import run_protocol
+    def data_of(self, meta: CheckpointMeta) -> dict[str, Any]:
+        """The evaluation data of a checkpoint: its data at its input size and normalisation."""
+        return self.data(meta.data, meta.image_size, meta.mean, meta.std)
 
+    def evaluate(self, model, data: dict[str, Any], projections: tuple[bool, ...]) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for projection in projections:
             what = "z" if projection else "h"
@@ -221,59 +177,61 @@ class _Evaluator:
 
 
 def _train_summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
-    keep = ("global_step", "epochs", "stop_reason", "train_time_s", "images_per_s", "final_loss")
+    keep = ("global_step", "epochs", "stop_reason", "train_time_s", "images_per_s", "images_per_s_steady",
+            "final_loss")
     return {k: summary.get(k) for k in keep}
 
 
 def _run_one(run: PlannedRun, evaluator: _Evaluator) -> dict[str, Any]:
     """Pretrain (unless finished before) and evaluate one run; returns its record (also written to disk)."""
-    from ..runner import load_pretrained
-    from ..train import NonFiniteError
-
     result_path = run.out / RESULT_FILE
     fingerprint = run.fingerprint()
-    stored = _read_json(result_path)
-    if stored is not None and _same_fingerprint(stored.get("fingerprint"), fingerprint):
+    stored = read_json(result_path)
+    if stored is not None and same_fingerprint(stored.get("fingerprint"), fingerprint):
         stored["resumed"] = True
         return stored
 
     t0 = time.perf_counter()
     record: dict[str, Any] = {"key": run.key, "labels": run.spec.labels, "augment": run.spec.augment,
                               "fingerprint": fingerprint, "status": "ok", "resumed": False}
-    summary = _read_json(run.out / "summary.json")
+    summary = read_json(run.out / "summary.json")
     trained = (summary is not None and (run.out / "last.pt").is_file()
-               and _same_fingerprint(_read_json(run.out / "fingerprint.json"), fingerprint)
-               and summary.get("stop_reason") in ("completed", "max_steps"))
+               and same_fingerprint(read_json(run.out / "fingerprint.json"), fingerprint)
+               and summary.get("stop_reason") in ("completed", "max_steps", "time_budget"))
     if not trained:
+        record["load_avg"] = {"start": list(os.getloadavg())}  # the machine's load (as uptime shows it)
         try:
             run.out.mkdir(parents=True, exist_ok=True)
-            (run.out / "fingerprint.json").unlink(missing_ok=True)
+            remove_owned(run.out, ["fingerprint.json"])
             # not trained to the end with this fingerprint: the folder's run (if any) is replaced
             summary = pretrain_with_augment(dataclasses.replace(run.config, overwrite=True), run.spec.augment)
         except NonFiniteError as exc:
             record.update(status="failed", error=str(exc), metrics={}, wall_time_s=round(time.perf_counter() - t0, 1))
-            _write_json(record, result_path)
+            write_json(record, result_path)
             return record
-        _write_json(fingerprint, run.out / "fingerprint.json")
+        write_json(fingerprint, run.out / "fingerprint.json")
+        record["load_avg"]["end"] = list(os.getloadavg())
+        write_json(record["load_avg"], run.out / "load_avg.json")
+    else:  # trained before: the load of that training
+        record["load_avg"] = read_json(run.out / "load_avg.json")
     record["train"] = _train_summary_fields(summary)
     t_eval = time.perf_counter()
-    model, meta, cfg = load_pretrained(run.out / "last.pt", evaluator.device)
-    data = evaluator.data(cfg.data, meta)
-    projections = (False, True) if run.spec.evaluate_z and cfg.method != "ce" else (False,)
+    model, meta, _ = load_checkpoint_model(run.out / "last.pt", evaluator.device)
+    data = evaluator.data_of(meta)
+    has_z = not isinstance(model.head, torch.nn.Linear)  # the CE baseline's head is a classifier, not g
+    projections = (False, True) if run.spec.evaluate_z and has_z else (False,)
     record["metrics"] = evaluator.evaluate(model, data, projections)
-    record["meta"] = {"image_size": meta.get("image_size"), "mean": meta.get("mean"), "std": meta.get("std"),
+    record["meta"] = {"image_size": meta.image_size, "mean": list(meta.mean), "std": list(meta.std),
                       "n_train": len(data["train_labels"]), "n_test": len(data["test_labels"])}
     record["eval_time_s"] = round(time.perf_counter() - t_eval, 1)
     record["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    _write_json(record, result_path)
+    write_json(record, result_path)
     return record
 
 
 def _random_baseline(runs: list[PlannedRun], records: list[dict[str, Any]], evaluator: _Evaluator,
                      out: Path) -> dict[str, Any] | None:
     """kNN and linear accuracy of the budget's encoder at initialisation (the floor)."""
-    from ..train.setup import build_run_model
-
     first = next((r for r in records if r.get("meta")), None)
     if first is None:
         return None
@@ -281,17 +239,17 @@ def _random_baseline(runs: list[PlannedRun], records: list[dict[str, Any]], eval
     fingerprint = {"encoder": cfg.encoder, "width": cfg.width, "cifar_stem": cfg.cifar_stem, "seed": cfg.seed,
                    "data": cfg.data, "linear_epochs": evaluator.linear_epochs, "meta": first["meta"]}
     path = out / "runs" / BASELINE_KEY / RESULT_FILE
-    stored = _read_json(path)
-    if stored is not None and _same(stored.get("fingerprint"), fingerprint):
+    stored = read_json(path)
+    if stored is not None and same_fingerprint(stored.get("fingerprint"), fingerprint):
         return stored
     t0 = time.perf_counter()
     meta = first["meta"]
-    data = evaluator.data(cfg.data, meta)
+    data = evaluator.data(cfg.data, meta["image_size"], meta["mean"], meta["std"])
     torch.manual_seed(cfg.seed)
-    model = build_run_model(cfg, data["num_classes"], meta["image_size"]).to(evaluator.device).eval()
+    model = build_model(cfg, None, meta["image_size"]).to(evaluator.device).eval()
     record = {"key": BASELINE_KEY, "labels": {"encoder": "random init"}, "fingerprint": fingerprint,
               "metrics": evaluator.evaluate(model, data, (False,)), "wall_time_s": round(time.perf_counter() - t0, 1)}
-    _write_json(record, path)
+    write_json(record, path)
     return record
 
 
@@ -361,51 +319,48 @@ def run_experiment(name: str, *, data: str | None = None, budget: str | Budget =
     source = data or b.default_data
     runs = plan(name, b, data=source, out=out_dir, device=device, seed=seed)  # validates everything first
     run_data = materialise_subset(source, b.train_per_class, b.test_per_class, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    evaluator = _Evaluator(device, b.linear_epochs, seed)
-    command = _command(name, source, b, out_dir, device, seed)
-    header = {"experiment": name, "claim": experiment.claim, "source": experiment.source, "budget": b.name,
-              "data": source, "run_data": run_data, "seed": seed, "command": command, "paper": experiment.paper,
-              "torch_threads": b.threads or torch.get_num_threads()}
+    entries = [RESULTS, RESULTS + ".tmp", "results.md", f"{name}.png", "runs", "stages"]
+    with hold_folder(out_dir, "experiment", "experiment", entries):  # one writer; someone else's folder refused
+        evaluator = _Evaluator(device, b.linear_epochs, seed)
+        command = _command(name, source, b, out_dir, device, seed)
+        header = {"experiment": name, "claim": experiment.claim, "source": experiment.source, "budget": b.name,
+                  "data": source, "run_data": run_data, "seed": seed, "command": command, "paper": experiment.paper,
+                  "torch_threads": b.threads or torch.get_num_threads()}
 
-    records: list[dict[str, Any]] = []
-    from tqdm.auto import tqdm
+        records: list[dict[str, Any]] = []
+        with _torch_threads(b.threads):
+            bar = tqdm(runs, desc=f"{name} ({b.name})", unit="run", disable=not progress, dynamic_ncols=True)
+            for run in bar:
+                bar.set_postfix_str(run.key)
+                records.append(_run_one(run, evaluator))
+                write_json({**header, "status": "running", "runs": records}, out_dir / "results.json")
+            bar.close()
+            baseline = _random_baseline(runs, records, evaluator, out_dir)
+            stages = None
+            if experiment.stages is not None:  # fine-tuning and distillation on the finished runs (few-labels)
+                stages = experiment.stages(experiment, b, runs, evaluator, out_dir, progress)
 
-    with _torch_threads(b.threads):
-        bar = tqdm(runs, desc=f"{name} ({b.name})", unit="run", disable=not progress, dynamic_ncols=True)
-        for run in bar:
-            bar.set_postfix_str(run.key)
-            records.append(_run_one(run, evaluator))
-            _write_json({**header, "status": "running", "runs": records}, out_dir / "results.json")
-        bar.close()
-        baseline = _random_baseline(runs, records, evaluator, out_dir)
-        stages = None
-        if experiment.stages is not None:  # fine-tuning and distillation on the finished runs (few-labels)
-            stages = experiment.stages(experiment, b, runs, evaluator, out_dir, progress)
-
-    judged = stages if stages is not None else [r for r in records if r.get("status") == "ok"]
-    summary = experiment.summarise([r for r in judged if r.get("status") == "ok"], experiment.paper)
-    from .report import write_figure, write_markdown
-
-    figure_path = write_figure(summary.figure, out_dir / f"{name}.png", baseline=baseline,
-                               title=f"{name}: {experiment.source} ({b.name} budget)")
-    results = {
-        **header,
-        "status": "done",
-        "runs": records,
-        "baseline": baseline,
-        "rows": summary.rows,
-        "verdict": (SMOKE_NOTE + summary.verdict) if b.name == "smoke" else summary.verdict,
-        "failed_runs": [r["key"] for r in records if r.get("status") == "failed"],
-        "runs_wall_time_s": round(sum(r.get("wall_time_s", 0.0) for r in records)
-                                  + (baseline or {}).get("wall_time_s", 0.0), 1),
-        "invocation_wall_time_s": round(time.perf_counter() - t_start, 1),
-        "resumed_runs": [r["key"] for r in records if r.get("resumed")],
-        "figure": figure_path.name,
-    }
-    _add_stages(results, stages, experiment.metric_note)
-    _write_json(results, out_dir / "results.json")
-    md = write_markdown(results, out_dir / "results.md")
-    if progress:
-        print(md)
-    return results
+        judged = stages if stages is not None else [r for r in records if r.get("status") == "ok"]
+        summary = experiment.summarise([r for r in judged if r.get("status") == "ok"], experiment.paper)
+        figure_path = write_figure(summary.figure, out_dir / f"{name}.png", baseline=baseline,
+                                   title=f"{name}: {experiment.source} ({b.name} budget)")
+        results = {
+            **header,
+            "status": "done",
+            "runs": records,
+            "baseline": baseline,
+            "rows": summary.rows,
+            "verdict": (SMOKE_NOTE + summary.verdict) if b.name == "smoke" else summary.verdict,
+            "failed_runs": [r["key"] for r in records if r.get("status") == "failed"],
+            "runs_wall_time_s": round(sum(r.get("wall_time_s", 0.0) for r in records)
+                                      + (baseline or {}).get("wall_time_s", 0.0), 1),
+            "invocation_wall_time_s": round(time.perf_counter() - t_start, 1),
+            "resumed_runs": [r["key"] for r in records if r.get("resumed")],
+            "figure": figure_path.name,
+        }
+        _add_stages(results, stages, experiment.metric_note)
+        write_json(results, out_dir / "results.json")
+        md = write_markdown(results, out_dir / "results.md")
+        if progress:
+            print(md)
+        return results

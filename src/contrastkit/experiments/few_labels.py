@@ -26,7 +26,12 @@ from typing import Any
 
 import torch
 
+from ..evaluate.protocols import run_protocol, save_finetuned_result
+from ..models import load_checkpoint_model
+from ..runtime.ownership import claim, remove_owned
+from ..train import pretrain
 from .budgets import Budget
+from .records import cached, config_fingerprint
 from .spec import RunSpec, Summary
 
 __all__ = ["FRACTIONS", "ROWS", "few_labels_runs", "few_labels_summary", "run_few_labels", "PAPER_FEW_LABELS"]
@@ -56,6 +61,11 @@ PAPER_FEW_LABELS: dict[str, Any] = {
     "values": {("simclr-h", 0.01): 48.3, ("simclr-h", 0.1): 65.6, ("head3-layer1", 0.01): 57.9,
                ("head3-layer1", 0.1): 68.4, ("distilled", 0.01): 73.9, ("distilled", 0.1): 77.5},
 }
+
+
+def _percent(fraction: float | None) -> float | None:
+    """A fraction as a percentage with two decimals (None stays None: top-5 of 5 classes or fewer)."""
+    return None if fraction is None else round(100 * fraction, 2)
 
 
 def _pct(fraction: float) -> str:
@@ -125,64 +135,46 @@ def few_labels_summary(results: list[dict[str, Any]], paper: dict[str, Any] | No
 
 def _stage(key: str, labels: dict[str, Any], fingerprint: dict[str, Any], out: Path, work) -> dict[str, Any]:
     """Run ``work() -> metrics`` unless ``OUT/stages/<key>.json`` holds the same fingerprint."""
-    from .execute import _read_json, _same, _write_json
-
-    path = out / "stages" / f"{key}.json"
-    stored = _read_json(path)
-    if stored is not None and _same(stored.get("fingerprint"), fingerprint):
-        return {**stored, "resumed": True}
-    t0 = time.perf_counter()
-    metrics = work()
-    record = {"key": key, "labels": labels, "fingerprint": fingerprint, "status": "ok", "resumed": False,
-              "metrics": metrics, "wall_time_s": round(time.perf_counter() - t0, 1)}
-    _write_json(record, path)
-    return record
+    return cached(out / "stages" / f"{key}.json", fingerprint, work, {"key": key, "labels": labels})
 
 
 def _finetune_stage(row, fraction, pre, evaluator, epochs, out, teacher_path=None) -> dict[str, Any]:
     """One fine-tuning stage on a pretraining run's checkpoint (``scratch``: a fresh encoder instead)."""
-    from ..runner import load_pretrained, run_protocol
-
     layer = 1 if row == "head3-layer1" else 0
     fingerprint = {"pretrain": pre.fingerprint(), "row": row, "fraction": fraction, "epochs": epochs,
                    "from_head_layer": layer, "seed": evaluator.seed}
 
     def work() -> dict[str, Any]:
-        model, meta, cfg = load_pretrained(pre.out / "last.pt", evaluator.device)
-        data = evaluator.data(cfg.data, meta)
+        model, meta, config = load_checkpoint_model(pre.out / "last.pt", evaluator.device)
+        data = evaluator.data_of(meta)
         torch.manual_seed(evaluator.seed)
         res = run_protocol("finetune", model, data, label_fraction=fraction, from_scratch=row == "scratch",
-                           epochs=epochs, device=evaluator.device, seed=evaluator.seed, cfg=cfg,
+                           epochs=epochs, device=evaluator.device, seed=evaluator.seed, cfg=config,
                            from_head_layer=layer, keep_model=teacher_path is not None)
         if teacher_path is not None:
-            from ..runner import save_finetuned_result
-
-            save_finetuned_result(teacher_path, res, cfg, meta, data, pre.out / "last.pt", cfg.data, evaluator.seed)
+            claim(Path(teacher_path).parent, [Path(teacher_path).name, Path(teacher_path).name + ".tmp"],
+                  "experiment", kind="experiment")
+            save_finetuned_result(teacher_path, res, meta, data, pre.out / "last.pt", meta.data, evaluator.seed)
         m = res["metrics"]
-        return {"top1": round(100 * m["top1"], 2), "top5": round(100 * m["top5"], 2), "n_train": m["n_train"],
+        return {"top1": round(100 * m["top1"], 2), "top5": _percent(m["top5"]), "n_train": m["n_train"],
                 "epochs": epochs}
 
     record = _stage(f"{row}-{_pct(fraction)}", {"row": row, "fraction": fraction}, fingerprint, out, work)
     if teacher_path is not None and not Path(teacher_path).is_file():  # stored result, teacher file lost
-        (out / "stages" / f"{row}-{_pct(fraction)}.json").unlink()
+        remove_owned(out / "stages", [f"{row}-{_pct(fraction)}.json"])
         return _finetune_stage(row, fraction, pre, evaluator, epochs, out, teacher_path)
     return record
 
 
 def _distill_stage(fraction, pre, teacher_record, teacher_path, settings, out, progress) -> dict[str, Any]:
-    from ..distillation import distill
-    from .execute import _VOLATILE
-
     cfg = dataclasses.replace(pre.config, method="distill", teacher=str(teacher_path), n_views=1, knn_every=0,
                               out=str(out / "runs" / f"distill-{_pct(fraction)}"), progress=progress,
-                              **settings)
-    cfg.validate()
-    fingerprint = {"config": {k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE},
-                   "teacher": teacher_record["fingerprint"]}
+                              overwrite=True, **settings)
+    fingerprint = {"config": config_fingerprint(cfg), "teacher": teacher_record["fingerprint"]}
 
     def work() -> dict[str, Any]:
-        summary = distill(cfg)
-        return {"top1": round(100 * summary["student_top1"], 2), "top5": round(100 * summary["student_top5"], 2),
+        summary = pretrain(cfg)
+        return {"top1": round(100 * summary["student_top1"], 2), "top5": _percent(summary["student_top5"]),
                 "steps": summary["global_step"], "train_time_s": summary["train_time_s"]}
 
     return _stage(f"distilled-{_pct(fraction)}", {"row": "distilled", "fraction": fraction}, fingerprint, out, work)

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..evaluate.plots import new_figure
+
 __all__ = ["write_markdown", "write_figure", "markdown_table"]
 
 
@@ -99,7 +101,9 @@ def _bars(fig, spec: dict[str, Any], baseline: dict[str, Any] | None) -> None:
         floor = baseline["metrics"]["linear_h"] if baseline and panel is panels[0] else None
         finite = [v for s in series.values() for v in s if v is not None]
         lo, hi = 0.0, 100.0
-        if finite:
+        if finite and not panel.get("percent", True):  # another quantity (images/s): from 0
+            floor, hi = None, max(finite) * 1.15
+        elif finite:
             lo = max(0.0, min(finite + ([floor] if floor is not None else [])) - 10.0)
             hi = min(100.0, max(finite) + 12.0)
         ax.set_ylim(lo, hi)
@@ -116,7 +120,7 @@ def _bars(fig, spec: dict[str, Any], baseline: dict[str, Any] | None) -> None:
         ax.set_xticklabels(labels, rotation=20 if max(len(s) for s in labels) > 6 else 0, fontsize=8)
         ax.set_title(panel["title"], fontsize=9)
         ax.set_xlabel(spec.get("xlabel", ""), fontsize=8)
-        ax.set_ylabel("top-1 (%)", fontsize=8)
+        ax.set_ylabel(panel.get("ylabel", "top-1 (%)"), fontsize=8)
         if len(series) > 1 or floor is not None:
             ax.legend(fontsize=7, loc="upper left", ncol=2, framealpha=0.8)
 
@@ -152,8 +156,6 @@ def write_figure(spec: dict[str, Any], path: str | Path, baseline: dict[str, Any
     Raises:
         ValueError: an unknown figure kind or a path that does not end in ``.png``.
     """
-    from ..evaluate.plots import new_figure
-
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"figure path must end in .png, got {str(path)!r}")

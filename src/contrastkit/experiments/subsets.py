@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import load_dataset
+
 __all__ = ["subset_folder", "materialise_subset", "SUBSET_ROOT"]
 
 #: Where subsets are written (shared between experiments, so decoded arrays are cached once);
@@ -87,8 +89,6 @@ def materialise_subset(data: str, train_per_class: int | None, test_per_class: i
     out = Path(folder)
     if (out / "subset.json").is_file():
         return folder
-    from ..data import load_dataset
-
     splits = load_dataset(data, root=data_root, seed=seed)
     if not splits.labelled or splits.test is None:
         raise ValueError(f"a class-balanced subset needs labelled train and test splits; {data} has none")

@@ -1,8 +1,9 @@
 """Taking the encoder out: ``contrastkit export`` and :func:`load_encoder`.
 
 :func:`export_checkpoint` writes a checkpoint's encoder f (and, on request, g) as a torchvision or timm
-state_dict, safetensors, TorchScript or ONNX, verified against contrastkit's own h before it is published.
-:func:`load_encoder` reads any of them back, or a checkpoint, as ``(encoder, transform)``.
+state_dict, safetensors, TorchScript, ONNX, a ``torch.export`` program (``pt2``) or a Hugging Face Hub-style
+folder (``hub``), verified against contrastkit's own h before it is published. :func:`load_encoder` reads any of
+them back, or a checkpoint, as ``(encoder, transform)``, choosing the reader by the file's name.
 
 The public names are imported on first use, so importing this package (as the command line does to list the
 formats) does not import torch.

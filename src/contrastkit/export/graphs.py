@@ -2,7 +2,8 @@
 
 Both take the normalised input contrastkit's encoder takes (the normalisation is in the metadata) and return
 h. With g, the TorchScript module gains a ``forward_z(x)`` method and the ONNX graph a second output ``z``;
-``forward`` and the output ``h`` are unchanged. The ONNX graph has a dynamic batch axis.
+``forward`` and the output ``h`` are unchanged. The ONNX graph's batch, height and width are dynamic (named
+``batch``, ``height``, ``width``); the metadata's ``input_size`` is the size the encoder was trained at.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import torch
 from torch import nn
 
 from .formats import ExportError, require
+from .shapes import AXIS_NAMES, dynamic_shapes
 from .source import ExportSource
 
 __all__ = ["write_torchscript", "reload_torchscript", "write_onnx", "reload_onnx", "example_input",
-           "METADATA_FILE", "ONNX_METADATA_KEY"]
+           "METADATA_FILE", "ONNX_METADATA_KEY", "export_module"]
 
 #: name of the metadata JSON inside a TorchScript archive (``torch.jit.load(..., _extra_files=...)``)
 METADATA_FILE = "contrastkit.json"
@@ -115,25 +117,42 @@ def _onnx_packages() -> None:
         require(module, "onnx", "--format onnx")
 
 
+def export_module(source: ExportSource, meta: dict[str, Any]) -> nn.Module:
+    """The module the graph formats trace: ``x -> h``, or ``x -> (h, z)`` with g (eval mode)."""
+    encoder = _Encoder(source.model.encoder.backbone, source.model.head if meta["include_head"] else None).eval()
+    return _BothOutputs(encoder) if meta["include_head"] else encoder
+
+
+def _name_axes(model: Any) -> None:
+    """Rename the exporter's symbols of the input's dynamic axes (``s53``) to ``batch``, ``height``, ``width``,
+    in the inputs, outputs and intermediate shapes alike."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    names = {dims[i].dim_param: name for i, name in AXIS_NAMES.items() if dims[i].dim_param}
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+
+
 def write_onnx(source: ExportSource, meta: dict[str, Any], paths: dict[str, Path]) -> None:
-    """torch.onnx (the torch.export-based exporter) with a dynamic batch axis; metadata in ``metadata_props``."""
+    """torch.onnx (the torch.export-based exporter) with dynamic batch, height and width; metadata in
+    ``metadata_props``."""
     _onnx_packages()
     import onnx
 
-    encoder = _Encoder(source.model.encoder.backbone, source.model.head if meta["include_head"] else None).eval()
-    module = _BothOutputs(encoder) if meta["include_head"] else encoder
     outputs = ["h", "z"] if meta["include_head"] else ["h"]
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example_input(meta),), str(paths["main"]), dynamo=True, input_names=["input"],
-                              output_names=outputs, dynamic_shapes=({0: torch.export.Dim("batch")},),
+            torch.onnx.export(export_module(source, meta), (example_input(meta),), str(paths["main"]), dynamo=True,
+                              input_names=["input"], output_names=outputs, dynamic_shapes=dynamic_shapes(),
                               external_data=False, verbose=False)
     except Exception as exc:  # torch.export / onnxscript errors have many types
         raise ExportError(f"torch.onnx could not export {meta['architecture']}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}\n{log.getvalue()[-2000:]}") from exc
     model = onnx.load(str(paths["main"]))
+    _name_axes(model)
     onnx.helper.set_model_props(model, {ONNX_METADATA_KEY: json.dumps(meta)})
     model.doc_string = f"contrastkit encoder {meta['architecture']}: normalised input (N, 3, H, W) -> h"
     onnx.save(model, str(paths["main"]))

@@ -1,14 +1,16 @@
 """``load_encoder``: any contrastkit export, checkpoint or run folder -> (encoder returning h, its transform).
 
-The kind of file is read from its contents, not its name: a zip archive is a TorchScript module or a
-``torch.save`` file (a checkpoint, or a torchvision / timm state_dict), a JSON header marks safetensors, and
-anything else is tried as ONNX. A state_dict carries no metadata of its own: it needs the ``<path>.json``
-sidecar that ``contrastkit export`` writes beside it.
+The reader is chosen by the file's name (or an explicit ``format=``) and the bytes are checked to match before
+it is read (:func:`~.filekinds.reader_for`): ``*.onnx``, ``*.safetensors``, ``*.torchscript``, ``*.pt2``, a hub
+folder (``config.json`` + ``model.safetensors``), a run folder (its ``last.pt``), and any other file as a
+``torch.save`` archive read with ``weights_only=True`` (a checkpoint, or a torchvision / timm state_dict).
+TorchScript and ``torch.export`` archives hold code and run only from files named for them (or with ``format=``
+naming them). A state_dict carries no metadata of its own: it needs the ``<path>.json`` sidecar that
+``contrastkit export`` writes beside it.
 """
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,13 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from ..encoders import Encoder
-from ..train.checkpoint import CheckpointError, resolve_checkpoint
+from ..models import CheckpointError, Encoder, load_checkpoint_model, read_torch_file
+from .filekinds import reader_for
 from .formats import ExportError, sidecar_path
 from .graphs import load_torchscript, onnx_session
+from .hub import read_hub
 from .metadata import check_metadata, read_sidecar
+from .program import load_pt2
 from .rebuild import target_backbone
 from .state_dicts import read_safetensors, split_head
 from .transform import evaluation_transform
@@ -49,29 +53,18 @@ class OnnxEncoder(nn.Module):
 
 
 def _resolve(path: Path) -> Path:
-    """The file to read: ``path``, or a run folder's ``last.pt``."""
-    try:
-        return resolve_checkpoint(path)
-    except CheckpointError as exc:
-        raise ExportError(f"{exc} (or an export written by contrastkit export)") from exc
-
-
-def _kind(path: Path) -> str:
-    """``torchscript``, ``torch`` (a torch.save file), ``safetensors`` or ``onnx``, from the file's bytes."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04":
-        try:
-            names = zipfile.ZipFile(path).namelist()
-        except zipfile.BadZipFile as exc:
-            raise ExportError(f"{path} is a damaged zip archive: {exc}") from exc
-        return "torchscript" if any("/code/" in n or n.endswith("/constants.pkl") for n in names) else "torch"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
-        return "safetensors"
-    if head[:1] == b"\x08" or path.suffix == ".onnx":  # an ONNX ModelProto starts with field 1, ir_version
-        return "onnx"
-    raise ExportError(f"{path} is not a contrastkit checkpoint or export (expected a checkpoint, a torchvision / "
-                      f"timm state_dict with its .json sidecar, safetensors, TorchScript or ONNX)")
+    """The file or folder to read: ``path``, a hub folder, or a run folder's ``last.pt``."""
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return path
+        if not (path / "last.pt").is_file():
+            raise ExportError(f"{path} is a folder without last.pt or config.json; expected an export written by "
+                              f"contrastkit export (a file, or a hub folder), a checkpoint, or a run folder")
+        return path / "last.pt"
+    if not path.is_file():
+        raise ExportError(f"{path} does not exist (expected an export written by contrastkit export, a checkpoint, "
+                          f"or a run folder)")
+    return path
 
 
 def _rebuilt(meta: dict[str, Any], backbone_state: dict[str, torch.Tensor], where: str) -> Encoder:
@@ -87,17 +80,14 @@ def _rebuilt(meta: dict[str, Any], backbone_state: dict[str, torch.Tensor], wher
 def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A checkpoint (model + config) or a state-dict export with its sidecar."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # bad pickle, truncated archive
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ExportError(f"{path} is not a readable torch file ({type(exc).__name__}: {first})") from exc
+        state = read_torch_file(path)
+    except CheckpointError as exc:  # bad pickle, truncated archive
+        raise ExportError(f"{path} is not a readable torch file: {str(exc).split(': ', 1)[-1]}") from exc
     if isinstance(state, dict) and "model" in state and "config" in state:
-        from ..runner import load_pretrained
-
-        model, meta, _ = load_pretrained(path, "cpu")
-        size = int(meta.get("image_size", 32))
-        return model.encoder, {"input_size": [3, size, size], "mean": list(meta.get("mean", (0.5,) * 3)),
-                               "std": list(meta.get("std", (0.5,) * 3)), "architecture": meta.get("encoder")}
+        model, meta, config = load_checkpoint_model(path, "cpu")
+        size = meta.image_size
+        return model.encoder, {"input_size": [3, size, size], "mean": list(meta.mean), "std": list(meta.std),
+                               "architecture": config.get("encoder")}
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise ExportError(f"{path} is a torch file but neither a contrastkit checkpoint (keys 'model' and 'config') "
                           f"nor a state_dict of tensors")
@@ -112,15 +102,18 @@ def _from_torch_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return _rebuilt(meta, state, str(path)), meta
 
 
-def _load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    kind = _kind(path)
+def _load(path: Path, device: torch.device, fmt: str | None) -> tuple[nn.Module, dict[str, Any]]:
+    kind = reader_for(path, fmt)
     if kind == "torch":
         return _from_torch_file(path)
     if kind == "torchscript":
         module, meta = load_torchscript(path, map_location=device)
         return module, check_metadata(meta, str(path))
-    if kind == "safetensors":
-        tensors, meta = read_safetensors(path)
+    if kind == "pt2":
+        module, meta = load_pt2(path)
+        return module, check_metadata(meta, str(path))
+    if kind in ("safetensors", "hub"):
+        tensors, meta = read_safetensors(path) if kind == "safetensors" else read_hub(path)
         check_metadata(meta, str(path))
         return _rebuilt(meta, split_head(tensors)[0], str(path)), meta
     if device.type != "cpu":
@@ -130,15 +123,20 @@ def _load(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     return OnnxEncoder(session, int(meta.get("feature_dim") or 0)), meta
 
 
-def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", format: str | None = None
                  ) -> tuple[nn.Module, transforms.Compose]:
     """Load an encoder f from any contrastkit export, checkpoint or run folder, with its preprocessing.
 
     Args:
         path: a file written by ``contrastkit export`` (torchvision or timm state_dict with its ``.json``
-            sidecar, safetensors, TorchScript, ONNX), a checkpoint written by ``contrastkit pretrain``, or a
-            run folder (its ``last.pt``).
+            sidecar, ``*.safetensors``, ``*.torchscript``, ``*.onnx``, ``*.pt2``) or its hub folder, a checkpoint
+            written by ``contrastkit pretrain``, or a run folder (its ``last.pt``). The name picks the reader.
         device: where the encoder runs (ONNX exports: the CPU only).
+        format: the reader, when the file's name does not say it: ``torch`` (also ``checkpoint``,
+            ``torchvision``, ``timm``), ``safetensors``, ``torchscript``, ``onnx`` or ``pt2``. Without it the name
+            decides (any name without one of the suffixes is read as a ``torch.save`` archive of tensors).
+            TorchScript and torch.export archives are code: they run only from a file named for them or with
+            ``format`` naming them.
 
     Returns:
         ``(encoder, transform)``: ``encoder`` is an ``nn.Module`` in eval mode mapping a normalised batch to h;
@@ -149,13 +147,14 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
         ``encoder``: (N, 3, S, S) -> (N, feature_dim); ``transform``: PIL image -> (3, S, S).
 
     Raises:
-        ExportError: the file is not a contrastkit export or checkpoint, a state_dict lacks its sidecar, or an
-            optional package it needs is missing (the message names the extra to install).
+        ExportError: the file's bytes are not what its name (or ``format``) says (a TorchScript or torch.export
+            archive under another name is refused, never run), it is not a contrastkit export or checkpoint, a state_dict lacks its sidecar, or an optional package it needs
+            is missing (the message names the extra to install).
         CheckpointError: a checkpoint that does not match its own config.
     """
     resolved = _resolve(Path(path).expanduser())
     device = torch.device(device)
-    encoder, meta = _load(resolved, device)
+    encoder, meta = _load(resolved, device, format)
     _, height, width = meta["input_size"]
     if height != width:
         raise ExportError(f"{resolved}: expected a square input size, got {height}x{width}")

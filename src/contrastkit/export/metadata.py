@@ -19,7 +19,8 @@ _STRING_KEYS = frozenset({"export_format", "architecture", "library", "stem", "c
                           "data"})
 #: every key of the schema (absent ones decode to None)
 _KEYS = ("contrastkit_export", "export_format", "architecture", "library", "width", "stem", "input_size", "mean",
-         "std", "feature_dim", "contrastkit_version", "method", "data", "include_head", "head", "config")
+         "std", "feature_dim", "contrastkit_version", "method", "data", "include_head", "head", "dynamic_axes",
+         "config")
 
 
 def encode_metadata(meta: dict[str, Any]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from ..models import ProjectionHead
 from .formats import ExportError, require
 from .torchvision_code import _LAYOUT, torchvision_build_lines
 
@@ -56,7 +57,6 @@ def target_backbone(meta: dict[str, Any]) -> nn.Module:
 
 def build_head(desc: dict[str, Any]) -> nn.Module:
     """g as described by the metadata's ``head`` entry (:func:`contrastkit.export.source.describe_head`)."""
-    from ..heads import ProjectionHead
 
     kind = desc.get("kind")
     if kind == "classifier":

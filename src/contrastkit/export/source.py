@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..heads import HeadPrefix, ProjectionHead
-from ..model import ContrastiveModel
-from ..train.checkpoint import CheckpointError, resolve_checkpoint
+from ..models import (CheckpointError, ContrastiveModel, HeadPrefix, ProjectionHead, load_checkpoint_model,
+                      resolve_checkpoint)
 from .formats import ExportError
+from .shapes import dynamic_axes
 
 __all__ = ["ExportSource", "load_source", "resolve_checkpoint", "build_metadata", "describe_head",
            "backbone_state_dict", "head_state_dict"]
@@ -84,23 +84,18 @@ def load_source(checkpoint: str | os.PathLike) -> ExportSource:
     Raises:
         CheckpointError: not a contrastkit checkpoint, or its weights do not match its config's model.
     """
-    from ..runner import load_pretrained
-
     path = resolve_checkpoint(checkpoint)
     _check_is_archive(path)
-    model, meta, cfg = load_pretrained(path, "cpu")
+    model, meta, config = load_checkpoint_model(path, "cpu")
     model = model.float().eval()
-    arch = cfg.encoder
+    arch = str(config.get("encoder", "resnet18"))
     is_timm = arch.startswith("timm:")
-    size = int(meta.get("image_size", 32))
     return ExportSource(
         model=model, checkpoint=path, architecture=arch,
-        width=None if is_timm else float(cfg.width),
+        width=None if is_timm else float(config.get("width", 1.0)),
         stem=None if is_timm else _stem_of(model.encoder.backbone),
-        image_size=size,
-        mean=[float(v) for v in meta.get("mean", (0.5,) * 3)],
-        std=[float(v) for v in meta.get("std", (0.5,) * 3)],
-        config=cfg.to_dict(), meta=dict(meta),
+        image_size=meta.image_size, mean=list(meta.mean), std=list(meta.std),
+        config=dict(config), meta={**meta.as_dict(), "data": meta.data},
     )
 
 
@@ -128,7 +123,8 @@ def describe_head(head: nn.Module) -> dict[str, Any]:
 
 
 def build_metadata(source: ExportSource, fmt: str, include_head: bool) -> dict[str, Any]:
-    """The metadata every export carries: architecture, input, normalisation, version and the run's config."""
+    """The metadata every export carries: architecture, input size trained at, normalisation, the input axes that
+    take any size (``dynamic_axes``), version and the run's config."""
     import contrastkit
 
     meta = {
@@ -147,6 +143,7 @@ def build_metadata(source: ExportSource, fmt: str, include_head: bool) -> dict[s
         "data": source.meta.get("data", source.config.get("data")),
         "include_head": include_head,
         "head": describe_head(source.model.head) if include_head else None,
+        "dynamic_axes": dynamic_axes(fmt),
         "config": source.config,
     }
     return json.loads(json.dumps(meta))  # as it reads back from JSON: tuples become lists

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..models import read_torch_file
 from .formats import ExportError, require
 from .metadata import decode_metadata, encode_metadata, read_sidecar, write_sidecar
 from .rebuild import build_head, target_backbone
@@ -55,11 +56,11 @@ def reload_state_dict(paths: dict[str, Path], meta: dict[str, Any]) -> Features:
     stored = read_sidecar(paths["sidecar"])
     if stored != meta:
         raise ExportError(f"the sidecar {paths['sidecar']} does not read back as written")
-    backbone = _load_strict(target_backbone(meta), torch.load(paths["main"], weights_only=True),
+    backbone = _load_strict(target_backbone(meta), read_torch_file(paths["main"]),
                             f"the {meta['library']} state_dict")
     head = None
     if "head" in paths:
-        head = _load_strict(build_head(meta["head"]), torch.load(paths["head"], weights_only=True), "g")
+        head = _load_strict(build_head(meta["head"]), read_torch_file(paths["head"]), "g")
     return _features(backbone, head)
 
 

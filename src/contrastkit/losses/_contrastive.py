@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import distributed
+from ..runtime import distributed
 from ._tiled import group_counts, supcon_tiled
+from ._weighted import multilabel_loss
 from ._validation import check_chunk_size, check_flag, check_temperature, computes_in_fp32, compute_dtype, normalize
 
 __all__ = ["TiledContrastiveLoss", "contrastive_loss", "group_ids"]
@@ -53,6 +54,11 @@ class TiledContrastiveLoss(nn.Module):
         return ", ".join(parts)
 
     def _contrastive(self, features: torch.Tensor, labels: torch.Tensor | None, variant: str) -> torch.Tensor:
+        if labels is not None and labels.dim() == 2:  # multi-hot: weighted positives (L_out, checked by the caller)
+            return multilabel_loss(features, labels, temperature=self.temperature, chunk_size=self.chunk_size,
+                                   gather_distributed=self.gather_distributed, normalize_features=self.normalize,
+                                   even_batches=self.even_batches, sync_free=not self.check_values,
+                                   who=type(self).__name__)
         return contrastive_loss(
             features,
             labels,

@@ -19,6 +19,8 @@ __all__ = [
     "check_pair",
     "check_pair_with_negatives",
     "check_labels",
+    "check_multi_hot",
+    "check_memory",
     "compute_dtype",
     "fp32_region",
     "computes_in_fp32",
@@ -174,6 +176,81 @@ def check_labels(labels: object, num_samples: int, device: torch.device, check_v
     if check_values and num_samples and int(labels.min()) < -1:
         raise ValueError(f"labels must be >= 0, or -1 for an unlabelled sample, got minimum {int(labels.min())}")
     return labels
+
+
+def check_multi_hot(labels: torch.Tensor, num_samples: int, device: torch.device, check_values: bool = True
+                    ) -> torch.Tensor:
+    """Check multi-hot labels of shape (N, C): entry (n, c) is 1 when sample n has label c, else 0.
+
+    Args:
+        labels: a bool, integer or floating tensor.
+        num_samples: N, from the features.
+        device: where the features live; the labels are moved there.
+        check_values: also check that every entry is 0 or 1 (reads a flag back from the device).
+
+    Returns:
+        The labels as float32 on ``device``.
+
+    Raises:
+        TypeError: a complex dtype.
+        ValueError: not of shape (N, C) with C >= 1, or (checked) an entry other than 0 and 1.
+    """
+    if labels.is_complex():
+        raise TypeError(f"multi-hot labels must be bool, integer or floating 0/1 values, got dtype {labels.dtype}")
+    if labels.dim() != 2 or labels.shape[0] != num_samples or labels.shape[1] < 1:
+        raise ValueError(f"multi-hot labels must have shape (N, C) = ({num_samples}, C) with C >= 1 to match the "
+                         f"features' N={num_samples} samples, got shape {tuple(labels.shape)}")
+    labels = labels.to(device=device, dtype=torch.float32)
+    if check_values and not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} are multi-hot labels (N, C) and must hold only 0 "
+                         f"and 1 (1: the sample has the label), got other values; class indices take shape (N,)")
+    return labels
+
+
+def check_memory(memory: object, memory_labels: object, dim: int, labels: torch.Tensor | None,
+                 device: torch.device, check_values: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Check memory rows (past samples' features, a queue of keys) against the batch's features and labels.
+
+    Args:
+        memory: a floating tensor (K, D), or None.
+        memory_labels: labels of the rows, of the batch labels' kind ((K,) class indices or (K, C) multi-hot), or
+            None (every row unlabelled).
+        dim: D, from the features.
+        labels: the batch's checked labels, or None.
+        device: where the features live.
+        check_values: as :func:`check_embeddings` and the label checks.
+
+    Returns:
+        ``(memory, memory_labels)``; both None for an empty memory (K = 0).
+
+    Raises:
+        TypeError: memory not a floating tensor; memory_labels of the wrong dtype.
+        ValueError: wrong shapes, another device, non-finite rows, or memory labels without batch labels.
+    """
+    if memory is None:
+        if memory_labels is not None:
+            raise ValueError("memory_labels were given without memory")
+        return None, None
+    if isinstance(memory, torch.Tensor) and memory.dim() == 2 and memory.shape[0] == 0:
+        return None, None
+    memory = check_embeddings("memory", memory, "KD", check_values)
+    if memory.shape[1] != dim:
+        raise ValueError(f"memory has D={memory.shape[1]} but the features have D={dim}")
+    if memory.device != device:
+        raise ValueError(f"memory is on {memory.device} but the features are on {device}")
+    if memory_labels is None:
+        return memory, None
+    if labels is None:
+        raise ValueError("memory_labels need labels for the batch too (without labels every sample is its own "
+                         "class and the memory rows are negatives)")
+    k = memory.shape[0]
+    if labels.dim() == 2:
+        memory_labels = check_multi_hot(memory_labels, k, device, check_values)
+        if memory_labels.shape[1] != labels.shape[1]:
+            raise ValueError(f"memory_labels have C={memory_labels.shape[1]} labels but the batch's have "
+                             f"C={labels.shape[1]}")
+        return memory, memory_labels
+    return memory, check_labels(memory_labels, k, device, check_values)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

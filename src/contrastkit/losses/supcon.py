@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 from ._contrastive import TiledContrastiveLoss
-from ._validation import check_embeddings, check_labels
+from ._validation import check_embeddings, check_labels, check_multi_hot
 
 __all__ = ["SupConLoss"]
 
@@ -35,6 +35,18 @@ class SupConLoss(TiledContrastiveLoss):
         * With or without labels the batch needs N >= 2 samples (over all ranks):
           one sample's views have no negative, so there is no contrast (for V = 2
           the loss is identically 0); ValueError, as for :class:`NTXentLoss`.
+        * Multi-hot labels (N, C), L_out only (multi-label SupCon): positives are weighted. Two views of one sample
+          weigh w = 1; two different samples weigh the Jaccard overlap of their label sets,
+          w_ip = |A_i n A_p| / |A_i u A_p| (0 when both are empty), and::
+
+              l_i = -(1 / sum_p w_ip) sum_p w_ip log( exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+
+          averaged over the anchors with sum_p w_ip > 0. With one-hot labels every weight is 0 or 1 and this is
+          L_out above exactly. A sample with an empty label set has its own views as its only positives (as -1).
+          The weights of each tile of anchors are computed when the tile is (``_weighted.py``): no (VN)^2 matrix.
+
+    A queue of keys from a momentum encoder (SupCon's memory-based variant, MoCo) is
+    :class:`MomentumContrastLoss`, which contrasts queries with keys.
 
     Computed by the exact tiled kernel of ``contrastkit.losses._tiled``: memory
     O(chunk * VN + VN * D), never (VN)^2. Distributed use, input dtypes: as
@@ -88,22 +100,27 @@ class SupConLoss(TiledContrastiveLoss):
 
         Args:
             features: V views of N samples (need not be normalised).
-            labels: integer class of each sample, -1 for unlabelled, or None.
+            labels: integer class of each sample, -1 for unlabelled; multi-hot labels (N, C) (L_out only); or None.
 
         Returns:
             The scalar loss.
 
         Raises:
-            TypeError: features not a floating tensor; labels not an integer tensor.
-            ValueError: features not 3-D or not finite; labels not of shape (N,) or < -1;
-                N < 2 (with or without labels); labels None with V < 2; no anchor with a positive.
+            TypeError: features not a floating tensor; class labels not an integer tensor.
+            ValueError: features not 3-D or not finite; labels not of shape (N,) or (N, C), class labels < -1,
+                multi-hot labels other than 0/1 or with ``variant="in"``; N < 2 (with or without labels); labels
+                None with V < 2; no anchor with a positive.
 
         Shape:
-            features (N, V, D), labels (N,) -> ().
+            features (N, V, D), labels (N,) or (N, C) -> ().
         """
         features = check_embeddings("features", features, "NVD", self.check_values)
         N, V, _ = features.shape
-        if labels is not None:
+        if isinstance(labels, torch.Tensor) and labels.dim() == 2:
+            if self.variant != "out":
+                raise ValueError("multi-hot labels (N, C) are defined for L_out (variant='out'); got variant='in'")
+            labels = check_multi_hot(labels, N, features.device, self.check_values)
+        elif labels is not None:
             labels = check_labels(labels, N, features.device, self.check_values)
         elif V < 2:
             raise ValueError(

@@ -5,20 +5,22 @@
   each image's neighbourhood) reaches the threshold.
 * ``threshold="auto"`` (the default) calibrates the threshold for a target precision (:mod:`.calibrate`)
   the first time and stores it, with its figures, in ``index.json`` (``near_duplicates``); later calls
-  with the same target reuse it. The space is kept in ``near_duplicates.npz``. ``--update`` writes a
+  with the same target reuse it. The space is kept in ``near_duplicates.<g>.npz``. ``--update`` writes a
   new index without either, so a changed collection is calibrated again.
 * Each group carries each member's score with the group's first image.
 
 An index written before content hashes and near-duplicate vectors were stored gets them now (its
-images are decoded and embedded once more, with its checkpoint) and keeps them.
+images are decoded and embedded once more, with its checkpoint). What is computed is kept in the
+index as a generation of its own, under the index's writer lock (:mod:`.additions`); when the index
+cannot be written, the groups are still found and a note says what was not kept.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +28,13 @@ import numpy as np
 import torch
 
 from ..data.sources import ImageFiles
+from ..runtime import resolve_device
+from .additions import IndexAdditions
 from .calibrate import SAMPLE_SIZE, Calibration, calibrate_index, check_target_precision
-from .dup_space import SPACE_FILE, DuplicateSpace
+from .dup_space import DuplicateSpace
 from .duplicates import near_duplicate_groups
 from .encoder import FrozenEncoder, load_frozen_encoder
-from .index import DUP_VECTORS_FILE, HASHES_FILE, ImageIndex
+from .index import ImageIndex
 from .pixels import HASH_BYTES, exact_duplicate_groups
 from .stream import embed_stream, iter_shards
 
@@ -64,12 +68,15 @@ class NearDuplicates:
         groups: the groups, ordered by their first image's row.
         calibration: how the threshold was chosen (None for a threshold given as a number).
         reused: whether the calibration was read from the index rather than made now.
+        not_stored: None, or why what this search computed (calibration, near-duplicate vectors) was not kept in
+            the index.
     """
 
     threshold: float
     groups: list[DuplicateGroup] = field(default_factory=list)
     calibration: Calibration | None = None
     reused: bool = False
+    not_stored: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``{"threshold", "groups": [[path, ...]], "scores": [[null, ...]], "identical": [[...]],
@@ -82,19 +89,11 @@ class NearDuplicates:
         return out
 
 
-def _save_atomic(index: ImageIndex, name: str, array: np.ndarray) -> None:
-    tmp = index.root / f"{name}.tmp-{os.getpid()}.npy"
-    np.save(tmp, array)
-    os.replace(tmp, index.root / name)
-
-
-def _embed_missing(index: ImageIndex, encoder: FrozenEncoder, rows: np.ndarray, device: str, progress: bool
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Content hashes and near-duplicate vectors of ``rows``, embedded now; returns (hashes, vectors, readable)."""
-    from ..device import resolve_device
-
+def _embed_missing(index: ImageIndex, encoder: FrozenEncoder, rows: np.ndarray, device: str, progress: bool,
+                   work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Content hashes and near-duplicate vectors of ``rows``, embedded now in shards under ``work``; returns
+    (hashes, vectors, readable)."""
     paths = [index.paths[r] for r in rows.tolist()]
-    work = index.root.with_name(index.root.name + ".dup.partial")
     res = embed_stream(encoder, ImageFiles([(p, -1) for p in paths]), paths, work,
                        device=resolve_device(device, "--device"), progress=progress, dup_views=True, num_workers=0)
     dim = int(index.info["dim"])
@@ -109,35 +108,52 @@ def _embed_missing(index: ImageIndex, encoder: FrozenEncoder, rows: np.ndarray, 
     return hashes, vectors, readable
 
 
-def _hashes_and_vectors(index: ImageIndex, encoder_of, device: str, progress: bool
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """The index's content hashes and near-duplicate vectors, completing (and storing) what it lacks.
+def _missing_rows(index: ImageIndex) -> np.ndarray:
+    """Rows whose content hash or near-duplicate vector the index does not hold."""
+    stored_h, stored_v = index.pixel_hashes(), index.dup_vectors()
+    if stored_h is None or stored_v is None:
+        return np.arange(len(index))
+    known = np.zeros(len(index), bool)
+    for lo in range(0, len(index), 65536):  # a block at a time: the files are memory-mapped
+        known[lo:lo + 65536] = stored_h[lo:lo + 65536].any(axis=1) & stored_v[lo:lo + 65536].any(axis=1)
+    return np.flatnonzero(~known)
+
+
+def _hashes_and_vectors(add: IndexAdditions, encoder_of, device: str, progress: bool,
+                        writers: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The index's content hashes and near-duplicate vectors, completing what it lacks (the completed files go
+    to ``writers``, to be stored).
 
     Rows that cannot be read any more keep a zero hash (matching nothing) and fall back to their h.
     """
+    index = add.index
     stored_h, stored_v = index.pixel_hashes(), index.dup_vectors()
     hashes = np.zeros((len(index), HASH_BYTES), np.uint8) if stored_h is None else np.array(stored_h)
     vectors = np.zeros((len(index), int(index.info["dim"])), np.float32) if stored_v is None else np.array(stored_v)
-    missing = np.flatnonzero(~hashes.any(axis=1) | ~vectors.any(axis=1))
+    missing = _missing_rows(index)
     if len(missing):
         if progress:
             print(f"embedding the near-duplicate vectors of {len(missing)} images of this index (once; kept in "
-                  f"{DUP_VECTORS_FILE} and {HASHES_FILE})", file=sys.stderr)
-        new_h, new_v, readable = _embed_missing(index, encoder_of(), missing, device, progress)
+                  f"the index)", file=sys.stderr)
+        new_h, new_v, readable = _embed_missing(index, encoder_of(), missing, device, progress, add.work_dir())
         hashes[missing[readable]] = new_h[readable]
         vectors[missing[readable]] = new_v[readable]
-        _save_atomic(index, HASHES_FILE, hashes)
-        _save_atomic(index, DUP_VECTORS_FILE, vectors)
+        known_h, known_v = hashes.copy(), vectors.copy()  # zeros where unreadable: not known
+        writers["hashes"] = lambda path: np.save(path, known_h)
+        writers["dup_vectors"] = lambda path: np.save(path, known_v)
     unknown = ~vectors.any(axis=1)
     vectors[unknown] = np.asarray(index.vectors[np.flatnonzero(unknown)])  # unreadable now: their h
     return hashes, vectors
 
 
-def _space(index: ImageIndex, vectors: np.ndarray) -> DuplicateSpace:
-    space = DuplicateSpace.load(index.root / SPACE_FILE, len(index), int(index.info["dim"]))
+def _space(index: ImageIndex, vectors: np.ndarray, refit: bool, writers: dict) -> DuplicateSpace:
+    """The index's near-duplicate space: the stored one, or fitted now (and added to ``writers``)."""
+    name = index.files.get("space")
+    space = None if refit or not name else DuplicateSpace.load(index.root / name, len(index),
+                                                                 int(index.info["dim"]))
     if space is None:
         space = DuplicateSpace.fit(vectors)
-        space.save(index.root / SPACE_FILE)
+        writers["space"] = space.save
     return space
 
 
@@ -154,13 +170,6 @@ def _stored_calibration(index: ImageIndex, target: float, sample: int, seed: int
     return cal if same else None
 
 
-def _store_calibration(index: ImageIndex, cal: Calibration) -> None:
-    index.info[CALIBRATION_KEY] = cal.to_dict()
-    tmp = index.root / f"index.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(index.info, indent=2) + "\n")
-    os.replace(tmp, index.root / "index.json")
-
-
 def _check_threshold(threshold: Any) -> float | str:
     if threshold == "auto":
         return threshold
@@ -170,10 +179,17 @@ def _check_threshold(threshold: Any) -> float | str:
     return float(threshold)
 
 
+def _needs_writing(index: ImageIndex, auto: bool, target: float, sample: int, seed: int, recalibrate: bool) -> bool:
+    """Whether the index lacks something this search computes and keeps."""
+    space = index.files.get("space")
+    return (len(_missing_rows(index)) > 0 or not space or not (index.root / space).is_file()
+            or (auto and (recalibrate or _stored_calibration(index, target, sample, seed) is None)))
+
+
 def near_duplicates(index: str | os.PathLike | ImageIndex, threshold: float | str = "auto", *,
                     target_precision: float = 0.95, checkpoint: str | os.PathLike | None = None,
                     device: str = "auto", sample: int = SAMPLE_SIZE, seed: int = 0, recalibrate: bool = False,
-                    progress: bool = False) -> NearDuplicates:
+                    progress: bool = False, store: bool = True) -> NearDuplicates:
     """Groups of exact and near-duplicate images in an index.
 
     Args:
@@ -186,9 +202,10 @@ def near_duplicates(index: str | os.PathLike | ImageIndex, threshold: float | st
         sample, seed: the calibration sample's size and seed.
         recalibrate: calibrate again even when the index holds a calibration for this target.
         progress: progress bars and notes on stderr.
+        store: keep what is computed in the index (:mod:`.additions`); False leaves the index as it is.
 
     Returns:
-        A :class:`NearDuplicates`.
+        A :class:`NearDuplicates` (``not_stored`` says why what was computed was not kept, if it was not).
 
     Raises:
         ValueError: an empty or damaged index, a bad threshold or target precision, a threshold so low it links
@@ -201,34 +218,42 @@ def near_duplicates(index: str | os.PathLike | ImageIndex, threshold: float | st
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index, backend="torch")
     if len(idx) == 0:
         raise ValueError(f"index {idx.root} holds no images; there is nothing to compare")
-    encoder: list[FrozenEncoder] = []
+    writing = _needs_writing(idx, t_arg == "auto", target, sample, seed, recalibrate)
+    with IndexAdditions(idx, store and writing) as add:
+        encoder: list[FrozenEncoder] = []
 
-    def encoder_of() -> FrozenEncoder:  # loaded once, and only when needed
-        if not encoder:
-            encoder.append(load_frozen_encoder(checkpoint or idx.info["checkpoint"],
-                                               projection=idx.info["what"] == "z"))
-            idx.check_encoder(encoder[0])
-        return encoder[0]
+        def encoder_of() -> FrozenEncoder:  # loaded once, and only when needed
+            if not encoder:
+                encoder.append(load_frozen_encoder(checkpoint or add.index.info["checkpoint"],
+                                                   projection=add.index.info["what"] == "z"))
+                add.index.check_encoder(encoder[0])
+            return encoder[0]
 
-    hashes, vectors = _hashes_and_vectors(idx, encoder_of, device, progress)
-    exact = exact_duplicate_groups(hashes)
-    space = _space(idx, vectors)
-    cal, reused = None, False
-    if t_arg == "auto":
-        cal = None if recalibrate else _stored_calibration(idx, target, sample, seed)
+        writers: dict = {}
+        hashes, vectors = _hashes_and_vectors(add, encoder_of, device, progress, writers)
+        space = _space(add.index, vectors, bool(writers), writers)
+        cal = None if t_arg != "auto" or recalibrate else _stored_calibration(add.index, target, sample, seed)
         reused = cal is not None
-        if cal is None:
-            from ..device import resolve_device
-
-            cal = calibrate_index(idx, encoder_of(), space, vectors, target, sample=sample, seed=seed,
+        if t_arg == "auto" and cal is None:
+            cal = calibrate_index(add.index, encoder_of(), space, vectors, target, sample=sample, seed=seed,
                                   device=resolve_device(device, "--device"), hashes=hashes)
-            _store_calibration(idx, cal)
+        if writers or (cal is not None and not reused):
+            add.publish(writers, {CALIBRATION_KEY: cal.to_dict()} if cal is not None else {})
+        not_stored = add.reason if writing and not add.can_store else None
+        idx = add.index
     t = cal.threshold if cal is not None else float(t_arg)
+    groups = _groups(idx, space, vectors, hashes, t)
+    return NearDuplicates(t, groups, cal, reused, not_stored)
+
+
+def _groups(index: ImageIndex, space: DuplicateSpace, vectors: np.ndarray, hashes: np.ndarray, threshold: float
+            ) -> list[DuplicateGroup]:
+    """The groups at ``threshold``: exact copies first, then pairs scoring at least ``threshold``, joined."""
     z = space.transform(vectors)  # (N, D)
     groups = []
-    for g in near_duplicate_groups(z, t, linked=exact, score=space.scores):
+    for g in near_duplicate_groups(z, threshold, linked=exact_duplicate_groups(hashes), score=space.scores):
         at = torch.tensor(g)
         scores = space.scores((z[at] @ z[g[0]])[:, None], at, at[:1])[:, 0].tolist()  # (len(g),)
         same = [bool(i and hashes[r].any() and np.array_equal(hashes[r], hashes[g[0]])) for i, r in enumerate(g)]
-        groups.append(DuplicateGroup([idx.paths[r] for r in g], [None] + [round(s, 6) for s in scores[1:]], same))
-    return NearDuplicates(t, groups, cal, reused)
+        groups.append(DuplicateGroup([index.paths[r] for r in g], [None] + [round(s, 6) for s in scores[1:]], same))
+    return groups

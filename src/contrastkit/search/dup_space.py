@@ -23,7 +23,7 @@ Two changes to plain cosine similarity of h, each measured on planted copies of 
   each row keeps its 5th and 6th nearest similarities.
 
 :class:`DuplicateSpace` holds the mean, the whitening matrix and every row's two references; it is
-computed from the index's vectors (no model needed) and kept in the index as ``near_duplicates.npz``.
+computed from the index's vectors (no model needed) and kept in the index as ``near_duplicates.<g>.npz``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DuplicateSpace", "NEIGHBOUR_RANK", "SPACE_FILE"]
+__all__ = ["DuplicateSpace", "NEIGHBOUR_RANK"]
 
 #: r is the similarity to the NEIGHBOUR_RANK-th nearest other image.
 NEIGHBOUR_RANK = 5
@@ -44,7 +44,6 @@ _MIN_ROWS_PER_DIM = 10
 _EIGEN_FLOOR = 1e-4
 _FIT_ROWS = 200_000  # whitening is fitted on at most this many rows (a seeded sample)
 _BLOCK_ELEMENTS = 1 << 24
-SPACE_FILE = "near_duplicates.npz"
 
 
 def _whitening(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -161,12 +160,13 @@ class DuplicateSpace:
         return sims - self.pair_offsets(sims, rows, cols)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the space to ``path`` (an ``.npz``), through a temporary file and a rename."""
+        """Write the space to ``path``, whose name ends in ``.npz`` (an index names it only once it is written,
+        :mod:`.additions`)."""
         path = Path(path)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, mean=self.mean, whitening=self.whitening, reference=self.reference,
+        if path.suffix != ".npz":
+            raise ValueError(f"the near-duplicate space is saved as an .npz file, got {path}")
+        np.savez(path, mean=self.mean, whitening=self.whitening, reference=self.reference,
                  rank=np.int64(self.rank), whitened=np.bool_(self.whitened))
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, count: int, dim: int) -> "DuplicateSpace | None":

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models import load_checkpoint_model, resolve_checkpoint
+
 __all__ = ["FrozenEncoder", "load_frozen_encoder", "fingerprint_of"]
 
 
@@ -43,6 +45,7 @@ class FrozenEncoder:
         fingerprint: see :func:`fingerprint_of`.
         classes: the checkpoint's class names (empty when trained unlabelled).
         data: the data set or folder the checkpoint was trained on.
+        step: the checkpoint's training step (global_step), when it records one.
     """
 
     module: nn.Module
@@ -54,6 +57,7 @@ class FrozenEncoder:
     fingerprint: str
     classes: list[str]
     data: str = ""
+    step: int | None = None
 
     def to(self, device: torch.device) -> "FrozenEncoder":
         self.module.to(device)
@@ -79,18 +83,11 @@ def load_frozen_encoder(checkpoint: str | os.PathLike, projection: bool = False)
     Raises:
         CheckpointError: a missing, corrupt or mismatched checkpoint.
     """
-    from ..runner import load_pretrained
-
-    path = Path(os.path.expanduser(os.fspath(checkpoint)))
-    if path.is_dir() and (path / "last.pt").is_file():
-        path = path / "last.pt"
-    model, meta, cfg = load_pretrained(path, "cpu")
+    path = resolve_checkpoint(checkpoint)
+    model, meta, _ = load_checkpoint_model(path, "cpu")
     module: nn.Module = _Projected(model.encoder, model.head) if projection else model.encoder
     module.eval()
-    size = int(meta.get("image_size", 32))
-    mean = tuple(float(v) for v in meta.get("mean", (0.5,) * 3))
-    std = tuple(float(v) for v in meta.get("std", (0.5,) * 3))
     what = "z" if projection else "h"
-    return FrozenEncoder(module, size, mean, std, what, str(path.resolve()),  # type: ignore[arg-type]
-                         fingerprint_of(module, size, mean, std, what), list(meta.get("classes", [])),
-                         str(meta.get("data") or cfg.data))
+    return FrozenEncoder(module, meta.image_size, meta.mean, meta.std, what, str(path.resolve()),  # type: ignore[arg-type]
+                         fingerprint_of(module, meta.image_size, meta.mean, meta.std, what), list(meta.classes),
+                         meta.data, meta.global_step)

@@ -3,9 +3,17 @@
 
 In the search views each row is a query followed by its neighbours, with the cosine similarity under
 each neighbour; in the near-duplicates view each row is a group, side by side, with each image's
-score with the group's first (or "identical pixels"). The HTML pages embed every thumbnail as a
-``data:`` URI, so they need no server, no other file and no network: they open in any browser, and
-can be mailed or archived alone.
+score with the group's first (or "identical pixels"). The HTML pages embed every
+thumbnail as a ``data:`` URI, so they need no server, no other file and no network: they open in any
+browser, and can be mailed or archived alone. A result entry may carry ``shown``, the name to show in
+place of its path (``relative_paths``: paths relative to the indexed folder and the query folder, so a
+shared page holds no absolute path). Names are HTML-escaped.
+
+:func:`write_search_outputs` writes both search pictures as one output of the ``--out`` folder, and
+:func:`write_duplicates_html` the near-duplicates page as another
+(:class:`~contrastkit.runtime.ownership.OutputFiles`): an earlier search's pictures are replaced only
+with ``overwrite``, files contrastkit did not write never; :func:`search_output` and
+:func:`duplicates_output` check that before the search runs.
 """
 from __future__ import annotations
 
@@ -19,12 +27,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 from PIL import Image, ImageDraw
 
 from ..data.sources import open_rgb
+from ..runtime.ownership import OutputFiles
+from ..runtime.text import printable
 
 if TYPE_CHECKING:
     from .dedup import NearDuplicates
 
-__all__ = ["write_neighbours_png", "write_gallery_html", "write_search_outputs", "write_duplicates_html",
-           "MAX_PNG_ROWS"]
+__all__ = ["write_neighbours_png", "write_gallery_html", "write_search_outputs", "search_output",
+           "relative_paths", "write_duplicates_html", "duplicates_output", "MAX_PNG_ROWS"]
 
 #: Rows drawn in neighbours.png (the HTML page holds every query).
 MAX_PNG_ROWS = 32
@@ -35,7 +45,7 @@ def _thumbnail(path: str, side: int) -> Image.Image:
     """The image scaled to fit a ``side`` square (nearest-neighbour for small images, so pixels stay crisp);
     a grey tile marked "unreadable" when the file cannot be read any more."""
     try:
-        img = open_rgb(path)
+        img = open_rgb(path, side)
     except ValueError:
         tile = Image.new("RGB", (side, side), (200, 200, 200))
         ImageDraw.Draw(tile).text((4, side // 2 - 6), "unreadable", fill=(90, 0, 0))
@@ -53,12 +63,8 @@ def _check_results(results: Sequence[dict[str, Any]]) -> None:
             raise ValueError(f"each result must be a dict with 'query' and 'neighbours', got {r!r:.80}")
 
 
-def write_neighbours_png(results: Sequence[dict[str, Any]], out_file: str | os.PathLike, side: int = 64,
-                         max_rows: int = MAX_PNG_ROWS) -> Path:
-    """A grid: one row per query (the first ``max_rows``), the query then its neighbours, similarity under each.
-
-    The query's column is set off by a gap. Written atomically (a temporary file, then a rename).
-    """
+def _neighbours_png(results: Sequence[dict[str, Any]], side: int, max_rows: int) -> Image.Image:
+    """The grid of :func:`write_neighbours_png`."""
     _check_results(results)
     rows = list(results)[:max_rows]
     k = max(len(r["neighbours"]) for r in rows)
@@ -73,6 +79,16 @@ def write_neighbours_png(results: Sequence[dict[str, Any]], out_file: str | os.P
             left = gap + (x + 1) * side
             canvas.paste(_thumbnail(nb["path"], side), (left, top))
             draw.text((left + 2, top + side + 1), f"{nb['similarity']:.3f}", fill=(0, 0, 0))
+    return canvas
+
+
+def write_neighbours_png(results: Sequence[dict[str, Any]], out_file: str | os.PathLike, side: int = 64,
+                         max_rows: int = MAX_PNG_ROWS) -> Path:
+    """A grid: one row per query (the first ``max_rows``), the query then its neighbours, similarity under each.
+
+    The query's column is set off by a gap. Written atomically (a temporary file, then a rename).
+    """
+    canvas = _neighbours_png(results, side, max_rows)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -95,24 +111,34 @@ td.query{border-right:3px solid #338;background:#eef}img{width:%dpx;height:%dpx;
 image-rendering:pixelated}figure{margin:0}figcaption{max-width:%dpx;overflow-wrap:anywhere}"""
 
 
-def _figure(path: str, caption: str, side: int, cache: dict[str, str]) -> str:
-    name = html.escape(Path(path).name)
-    return (f'<figure><img src="{_data_uri(path, side, cache)}" alt="{name}" title="{html.escape(path)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+def _figure(path: str, shown: str, caption: str, side: int, cache: dict[str, str]) -> str:
+    name = html.escape(printable(Path(shown).name))
+    return (f'<figure><img src="{_data_uri(path, side, cache)}" alt="{name}" title="{html.escape(printable(shown))}">'
+            f"<figcaption>{html.escape(printable(caption))}</figcaption></figure>")
 
 
-def _write_page(out_file: str | os.PathLike, title: str, intro: str, rows: list[str], side: int) -> Path:
-    """A self-contained HTML page holding a table of ``rows``; written atomically (a temporary file, a rename)."""
-    lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{_STYLE % (side, side, side + 20)}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", "<table>", *rows,
-             "</table>", "</body></html>", ""]
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+def _page(title: str, intro: str, rows: list[str], side: int) -> str:
+    """A self-contained HTML page holding a table of ``rows``."""
+    return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+                      f"<title>{html.escape(title)}</title><style>{_STYLE % (side, side, side + 20)}</style>"
+                      f"</head><body>", f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", "<table>",
+                      *rows, "</table>", "</body></html>", ""])
+
+
+def _gallery_html(results: Sequence[dict[str, Any]], side: int, title: str) -> str:
+    """The page of :func:`write_gallery_html`."""
+    _check_results(results)
+    cache: dict[str, str] = {}
+    lines = []
+    for r in results:
+        shown = r.get("shown", r["query"])
+        cells = [f'<td class="query">{_figure(r["query"], shown, "query: " + Path(shown).name, side, cache)}</td>']
+        cells += [f'<td class="neighbour">'
+                  f'{_figure(nb["path"], nb.get("shown", nb["path"]), format(nb["similarity"], ".3f"), side, cache)}'
+                  f'</td>' for nb in r["neighbours"]]
+        lines.append('<tr class="query-row">' + "".join(cells) + "</tr>")
+    intro = f"{len(results)} queries; each row: the query, then its nearest images with their cosine similarity."
+    return _page(title, intro, lines, side)
 
 
 def write_gallery_html(results: Sequence[dict[str, Any]], out_file: str | os.PathLike, side: int = 96,
@@ -121,42 +147,96 @@ def write_gallery_html(results: Sequence[dict[str, Any]], out_file: str | os.Pat
 
     Written atomically (a temporary file, then a rename).
     """
-    _check_results(results)
-    cache: dict[str, str] = {}
-    rows = []
-    for r in results:
-        cells = [f'<td class="query">{_figure(r["query"], "query: " + Path(r["query"]).name, side, cache)}</td>']
-        cells += [f'<td class="neighbour">{_figure(nb["path"], format(nb["similarity"], ".3f"), side, cache)}</td>'
-                  for nb in r["neighbours"]]
-        rows.append('<tr class="query-row">' + "".join(cells) + "</tr>")
-    intro = f"{len(results)} queries; each row: the query, then its nearest images with their cosine similarity."
-    return _write_page(out_file, title, intro, rows, side)
+    text = _gallery_html(results, side, title)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
 
 
-def write_duplicates_html(result: "NearDuplicates", out_file: str | os.PathLike, side: int = 96,
-                          title: str = "contrastkit near-duplicates") -> Path:
-    """A self-contained HTML page: one ``<tr class="group-row">`` per group of near-duplicates, its images side
-    by side, each after the first captioned with its score with the first ("identical pixels" for an exact
-    copy). The threshold (and its calibration) heads the page. Written atomically."""
-    cache: dict[str, str] = {}
-    rows = []
-    for g in result.groups:
-        cells = [f'<td class="query">{_figure(g.paths[0], Path(g.paths[0]).name, side, cache)}</td>']
-        cells += [f'<td class="member">{_figure(p, "identical pixels" if same else f"score {s:.3f}", side, cache)}'
-                  f"</td>" for p, s, same in zip(g.paths[1:], g.scores[1:], g.identical[1:])]
-        rows.append('<tr class="group-row">' + "".join(cells) + "</tr>")
-    how = result.calibration.summary() if result.calibration is not None else "threshold given"
-    intro = (f"{len(result.groups)} groups at score >= {result.threshold:.4f} ({how}). Each row: a group's first "
-             f"image, then the others with their score with it.")
-    return _write_page(out_file, title, intro, rows, side)
+def search_output(out_dir: str | os.PathLike, overwrite: bool = False) -> OutputFiles:
+    """``neighbours.png`` and ``gallery.html`` in ``out_dir`` as one output; entering it checks (before the
+    search) that the folder is writable and that the files are new, or an earlier search's with ``overwrite``.
 
-
-def write_search_outputs(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> dict[str, str]:
-    """``out_dir/neighbours.png`` and ``out_dir/gallery.html``; returns their paths."""
+    Raises:
+        ValueError: on entry: ``out_dir`` is a file or not writable, the files are in the way, or another search
+            is writing them.
+    """
     folder = Path(os.path.expanduser(os.fspath(out_dir)))
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {os.fspath(out_dir)!r} is a file; expected a folder for neighbours.png and "
                          f"gallery.html")
-    png = write_neighbours_png(results, folder / "neighbours.png")
-    page = write_gallery_html(results, folder / "gallery.html")
-    return {"png": str(png), "html": str(page)}
+    return OutputFiles(folder, ["gallery.html", "neighbours.png"], "search", "search", overwrite)
+
+
+def relative_paths(results: Sequence[dict[str, Any]], images_root: str | os.PathLike,
+                   query_root: str | os.PathLike) -> list[dict[str, Any]]:
+    """The results with ``shown`` names: each neighbour's path relative to ``images_root`` (the indexed folder),
+    each query's relative to ``query_root`` (its folder, or the query file's own folder)."""
+
+    def rel(path: str, root) -> str:
+        return os.path.relpath(path, root)
+    return [{**r, "shown": rel(r["query"], query_root),
+             "neighbours": [{**nb, "shown": rel(nb["path"], images_root)} for nb in r["neighbours"]]}
+            for r in results]
+
+
+def write_search_outputs(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
+                         overwrite: bool = False, files: OutputFiles | None = None) -> dict[str, str]:
+    """``out_dir/neighbours.png`` and ``out_dir/gallery.html`` (:func:`search_output`; or into ``files``, an
+    output already entered); returns their paths."""
+    _check_results(results)
+    if files is None:
+        with search_output(out_dir, overwrite) as entered:
+            return write_search_outputs(results, out_dir, files=entered)
+    _neighbours_png(results, 64, MAX_PNG_ROWS).save(files.temp("neighbours.png"), format="PNG", optimize=True)
+    files.temp("gallery.html").write_text(_gallery_html(results, 96, "contrastkit search"), encoding="utf-8")
+    files.publish()
+    return {"png": str(files.folder / "neighbours.png"), "html": str(files.folder / "gallery.html")}
+
+
+def _duplicates_html(result: "NearDuplicates", side: int, title: str) -> str:
+    """The page of :func:`write_duplicates_html`."""
+    cache: dict[str, str] = {}
+    rows = []
+    for g in result.groups:
+        cells = [f'<td class="query">{_figure(g.paths[0], g.paths[0], Path(g.paths[0]).name, side, cache)}</td>']
+        cells += [f'<td class="member">'
+                  f'{_figure(p, p, "identical pixels" if same else f"score {s:.3f}", side, cache)}</td>'
+                  for p, s, same in zip(g.paths[1:], g.scores[1:], g.identical[1:])]
+        rows.append('<tr class="group-row">' + "".join(cells) + "</tr>")
+    how = result.calibration.summary() if result.calibration is not None else "threshold given"
+    intro = (f"{len(result.groups)} groups at score >= {result.threshold:.4f} ({how}). Each row: a group's first "
+             f"image, then the others with their score with it.")
+    return _page(title, intro, rows, side)
+
+
+def duplicates_output(out_dir: str | os.PathLike, overwrite: bool = False) -> OutputFiles:
+    """``duplicates.html`` in ``out_dir`` as an output (checked on entry, before the search, as
+    :func:`search_output`).
+
+    Raises:
+        ValueError: on entry: ``out_dir`` is a file or not writable, the page is in the way, or another search is
+            writing it.
+    """
+    folder = Path(os.path.expanduser(os.fspath(out_dir)))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {os.fspath(out_dir)!r} is a file; expected a folder for duplicates.html")
+    return OutputFiles(folder, ["duplicates.html"], "search", "search", overwrite)
+
+
+def write_duplicates_html(result: "NearDuplicates", out_dir: str | os.PathLike, overwrite: bool = False,
+                          files: OutputFiles | None = None) -> Path:
+    """``out_dir/duplicates.html`` (:func:`duplicates_output`; or into ``files``, an output already entered): one
+    ``<tr class="group-row">`` per group of near-duplicates, its images side by side, each after the first
+    captioned with its score with the first ("identical pixels" for an exact copy); the threshold (and its
+    calibration) heads the page. Returns its path."""
+    if files is None:
+        with duplicates_output(out_dir, overwrite) as entered:
+            return write_duplicates_html(result, out_dir, files=entered)
+    files.temp("duplicates.html").write_text(_duplicates_html(result, 96, "contrastkit near-duplicates"),
+                                             encoding="utf-8")
+    files.publish()
+    return files.folder / "duplicates.html"

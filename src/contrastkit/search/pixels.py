@@ -1,21 +1,21 @@
 """Content hashes of decoded pixels: two files hash alike exactly when they decode to the same RGB image.
 
-A hash is BLAKE2b (16 bytes) of the image's size and its 8-bit RGB pixels as :func:`open_rgb` decodes them,
-so the same picture saved as PNG and as BMP, or copied under another name, hashes alike, while a JPEG
-re-encoding (other pixels) does not. An index stores one hash per row (``pixel_hashes.npy``); exact
-duplicates are the rows that share one, found whatever the similarity threshold.
+A hash is BLAKE2b (16 bytes) of the image's size and its 8-bit RGB pixels as they are decoded for embedding
+(:func:`contrastkit.data.sources.open_rgb`), so the same picture saved as PNG and as BMP, or copied under another
+name, hashes alike, while a JPEG re-encoding (other pixels) does not. A JPEG at least twice the encoder's input
+side is decoded at a reduced scale (``Image.draft``) and hashed as decoded: the same JPEG file under two names
+hashes alike, while a lossless copy of it may not (it is then found by its near-duplicate score). An index stores
+one hash per row (``pixel_hashes.<g>.npy``); exact duplicates are the rows that share one, found whatever the
+similarity threshold.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..data.sources import open_rgb
-
-__all__ = ["HASH_BYTES", "pixel_hash", "hash_files", "exact_duplicate_groups"]
+__all__ = ["HASH_BYTES", "pixel_hash", "exact_duplicate_groups"]
 
 HASH_BYTES = 16
 
@@ -27,22 +27,6 @@ def pixel_hash(img: Image.Image) -> np.ndarray:
     h = hashlib.blake2b(f"{img.width}x{img.height};".encode(), digest_size=HASH_BYTES)
     h.update(img.tobytes())
     return np.frombuffer(h.digest(), dtype=np.uint8).copy()
-
-
-def hash_files(paths: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-    """The content hash of each file, and the positions of those that cannot be read (their row is zeros).
-
-    Shape:
-        -> (len(paths), 16) uint8.
-    """
-    out = np.zeros((len(paths), HASH_BYTES), np.uint8)
-    bad = []
-    for i, p in enumerate(paths):
-        try:
-            out[i] = pixel_hash(open_rgb(p))
-        except ValueError:
-            bad.append(i)
-    return out, bad
 
 
 def exact_duplicate_groups(hashes: np.ndarray) -> list[list[int]]:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..data.sources import open_rgb
 from ..data.views import resize_square
+from ..runtime import resolve_device
 from .encoder import FrozenEncoder, load_frozen_encoder
 from .index import ImageIndex, check_k, list_images
 from .views import view_mean
@@ -46,7 +47,7 @@ def embed_images(encoder: FrozenEncoder, paths: list[str], device: str | torch.d
     images, bad = [], []
     for p in paths:
         try:
-            images.append(resize_square(open_rgb(p), encoder.image_size))  # (3, S, S) uint8
+            images.append(resize_square(open_rgb(p, encoder.image_size), encoder.image_size))  # (3, S, S) uint8
         except ValueError as exc:
             bad.append(f"{p} ({str(exc).split(': ', 1)[-1]})")
     if bad:
@@ -107,11 +108,14 @@ def search(index: str | os.PathLike | ImageIndex, query: str | os.PathLike, k: i
         ValueError: a missing or non-image query, an empty folder, k out of range, a damaged index;
             :class:`contrastkit.search.IndexMismatchError` for another model than the index's.
     """
-    from ..device import resolve_device
 
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index, backend=backend, nprobe=nprobe)
     check_k(k, len(idx))
     paths = query_paths(query)
+    if checkpoint is None and not Path(idx.info["checkpoint"]).exists():
+        raise ValueError(f"the index's checkpoint {idx.info['checkpoint']} no longer exists; pass --checkpoint with "
+                         f"the model the index was built with, or rebuild the index with another one: contrastkit "
+                         f"index --out {idx.root} --rebuild --checkpoint CK")
     encoder = load_frozen_encoder(checkpoint or idx.info["checkpoint"], projection=idx.info["what"] == "z")
     idx.check_encoder(encoder)
     vectors = embed_images(encoder, paths, resolve_device(device, "--device"))

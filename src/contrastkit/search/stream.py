@@ -41,6 +41,8 @@ class _Prepared(Dataset):
 
     def __init__(self, source: Dataset, size: int, mean, std) -> None:
         self.source, self.size = source, size
+        if hasattr(source, "decode_size"):  # image files: JPEGs decoded at a reduced scale, down to ``size``
+            source.decode_size = size
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
 
@@ -219,7 +221,9 @@ def embed_stream(encoder: FrozenEncoder, source: Dataset, ids: Sequence[str], wo
     done_before = n - sum(min(n, (s + 1) * shard_size) - s * shard_size for s in todo)
     dev = torch.device(device)
     encoder.to(dev)
-    with tqdm(total=n, initial=done_before, desc="embedding", unit="img", disable=not progress) as bar:
+    # disable=None: no bar when stderr is not a terminal (a log file would fill with redrawn lines)
+    with tqdm(total=n, initial=done_before, desc="embedding", unit="img",
+              disable=None if progress else True) as bar:
         now = _run(encoder, _Prepared(source, encoder.image_size, encoder.mean, encoder.std), todo, n, work,
                    shard_size=shard_size, batch_size=batch_size, device=dev, num_workers=num_workers, bar=bar,
                    dup_views=dup_views)

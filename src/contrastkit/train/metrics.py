@@ -1,13 +1,24 @@
 """What a run records as it trains: ``metrics.jsonl`` (one JSON row per log step and per epoch), TensorBoard
-scalars when tensorboard is installed, and the progress line on the console. Only rank 0 records."""
+scalars when tensorboard is installed, the tracked run of ``--tracking``, and the progress line on the console.
+Only rank 0 records."""
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from tqdm.auto import tqdm
 
 __all__ = ["MetricsLog", "ProgressLine", "drop_rows_after"]
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
 
 
 class MetricsLog:
@@ -19,10 +30,13 @@ class MetricsLog:
         fresh: a new run (not a resume): an existing ``metrics.jsonl`` is emptied first.
         resumed_at: a resume from the checkpoint at this global step: the rows logged after it (by the run that
             was stopped, and trained again now) are dropped from ``metrics.jsonl`` and hidden in TensorBoard.
+        tracker: also hands every row to it (:class:`contrastkit.tracking.TrainingTracker`: MLflow, W&B).
     """
 
-    def __init__(self, out: Path, enabled: bool, fresh: bool = False, resumed_at: int | None = None) -> None:
+    def __init__(self, out: Path, enabled: bool, fresh: bool = False, resumed_at: int | None = None,
+                 tracker: Any = None) -> None:
         self.enabled = enabled
+        self.tracker = tracker
         self.file = None
         self.tb = None
         if not enabled:
@@ -44,6 +58,8 @@ class MetricsLog:
             return
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        if self.tracker is not None:  # --tracking: the same row to MLflow / W&B
+            self.tracker.log_row(row, step)
         if self.tb is not None and row.get("kind") in ("step", "epoch"):  # other kinds are events (extend)
             prefix = "epoch" if row.get("kind") == "epoch" else "train"
             for key, value in row.items():
@@ -78,23 +94,26 @@ def drop_rows_after(path: Path, step: int) -> None:
 
 
 class ProgressLine:
-    """The console's tqdm bar: steps done, the epoch, and the latest loss, learning rate, images/s and kNN.
+    """The console's progress: on a terminal, a tqdm bar (steps done, the epoch, the latest loss, learning rate,
+    images/s and kNN); when stderr is not a terminal (a redirected log), one line per epoch instead.
 
     Args:
         enabled: show it (``--progress``, rank 0).
         total: the run's steps; initial: those done before (resume).
         method: the bar's label.
         epochs: the run's epochs, shown as ``epoch e/E``.
+        stream: where it writes (default: stderr).
     """
 
-    def __init__(self, enabled: bool, total: int, initial: int, method: str, epochs: int) -> None:
+    def __init__(self, enabled: bool, total: int, initial: int, method: str, epochs: int,
+                 stream: TextIO | None = None) -> None:
         self.bar = None
         self.method, self.epochs = method, epochs
         self.fields: dict[str, str] = {}
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=method, dynamic_ncols=True)
+        self.stream = stream if stream is not None else sys.stderr
+        self.lines = enabled and not _is_terminal(self.stream)  # one line per epoch
+        if enabled and not self.lines:
+            self.bar = tqdm(total=total, initial=initial, desc=method, dynamic_ncols=True, file=self.stream)
 
     def epoch(self, epoch: int) -> None:
         """Show that epoch ``epoch`` (0-based) is running."""
@@ -103,9 +122,19 @@ class ProgressLine:
 
     def show(self, **fields: str) -> None:
         """Set (or update) the fields shown after the bar, e.g. ``loss="0.512"``."""
+        self.fields.update(fields)
         if self.bar is not None:
-            self.fields.update(fields)
             self.bar.set_postfix(self.fields)
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        """Without a terminal: the epoch's line (its mean loss, seconds and kNN when measured)."""
+        if not self.lines:
+            return
+        parts = [f"{self.method} epoch {row['epoch'] + 1}/{self.epochs}", f"loss {row['loss']:.4f}",
+                 f"{row['epoch_time_s']:.1f} s"]
+        if "knn_top1" in row:
+            parts.append(f"knn {row['knn_top1']:.3f}")
+        print(", ".join(parts), file=self.stream, flush=True)
 
     def update(self) -> None:
         if self.bar is not None:

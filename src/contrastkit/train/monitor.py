@@ -13,6 +13,8 @@ from torch import nn
 
 from ..config import PretrainConfig
 from ..data import DataSplits, EvalDataset, array_cache_key, decode_to_array
+from ..evaluate.features import extract_features
+from ..evaluate.knn import knn_accuracy
 from .precision import autocast
 
 __all__ = ["MonitorData", "monitor_data", "knn_monitor", "monitor_due"]
@@ -47,8 +49,6 @@ def monitor_due(cfg: PretrainConfig, epoch: int, finished_epoch: bool, stopping:
 
 def knn_monitor(encoder: nn.Module, data: MonitorData, cfg: PretrainConfig, device: torch.device) -> float:
     """kNN top-1 on the test split with the training split as memory (cosine, ``knn_k``, weighted votes)."""
-    from ..evaluate import extract_features, knn_accuracy
-
     with autocast(device, cfg.precision):
         ftr, ltr = extract_features(encoder, EvalDataset(*data.train, mean=data.mean, std=data.std), batch_size=512,
                                     device=device)

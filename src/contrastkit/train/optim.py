@@ -2,7 +2,8 @@
 
 - :class:`LARS`: layer-wise adaptive rate scaling (You et al. 2017), SimCLR's optimiser.
   Parameters in groups with ``lars_exclude=True`` (biases, norm layers) get plain
-  momentum SGD without the trust ratio and without weight decay, as SimCLR does.
+  momentum SGD without the trust ratio and without weight decay, as SimCLR does. Like fused SGD it takes
+  ``torch.amp.GradScaler``'s ``grad_scale`` / ``found_inf`` and skips a step on the device.
 - :func:`param_groups`: biases and normalisation parameters get no weight decay.
 - :func:`scaled_lr`: ``linear`` (lr x B/256; SimCLR uses 0.3 x B/256 with LARS) or ``sqrt``
   (lr x sqrt(B); SimCLR App. B.1 recommends 0.075 x sqrt(B) for small batches / long runs).
@@ -16,7 +17,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["LARS", "param_groups", "scaled_lr", "warmup_cosine", "build_optimizer"]
+__all__ = ["LARS", "param_groups", "scaled_lr", "warmup_cosine", "build_optimizer", "WarmupCosine"]
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -60,7 +61,14 @@ class LARS(torch.optim.Optimizer):
             a time; None (default) picks multi-tensor on CUDA, where it launches ~20x fewer kernels, and the loop
             elsewhere, where it is as fast or faster (benchmarks/optim_bench.py), as ``torch.optim`` does. The two
             agree to rounding (the norms' summation order).
+
+    The step reads ``self.grad_scale`` and ``self.found_inf`` when set (``torch.amp.GradScaler``'s protocol for
+    optimisers with ``_step_supports_amp_scaling``, also used by ``--on-nonfinite skip``): gradients are divided by
+    ``grad_scale``, and where ``found_inf`` is non-zero the parameters and momentum buffers stay as they were,
+    decided on the device.
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  eta: float = 0.001, foreach: bool | None = None) -> None:
@@ -76,18 +84,24 @@ class LARS(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        keep = None if found_inf is None else found_inf == 0  # () bool on the device
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             foreach = self.foreach if self.foreach is not None else all(p.is_cuda for p in params)
-            (self._group_foreach if foreach else self._group_loop)(group, params)
+            if foreach and keep is None:
+                self._group_foreach(group, params, grad_scale)
+            else:
+                self._group_loop(group, params, grad_scale, keep)
         return loss
 
-    def _group_loop(self, group: dict, params: list[torch.Tensor]) -> None:
-        """One parameter at a time (about eight kernels each)."""
+    def _group_loop(self, group: dict, params: list[torch.Tensor], grad_scale: torch.Tensor | None = None,
+                    keep: torch.Tensor | None = None) -> None:
+        """One parameter at a time (about eight kernels each); ``keep`` False leaves everything as it was."""
         for p in params:
-            g = p.grad
+            g = p.grad if grad_scale is None else p.grad / grad_scale
             if group["weight_decay"]:
                 g = g.add(p, alpha=group["weight_decay"])
             if not group["lars_exclude"]:
@@ -95,16 +109,25 @@ class LARS(torch.optim.Optimizer):
                 g = g.mul(_trust(w_norm, g_norm, group["eta"]))
             state = self.state[p]
             buf = state.get("momentum_buffer")
+            if keep is not None:  # a step that may be skipped: select on the device
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.zeros_like(p)
+                buf.copy_(torch.where(keep, buf * group["momentum"] + g, buf))
+                p.add_(torch.where(keep, buf, 0.0), alpha=-group["lr"])
+                continue
             if buf is None:
                 buf = state["momentum_buffer"] = torch.clone(g).detach()
             else:
                 buf.mul_(group["momentum"]).add_(g)
             p.add_(buf, alpha=-group["lr"])
 
-    def _group_foreach(self, group: dict, params: list[torch.Tensor]) -> None:
+    def _group_foreach(self, group: dict, params: list[torch.Tensor], grad_scale: torch.Tensor | None = None
+                       ) -> None:
         """The same update as :meth:`_group_loop` with multi-tensor kernels: a few launches per group, not per
         parameter (on a GPU, a ResNet's 60-odd parameters otherwise cost hundreds of small kernel launches)."""
         grads = [p.grad for p in params]
+        if grad_scale is not None:
+            grads = torch._foreach_div(grads, grad_scale)
         if group["weight_decay"]:
             grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
         if not group["lars_exclude"]:
@@ -154,15 +177,79 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
 
 def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
                     ) -> torch.optim.Optimizer:
-    """SGD (momentum; fused where available, else foreach) or LARS over :func:`param_groups`."""
+    """SGD (momentum; fused where available, else foreach) or LARS over :func:`param_groups`.
+
+    The momentum buffers are created here, as zeros: a first step then computes ``0 * momentum + g = g``, what it
+    would without a buffer, and a first step skipped on the device (``found_inf``) leaves defined buffers behind
+    (fused SGD would otherwise leave the uninitialised memory it allocated for them).
+    """
     groups = param_groups(model, weight_decay)
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum)
-    if name == "sgd":
+        optimizer: torch.optim.Optimizer = LARS(groups, lr=lr, momentum=momentum)
+    elif name == "sgd":
         for g in groups:
             g.pop("lars_exclude")
         try:  # one fused kernel per step where the build has it (CPU and CUDA in recent PyTorch)
-            return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=True)
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=True)
         except (RuntimeError, TypeError, ValueError):
-            return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
-    raise ValueError(f"optimizer must be sgd or lars, got {name!r}")
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
+    else:
+        raise ValueError(f"optimizer must be sgd or lars, got {name!r}")
+    if momentum:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
+
+
+class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
+    """The learning rate of each step: linear warm-up, then cosine decay to ``min_ratio`` x the peak
+    (:func:`warmup_cosine`), per optimiser step (SimCLR Sec. 2.2).
+
+    With ``budget_s`` > 0 (``--schedule time``) progress is the training seconds spent over the budget, on a
+    10,000-tick grid, instead of steps: the schedule then spans a time budget whatever the speed of the machine.
+    The loop passes the seconds to :meth:`step`.
+
+    Everything that resume and ``--resume --extend`` need is in :meth:`state_dict`: the step, the totals and the
+    training seconds so far.
+
+    Args:
+        optimizer: the optimiser whose groups' ``initial_lr`` is the peak learning rate.
+        total_steps: the steps of the whole run.
+        warmup_steps: the warm-up steps.
+        min_ratio: the final learning rate as a fraction of the peak.
+        budget_s: the training seconds the schedule spans (0: it spans the steps).
+        warmup_fraction: with ``budget_s``, the fraction of the budget spent warming up.
+    """
+
+    TICKS = 10_000
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0,
+                 budget_s: float = 0.0, warmup_fraction: float = 0.0) -> None:
+        self.total_steps, self.warmup_steps, self.min_ratio = int(total_steps), int(warmup_steps), float(min_ratio)
+        self.budget_s, self.warmup_fraction = float(budget_s), float(warmup_fraction)
+        self.train_time = 0.0
+        super().__init__(optimizer)
+
+    def factor(self, step: int) -> float:
+        """The multiplier of the peak learning rate at ``step`` (or at the training seconds so far)."""
+        if self.budget_s > 0:
+            ticks = int(self.TICKS * min(1.0, self.train_time / self.budget_s))
+            return warmup_cosine(ticks, self.TICKS, int(self.TICKS * self.warmup_fraction), self.min_ratio)
+        return warmup_cosine(step, self.total_steps, self.warmup_steps, self.min_ratio)
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+    def step(self, train_time: float | None = None) -> None:  # type: ignore[override]
+        """Set the next step's learning rate; ``train_time``: the training seconds so far (``--schedule time``)."""
+        if train_time is not None:
+            self.train_time = float(train_time)
+        super().step()
+
+    def extend(self, total_steps: int, warmup_steps: int) -> None:
+        """Span a new total of steps from the current one on (``--resume --extend``): the learning rate of the
+        current step becomes the new schedule's."""
+        self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+        self.last_epoch -= 1
+        super().step()  # recomputes the current step's rate under the new totals

@@ -31,11 +31,10 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
-def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
-    """A loss scaler for fp16, None for fp32 and bf16."""
-    if resolve_precision(device, precision) != "fp16":
-        return None
-    return torch.amp.GradScaler(device.type)
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """The loss scaler of the run: enabled for fp16; for fp32 and bf16 a disabled one, whose ``scale`` and
+    ``unscale_`` do nothing and whose ``step`` is the optimiser's (the loop calls it the same way either way)."""
+    return torch.amp.GradScaler(device.type, enabled=resolve_precision(device, precision) == "fp16")
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -1,0 +1,24 @@
+"""Where and how a process runs: the device rule, collectives that are no-ops on one process, CPU malloc tuning,
+and the files a command writes (:mod:`.ownership`, :mod:`.files`, :mod:`.text`). Every command (pretrain, eval,
+embed, index) takes these from here.
+
+The public names are imported on first use, so that the torch-free modules (:mod:`.text`, :mod:`.ownership`) are
+importable where torch must not be (``--help``, argument errors).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["resolve_device", "tune_malloc", "tune_malloc_for", "malloc_state"]
+
+_LAZY = {"resolve_device": ".device", "tune_malloc": ".allocator", "tune_malloc_for": ".allocator",
+         "malloc_state": ".allocator"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
