@@ -22,8 +22,10 @@ __all__ = ["register"]
 
 def _add_index_parser(sub) -> None:
     p = sub.add_parser("index", help="build a search index of a folder of images (L2-normalised h and paths)")
-    p.add_argument("--checkpoint", default=None, help="a last.pt written by pretrain (or its run folder); "
-                                                      "optional with --update and --rebuild (default: the index's)")
+    p.add_argument("--checkpoint", default=None, help="a last.pt written by pretrain (or its run folder), or any "
+                                                      "export load_encoder reads (.safetensors, .torchscript, .onnx, "
+                                                      ".pt2, a hub folder, a state_dict with its .json); optional "
+                                                      "with --update and --rebuild (default: the index's)")
     p.add_argument("--images", default=None, help="folder of images (searched recursively); optional with --update "
                                                   "and --rebuild (default: the index's)")
     p.add_argument("--out", required=True, help="the index folder to write")
@@ -74,8 +76,8 @@ def _add_search_parser(sub) -> None:
     p.add_argument("--relative-paths", action="store_true",
                    help="--out: the pages name images by their paths relative to the indexed folder and the "
                         "query folder, never by absolute paths (for a page to share)")
-    p.add_argument("--checkpoint", default=None, help="the model that embeds the queries (default: the index's; "
-                                                      "another model is refused)")
+    p.add_argument("--checkpoint", default=None, help="the model that embeds the queries, a checkpoint or an export "
+                                                      "(default: the index's; another model is refused)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "faiss"),
                    help="exact search of a flat index: auto (FAISS when installed), torch or faiss")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (default: the index's)")
