@@ -72,8 +72,8 @@ def test_a_run_trained_further_is_told_apart_and_rebuilt(checkpoint, flat_folder
     idx = ImageIndex.load(tmp_path / "idx")
     assert idx.info["checkpoint_step"] == 200 and len(idx) == 10
     assert not np.allclose(np.asarray(idx.vectors), before)
-    assert search(tmp_path / "idx", flat_folder / "img_001.png", k=1, device="cpu")[0]["neighbours"][0]["path"] \
-        == str(flat_folder / "img_001.png")
+    assert search(tmp_path / "idx", flat_folder / "img_001.png", k=1, device="cpu", exclude_self=False)[0][
+        "neighbours"][0]["path"] == str(flat_folder / "img_001.png")
 
 
 def test_rebuild_keeps_the_old_index_until_it_is_done(checkpoint, flat_folder, tmp_path, monkeypatch):

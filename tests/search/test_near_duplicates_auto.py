@@ -228,7 +228,13 @@ def test_json_and_gallery_view(checkpoint, tmp_path, capsys):
     parser = Rows()
     parser.feed(page)
     assert parser.rows == len(printed["groups"]) and parser.images == sum(map(len, printed["groups"]))
-    assert "identical pixels" in page and "://" not in page
+    assert "identical pixels" in page and "https://" not in page and "http://" not in page
+    # names visible and linked to the images; each member with its score and cosine similarity with the first
+    assert page.count('href="file:///') == 2 * sum(map(len, printed["groups"]))
+    group = printed["groups"].index([str(folder / "img_003.png"), str(folder / "img_003_copy.png")])
+    assert printed["similarities"][group][0] is None
+    assert printed["similarities"][group][1] == pytest.approx(1.0, abs=1e-5)  # the same pixels: the same h
+    assert ">img_003_copy.png</a><br>identical pixels<br>score " in page and "<br>similarity 1.000" in page
 
 
 def test_bad_input_gets_a_clear_error(checkpoint, tmp_path, capsys):

@@ -116,6 +116,23 @@ def _print_results(results: list[dict]) -> None:
             print(f"  {nb['similarity']:.4f}  {printable(nb['path'])}")
 
 
+def _print_notes(results, file) -> None:
+    """What the results leave out: the queries found in the index (not their own neighbours), unreadable queries."""
+    itself = [r for r in results if r["left_out"]]
+    if itself:
+        shown = "; ".join(f"{printable(r['query'])} is {', '.join(printable(p) for p in r['left_out'])}"
+                          if r["left_out"] != [r["query"]] else printable(r["query"]) for r in itself[:3])
+        more = f" and {len(itself) - 3} more" if len(itself) > 3 else ""
+        print(f"note: {len(itself)} {'query is' if len(itself) == 1 else 'queries are'} in the index (the same file "
+              f"or the same pixels), so not {'its' if len(itself) == 1 else 'their'} own neighbour: {shown}{more}",
+              file=file)
+    if results.skipped:
+        shown = "; ".join(f"{printable(b['path'])} ({b['reason']})" for b in results.skipped[:3])
+        more = f" and {len(results.skipped) - 3} more" if len(results.skipped) > 3 else ""
+        print(f"note: skipped {len(results.skipped)} query {'file' if len(results.skipped) == 1 else 'files'} that "
+              f"cannot be read: {shown}{more}", file=file)
+
+
 def _threshold_arg(value: str) -> float | str:
     if value == "auto":
         return value
@@ -161,9 +178,12 @@ def _print_groups(result) -> None:
     exact = sum(all(g.identical[1:]) for g in result.groups)
     print(f"{len(result.groups)} groups of near-duplicates (score >= {result.threshold:.4f}; {exact} of them exact "
           f"copies only)")
+    print("each group: its first image, then each other with its score and cosine similarity with the first")
     for g in result.groups:
-        print("  " + "  ".join(printable(p) + (f" ({'identical' if same else format(sc, '.4f')})" if i else "")
-                               for i, (p, sc, same) in enumerate(zip(g.paths, g.scores, g.identical))))
+        print("  " + printable(g.paths[0]))
+        for p, sc, sim, same in zip(g.paths[1:], g.scores[1:], g.similarities[1:], g.identical[1:]):
+            what = "identical pixels, " if same else ""
+            print(f"    {printable(p)}  ({what}score {sc:.4f}, similarity {sim:.4f})")
 
 
 def _run_search(args: argparse.Namespace) -> None:
@@ -181,9 +201,10 @@ def _run_search(args: argparse.Namespace) -> None:
     with search_output(args.out, args.overwrite) if args.out is not None else contextlib.nullcontext() as files:
         results = search(index, args.query, k=args.k, checkpoint=args.checkpoint, device=args.device)
         if args.json:
-            print(json.dumps({"results": results}))
+            print(json.dumps({"results": results, "skipped": results.skipped}))
         else:
             _print_results(results)
+        _print_notes(results, sys.stderr)
         if files is not None:
             query = os.path.abspath(os.path.expanduser(args.query))
             shown = (relative_paths(results, index.info["images"], query if os.path.isdir(query) else

@@ -7,7 +7,7 @@
   the first time and stores it, with its figures, in ``index.json`` (``near_duplicates``); later calls
   with the same target reuse it. The space is kept in ``near_duplicates.<g>.npz``. ``--update`` writes a
   new index without either, so a changed collection is calibrated again.
-* Each group carries each member's score with the group's first image.
+* Each group carries each member's score with the group's first image, and its cosine similarity (of h) with it.
 
 An index written before content hashes and near-duplicate vectors were stored gets them now (its
 images are decoded and embedded once more, with its checkpoint). What is computed is kept in the
@@ -50,13 +50,16 @@ class DuplicateGroup:
 
     Attributes:
         paths: the images, in index order.
-        scores: each one's score with ``paths[0]`` (None for the first).
+        scores: each one's score with ``paths[0]`` (None for the first): what the threshold applies to.
+        similarities: each one's cosine similarity of h with ``paths[0]`` (None for the first), as ``search
+            --query`` reports it.
         identical: whether each one has the same decoded pixels as ``paths[0]`` (False for the first).
     """
 
     paths: list[str]
     scores: list[float | None]
     identical: list[bool]
+    similarities: list[float | None] = field(default_factory=list)
 
 
 @dataclass
@@ -79,10 +82,11 @@ class NearDuplicates:
     not_stored: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{"threshold", "groups": [[path, ...]], "scores": [[null, ...]], "identical": [[...]],
-        "calibration"}``."""
+        """``{"threshold", "groups": [[path, ...]], "scores": [[null, ...]], "similarities": [[null, ...]],
+        "identical": [[...]], "calibration"}``."""
         out: dict[str, Any] = {"threshold": self.threshold, "groups": [g.paths for g in self.groups],
                                "scores": [g.scores for g in self.groups],
+                               "similarities": [g.similarities for g in self.groups],
                                "identical": [g.identical for g in self.groups]}
         if self.calibration is not None:
             out["calibration"] = {**self.calibration.to_dict(), "reused": self.reused}
@@ -254,6 +258,9 @@ def _groups(index: ImageIndex, space: DuplicateSpace, vectors: np.ndarray, hashe
     for g in near_duplicate_groups(z, threshold, linked=exact_duplicate_groups(hashes), score=space.scores):
         at = torch.tensor(g)
         scores = space.scores((z[at] @ z[g[0]])[:, None], at, at[:1])[:, 0].tolist()  # (len(g),)
+        h = np.asarray(index.vectors[g], np.float32)  # (len(g), D) unit rows
+        cosines = (h @ h[0]).tolist()  # (len(g),)
         same = [bool(i and hashes[r].any() and np.array_equal(hashes[r], hashes[g[0]])) for i, r in enumerate(g)]
-        groups.append(DuplicateGroup([index.paths[r] for r in g], [None] + [round(s, 6) for s in scores[1:]], same))
+        groups.append(DuplicateGroup([index.paths[r] for r in g], [None] + [round(s, 6) for s in scores[1:]], same,
+                                     [None] + [round(c, 6) for c in cosines[1:]]))
     return groups
