@@ -66,12 +66,13 @@ def _check_results(results: Sequence[dict[str, Any]]) -> None:
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
-    """``text`` cut in the middle (``..``) until it fits ``width`` pixels, keeping its end (the extension)."""
+    """``text``, or its end after ``..`` when it is wider than ``width`` pixels (the end of a file name, its number
+    and extension, is what tells it from its neighbours)."""
     text = printable(text)
     if draw.textlength(text, font=font) <= width:
         return text
-    for keep in range(len(text) - 1, 1, -1):
-        cut = text[:keep - keep // 2] + ".." + text[len(text) - keep // 2:]
+    for start in range(1, len(text)):
+        cut = ".." + text[start:]
         if draw.textlength(cut, font=font) <= width:
             return cut
     return ".."
@@ -104,7 +105,7 @@ def _neighbours_png(results: Sequence[dict[str, Any]], side: int, max_rows: int)
 def write_neighbours_png(results: Sequence[dict[str, Any]], out_file: str | os.PathLike, side: int = 64,
                          max_rows: int = MAX_PNG_ROWS) -> Path:
     """A grid: one row per query (the first ``max_rows``), the query then its neighbours, each tile labelled
-    with its file name (cut in the middle when too long) and, for a neighbour, its similarity.
+    with its file name (its end, when too long) and, for a neighbour, its similarity.
 
     The query's column is set off by a gap. Written atomically (a temporary file, then a rename).
     """
@@ -129,8 +130,7 @@ _STYLE = """body{font-family:sans-serif;margin:1em}table{border-collapse:collaps
 td{padding:4px;vertical-align:top;text-align:center;font-size:12px}
 td.query{border-right:3px solid #338;background:#eef}img{width:%dpx;height:%dpx;object-fit:contain;
 image-rendering:pixelated}figure{margin:0}figcaption{max-width:%dpx;overflow-wrap:anywhere}
-figcaption a{color:#114;text-decoration:none}figcaption a:hover{text-decoration:underline}
-.note{color:#733}"""
+figcaption a{color:#114;text-decoration:none}figcaption a:hover{text-decoration:underline}"""
 
 
 def _href(path: str, shown: str | None, page_dir: Path) -> str:
