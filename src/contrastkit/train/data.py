@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..augment import PRESETS, BatchAugment, MultiViewTransform, SimCLRTransform, preset_for
-from ..config import PretrainConfig
+from ..config import PretrainConfig, fit_batch_size
 from ..data import (ArrayDataset, DataSplits, ViewDataset, array_cache_key, batch_to_device, decode_to_array,
                     load_dataset, seed_for, stage_images)
-from ..methods import DataInfo
+from ..methods import DataInfo, check_options
 from .monitor import MonitorData, monitor_data
 
 __all__ = ["TrainData", "AugmentSpec", "load_splits", "check_data", "build_data", "resolve_preset",
@@ -102,23 +102,25 @@ def load_splits(cfg: PretrainConfig) -> DataSplits:
                         skip_bad_files=cfg.skip_bad_files)
 
 
-def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels: bool) -> None:
-    """The options that depend on the data and the number of processes.
+def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels: bool
+               ) -> tuple[PretrainConfig, str | None]:
+    """The options that depend on the data and the number of processes: the batch size chosen when unset
+    (:func:`~contrastkit.config.fit_batch_size`), then every option checked again with it
+    (:func:`~contrastkit.methods.check_options`: a queue a multiple of the batch, ...). Returns the options and
+    the note that says a batch size was lowered to fit (None when it was not).
 
     Raises:
-        ValueError: a batch that does not split over the processes or is larger than the data, or a labelled
-            method on unlabelled data.
+        ValueError: a batch that does not split over the processes or is larger than the data (proposing one that
+            fits), a micro-batch that does not divide a process's batch, or a labelled method on unlabelled data.
     """
-    n_train = len(splits.train)
-    if cfg.batch_size % world:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
-    if cfg.batch_size > n_train:
-        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({n_train} images)")
+    cfg, note = fit_batch_size(cfg, len(splits.train), world)
+    cfg = check_options(cfg)
     local = cfg.batch_size // world
     if cfg.micro_batch_size and local % cfg.micro_batch_size:
         raise ValueError(f"--micro-batch-size {cfg.micro_batch_size} must divide the per-process batch {local}")
     if needs_labels and not splits.labelled:
         raise ValueError(f"--method {cfg.method} needs labelled data; {cfg.data} has no class folders")
+    return cfg, note
 
 
 def auto_device_budget() -> int:
