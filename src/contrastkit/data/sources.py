@@ -7,6 +7,7 @@ class names and the native image side (used to pick the augmentation preset).
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ DATASETS = ("digits", "cifar10", "cifar100", "stl10")
 MAX_IMAGE_PIXELS = 40_000_000
 #: the longest side over the shortest an image may have: a 1 x 1,000,000 sliver would be resized to a huge square
 MAX_ASPECT_RATIO = 50.0
+#: after the first unreadable file: how many an error names (then "and N more"), and how long it looks for them
+NAMED_BAD_FILES = 10
+BAD_FILES_SEARCH_S = 30.0
 
 
 def image_limits() -> tuple[int, float]:
@@ -147,7 +151,8 @@ class ImageFiles(Dataset):
         samples: (path, label) pairs.
         skip_bad_files: when True, an unreadable file is replaced by the next
             readable one and its path is recorded in ``bad_files``; when False
-            (default) it raises a ValueError naming the file and ``--skip-bad-files``.
+            (default) it raises a ValueError naming the file, the data set's other unreadable files (up to
+            :data:`NAMED_BAD_FILES`, then how many more) and ``--skip-bad-files``.
 
     Attributes:
         bad_files_log: when set, a text file to which each skipped path is also
@@ -182,14 +187,39 @@ class ImageFiles(Dataset):
                 return open_rgb(path, self.decode_size), label
             except ValueError as exc:
                 if not self.skip_bad_files:
-                    raise ValueError(f"{exc} (pretrain, embed and preview-augment take --skip-bad-files, in Python "
-                                     f"skip_bad_files=True, to pass over unreadable files)") from exc
+                    raise ValueError(f"{exc}{self._others(path)} (pretrain, embed and preview-augment take "
+                                     f"--skip-bad-files, in Python skip_bad_files=True, to pass over unreadable "
+                                     f"files)") from exc
                 if path not in self.bad_files:
                     self.bad_files.append(path)
                     if self.bad_files_log:
                         with open(self.bad_files_log, "a") as f:  # one short append: whole lines
                             f.write(path + "\n")
         raise ValueError(f"no readable image among the {len(self.samples)} files of this data set")
+
+
+    def _others(self, first: str) -> str:
+        """After the unreadable file ``first``: the other unreadable files of the data set, found by opening each
+        (for at most :data:`BAD_FILES_SEARCH_S` seconds), so that one failed start names all of them ("" when
+        there are none)."""
+        bad, looked, deadline = [first], 0, time.monotonic() + BAD_FILES_SEARCH_S
+        for path in self.paths:
+            if time.monotonic() > deadline:
+                break
+            looked += 1
+            if path == first:
+                continue
+            try:
+                open_rgb(path, self.decode_size)
+            except ValueError:
+                bad.append(path)
+        if len(bad) == 1 and looked == len(self.samples):
+            return ""
+        named = ", ".join(repr(p) for p in bad[:NAMED_BAD_FILES])
+        more = f" and {len(bad) - NAMED_BAD_FILES} more" if len(bad) > NAMED_BAD_FILES else ""
+        partial = (f" among the first {looked} of its {len(self.samples)} files (looked for "
+                   f"{BAD_FILES_SEARCH_S:g} s)" if looked < len(self.samples) else "")
+        return f"; {len(bad)} unreadable file{'s' if len(bad) > 1 else ''}{partial}: {named}{more}"
 
 
 class DigitsImages(Dataset):
