@@ -268,36 +268,45 @@ class _TorchvisionRGB(Dataset):
         return _to_rgb(img), int(label)
 
 
+#: the torchvision class of each built-in data set, and the folder it keeps under --data-root
+_TORCHVISION = {"cifar10": ("CIFAR10", "cifar-10-batches-py/ (the python version of CIFAR-10)"),
+                "cifar100": ("CIFAR100", "cifar-100-python/ (the python version of CIFAR-100)"),
+                "stl10": ("STL10", "stl10_binary/ (the binary version of STL-10)")}
+
+
+def _torchvision_sets(name: str, root: str, download: bool):
+    """The train and test sets of a torchvision data set (STL-10: train+unlabeled for SimCLR-style pretraining,
+    train/test for evaluation)."""
+    from torchvision import datasets
+
+    cls = getattr(datasets, _TORCHVISION[name][0])
+    if name == "stl10":
+        return cls(root, split="train+unlabeled", download=download), cls(root, split="test")
+    return cls(root, train=True, download=download), cls(root, train=False)
+
+
 def _torchvision(name: str, root: str) -> DataSplits:
+    """A torchvision data set read from ``root`` by torchvision's own class, which checks every file's checksum;
+    downloaded there (torchvision's ``download=True``) when its folder is not there yet. A folder that is there
+    but fails the checks is never downloaded over: the error says so."""
     from torchvision import datasets
 
     root = os.path.expanduser(root)
-    expected = {
-        "cifar10": "cifar-10-batches-py/ (the python version of CIFAR-10)",
-        "cifar100": "cifar-100-python/ (the python version of CIFAR-100)",
-        "stl10": "stl10_binary/ (the binary version of STL-10)",
-    }[name]
-
-    def build(download: bool):
-        if name == "cifar10":
-            return datasets.CIFAR10(root, train=True, download=download), datasets.CIFAR10(root, train=False)
-        if name == "cifar100":
-            return datasets.CIFAR100(root, train=True, download=download), datasets.CIFAR100(root, train=False)
-        # STL-10: SimCLR-style pretraining uses train+unlabeled; evaluation uses train/test.
-        return (datasets.STL10(root, split="train+unlabeled", download=download),
-                datasets.STL10(root, split="test"))
-
+    folder = Path(root) / getattr(datasets, _TORCHVISION[name][0]).base_folder
     try:
-        train, test = build(download=False)
-    except RuntimeError:
+        train, test = _torchvision_sets(name, root, download=False)
+    except RuntimeError as exc:
+        if folder.exists():
+            raise RuntimeError(f"{folder} is there but fails torchvision's checks ({exc}): a file is missing or "
+                               f"changed. Move it aside (contrastkit does not download over it) and run again "
+                               f"to download {name}, or replace it with a complete copy") from exc
         try:
-            train, test = build(download=True)
+            train, test = _torchvision_sets(name, root, download=True)
         except Exception as exc:  # network errors come in many types
             raise RuntimeError(
-                f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). "
-                f"Offline, put {expected} inside {root} (or pass --data-root), or point --data at an "
-                f"ImageFolder copy (e.g. the shared CIFAR-10 JPEGs: --data ~/.cache/contrastkit/cifar10)."
-            ) from exc
+                f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). Offline, "
+                f"put {_TORCHVISION[name][1]} inside {root} (or pass --data-root), or point --data at a folder "
+                f"of images with train/ and test/ class subfolders") from exc
     classes = list(getattr(train, "classes", []))
     train_targets = [int(t) for t in (train.targets if hasattr(train, "targets") else train.labels)]
     test_targets = [int(t) for t in (test.targets if hasattr(test, "targets") else test.labels)]
