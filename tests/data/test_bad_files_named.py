@@ -25,10 +25,17 @@ def _named(message: str) -> list[str]:
     return re.findall(r"'([^']+\.png)'", message)
 
 
+def _data(folder):
+    """The folder as pretraining loads it: an unreadable file ends the work, so its error names them all."""
+    data = load_dataset(str(folder))
+    data.train.name_all_bad_files = True
+    return data
+
+
 def test_every_unreadable_file_is_named(tmp_path):
     folder = make_image_folder(tmp_path / "data", per_class=8)
     bad = _break(folder, 3)
-    data = load_dataset(str(folder))
+    data = _data(folder)
     with pytest.raises(ValueError) as info:
         data.train[data.train.paths.index(bad[1])]
     message = str(info.value)
@@ -41,7 +48,7 @@ def test_every_unreadable_file_is_named(tmp_path):
 def test_one_unreadable_file_is_named_once(tmp_path):
     folder = make_image_folder(tmp_path / "data", per_class=8)
     bad = _break(folder, 1)
-    data = load_dataset(str(folder))
+    data = _data(folder)
     with pytest.raises(ValueError) as info:
         data.train[data.train.paths.index(bad[0])]
     assert set(_named(str(info.value))) == {bad[0]} and "1 unreadable file" not in str(info.value)
@@ -50,7 +57,7 @@ def test_one_unreadable_file_is_named_once(tmp_path):
 def test_many_unreadable_files_are_counted_past_ten(tmp_path):
     folder = make_image_folder(tmp_path / "data", per_class=10)
     bad = _break(folder, 13)
-    data = load_dataset(str(folder))
+    data = _data(folder)
     with pytest.raises(ValueError) as info:
         data.train[data.train.paths.index(bad[0])]
     message = str(info.value)
@@ -63,12 +70,23 @@ def test_the_search_for_more_stops_at_its_time_limit(tmp_path, monkeypatch):
     folder = make_image_folder(tmp_path / "data", per_class=8)
     bad = _break(folder, 3)
     monkeypatch.setattr(sources, "BAD_FILES_SEARCH_S", 0.0)
-    data = load_dataset(str(folder))
+    data = _data(folder)
     with pytest.raises(ValueError) as info:
         data.train[data.train.paths.index(bad[2])]
     message = str(info.value)
     n = len(data.train)
     assert f"among the first 0 of its {n} files (looked for 0 s): {bad[2]!r}" in message
+
+
+def test_a_consumer_that_passes_over_bad_files_gets_one_name_each(tmp_path):
+    """embed and index skip unreadable files one by one: each error names its own file, with no search."""
+    folder = make_image_folder(tmp_path / "data", per_class=8)
+    bad = _break(folder, 3)
+    data = load_dataset(str(folder))
+    for path in bad:
+        with pytest.raises(ValueError) as info:
+            data.train[data.train.paths.index(path)]
+        assert set(_named(str(info.value))) == {path}
 
 
 @pytest.mark.parametrize("augment_on, workers", [("device", "0"), ("workers", "0"), ("device", "1")])

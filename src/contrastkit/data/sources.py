@@ -151,8 +151,7 @@ class ImageFiles(Dataset):
         samples: (path, label) pairs.
         skip_bad_files: when True, an unreadable file is replaced by the next
             readable one and its path is recorded in ``bad_files``; when False
-            (default) it raises a ValueError naming the file, the data set's other unreadable files (up to
-            :data:`NAMED_BAD_FILES`, then how many more) and ``--skip-bad-files``.
+            (default) it raises a ValueError naming the file and ``--skip-bad-files``.
 
     Attributes:
         bad_files_log: when set, a text file to which each skipped path is also
@@ -160,6 +159,10 @@ class ImageFiles(Dataset):
             ``bad_files``, lost when they exit; the log collects all of them.
         decode_size: when set, the smallest side the consumer needs: JPEGs are
             decoded at a reduced scale down to it (:func:`open_rgb`).
+        name_all_bad_files: when set (by a consumer for which one unreadable file ends the work, as pretraining
+            without ``skip_bad_files``), the error also names the data set's other unreadable files, up to
+            :data:`NAMED_BAD_FILES`, then how many more. Off for a consumer that passes over unreadable files one
+            by one (``embed``, ``index``), where each would start a search.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], skip_bad_files: bool = False) -> None:
@@ -168,6 +171,7 @@ class ImageFiles(Dataset):
         self.bad_files: list[str] = []
         self.bad_files_log: str | None = None
         self.decode_size: int | None = None
+        self.name_all_bad_files = False
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -187,7 +191,8 @@ class ImageFiles(Dataset):
                 return open_rgb(path, self.decode_size), label
             except ValueError as exc:
                 if not self.skip_bad_files:
-                    raise ValueError(f"{exc}{self._others(path)} (pretrain, embed and preview-augment take "
+                    others = self._others(path) if self.name_all_bad_files else ""
+                    raise ValueError(f"{exc}{others} (pretrain, embed and preview-augment take "
                                      f"--skip-bad-files, in Python skip_bad_files=True, to pass over unreadable "
                                      f"files)") from exc
                 if path not in self.bad_files:

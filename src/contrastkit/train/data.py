@@ -98,8 +98,14 @@ class TrainData:
 
 
 def load_splits(cfg: PretrainConfig) -> DataSplits:
-    return load_dataset(cfg.data, root=cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                        skip_bad_files=cfg.skip_bad_files)
+    """The run's data; without ``--skip-bad-files`` an unreadable image ends the run, and its error names every
+    unreadable file of the data set (:class:`~contrastkit.data.ImageFiles`)."""
+    splits = load_dataset(cfg.data, root=cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                          skip_bad_files=cfg.skip_bad_files)
+    for part in (splits.train, splits.test):
+        if hasattr(part, "name_all_bad_files"):
+            part.name_all_bad_files = True
+    return splits
 
 
 def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels: bool
