@@ -89,9 +89,8 @@ def _add_embed(sub) -> None:
     m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
     m.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
     m.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
-    m.add_argument("--split", default=None, choices=("train", "test"),
-                   help="which split (default: test where there is one, else train: every image of an unlabelled "
-                        "folder)")
+    m.add_argument("--split", default=None, choices=("all", "train", "test"),
+                   help="which images (default: all, every image of the train and test splits)")
     m.add_argument("--out", required=True, help="output prefix: writes OUT.npy, OUT.csv and OUT.json")
     m.add_argument("--overwrite", action="store_true", help="replace the files an earlier embed wrote at --out, once "
                                                             "the new ones are complete")
