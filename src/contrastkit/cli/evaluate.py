@@ -52,7 +52,8 @@ def _run_preview(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
 
 def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")
-    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
+    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, its run folder, or an export "
+                                                       "written by contrastkit export (knn, linear, retrieval)")
     e.add_argument("--protocol", default="knn", choices=ALL_PROTOCOLS,
                    help="evaluation protocol; classifier scores a fine-tuned checkpoint's own classifier "
                         "(default: knn)")
