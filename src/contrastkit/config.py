@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 __all__ = ["PretrainConfig", "load_yaml", "config_groups", "option_flag", "LOSSES", "SPELLINGS", "RUN_IDENTITY",
-           "TRACKING"]
+           "TRACKING", "DEFAULT_BATCH_SIZE", "fit_batch_size"]
 
 LOSSES = ("ntxent", "ntlogistic", "margin", "npair")
 #: The options that make a run what it is: ``--resume`` refuses a checkpoint written with other values (but
@@ -29,6 +29,9 @@ RUN_IDENTITY = ("method", "encoder", "width", "head", "head_layers", "proj_dim",
 SPELLINGS = {"labelled_fraction": "labeled_fraction", "labeled_weight": "labelled_weight"}
 #: the names ``--tracking`` takes (contrastkit.tracking has a tracker for each but none)
 TRACKING = ("mlflow", "wandb", "none")
+#: the batch size of a run that sets none, on a training set of at least this many images (SimCLR's CIFAR-10
+#: runs use 256 to 4096, App. B.9; a CPU fits 256)
+DEFAULT_BATCH_SIZE = 256
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -120,7 +123,9 @@ class PretrainConfig:
 
     # optimisation (SimCLR Sec. 2.2, App. B.1)
     epochs: int = _opt(100, "training epochs")
-    batch_size: int = _opt(256, "global batch size N (images; each gives V views)")
+    batch_size: int | None = _opt(None, "global batch size N (images; each gives V views); unset: 256, or for a "
+                                        "smaller training set the largest power of two that fits (a note says so)",
+                                  type=int, default_help=f"{DEFAULT_BATCH_SIZE}, lowered to fit a smaller training set")
     micro_batch_size: int = _opt(0, "gradient caching micro-batch (0: off); exact for BN-free models")
     optimizer: str = _opt("sgd", "sgd (momentum) or lars (SimCLR's optimiser)", choices=("sgd", "lars"))
     lr: float = _opt(0.06, "base learning rate, scaled by --lr-scaling")
@@ -320,7 +325,7 @@ def _check_training(cfg: PretrainConfig) -> None:
     _require(cfg.method != "", "--method must name a training method (contrastkit.methods), got an empty string")
     _require(cfg.temperature is None or 0 < cfg.temperature < float("inf"),
              f"--temperature must be a finite number > 0, got {cfg.temperature}")
-    anchors = max(1, int(cfg.batch_size)) * max(1, int(cfg.n_views))
+    anchors = max(1, int(cfg.batch_size or DEFAULT_BATCH_SIZE)) * max(1, int(cfg.n_views))
     if cfg.temperature is not None:
         _require(cfg.temperature >= min_temperature(anchors),
                  f"--temperature {cfg.temperature:g} is too small for float32: the loss averages {anchors} terms "
@@ -369,9 +374,10 @@ def _check_model(cfg: PretrainConfig) -> None:
 
 def _check_optimisation(cfg: PretrainConfig) -> None:
     _require(cfg.epochs > 0, f"--epochs must be a positive integer, got {cfg.epochs!r}")
-    _require(cfg.batch_size > 0, f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
+    _require(cfg.batch_size is None or cfg.batch_size > 0,
+             f"--batch-size must be a positive integer, got {cfg.batch_size!r}")
     _require(cfg.micro_batch_size >= 0, f"--micro-batch-size must be >= 0 (0: off), got {cfg.micro_batch_size}")
-    _require(not (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size),
+    _require(not (cfg.micro_batch_size and cfg.batch_size and cfg.batch_size % cfg.micro_batch_size),
              f"--micro-batch-size must divide --batch-size {cfg.batch_size}, got {cfg.micro_batch_size}")
     _require(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
     _require(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
@@ -422,6 +428,43 @@ def _check_tracking(cfg: PretrainConfig) -> None:
     _require(bool(cfg.tracking_experiment.strip()) and not bad and len(cfg.tracking_experiment) <= 128,
              f"--tracking-experiment must be a name of 1-128 characters without / \\ # ? % :, got "
              f"{cfg.tracking_experiment!r}")
+
+
+def _largest_fitting(n_train: int, world: int) -> int:
+    """The largest power of two of images per process that ``n_train`` images fill, times ``world`` (0: fewer
+    images than processes). A power of two keeps the usual ``--micro-batch-size`` and ``--queue-size`` (multiples
+    of the batch) valid."""
+    per_process = n_train // world
+    return (1 << (per_process.bit_length() - 1)) * world if per_process >= 1 else 0
+
+
+def fit_batch_size(cfg: PretrainConfig, n_train: int, world: int = 1) -> tuple[PretrainConfig, str | None]:
+    """The options with the batch size of a run on ``n_train`` training images over ``world`` processes, checked,
+    and a one-line note when an unset batch size was lowered.
+
+    Unset (None): :data:`DEFAULT_BATCH_SIZE`, or for a training set smaller than that the largest power of two
+    (times ``world``) that fits. A batch size that was given is kept, and refused when it cannot be used.
+
+    Raises:
+        ValueError: a batch size that does not split over the processes or is larger than the training set (the
+            message proposes one that fits), or a training set with fewer images than processes.
+    """
+    fitting = _largest_fitting(n_train, world)
+    note = None
+    if cfg.batch_size is None:
+        _require(fitting > 0, f"the training set has {n_train} images, fewer than the {world} processes: each "
+                              f"process needs at least one image per step")
+        size = DEFAULT_BATCH_SIZE if n_train >= DEFAULT_BATCH_SIZE else fitting
+        if size != DEFAULT_BATCH_SIZE:
+            note = (f"note: --batch-size {size}: the default, {DEFAULT_BATCH_SIZE}, is larger than the training set "
+                    f"({n_train} images); give --batch-size to choose another")
+        cfg = dataclasses.replace(cfg, batch_size=size)
+    _require(cfg.batch_size % world == 0, f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    if cfg.batch_size > n_train:
+        hint = (f"use --batch-size {fitting} or less, or leave it out to have one chosen that fits" if fitting else
+                f"each of the {world} processes needs at least one image per step")
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({n_train} images); {hint}")
+    return cfg, note
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

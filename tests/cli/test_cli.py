@@ -119,7 +119,7 @@ def test_eval_knn_linear_and_embed(tmp_path, image_folder, capsys):
     assert main(["embed", "--checkpoint", str(out / "last.pt"), "--out", str(prefix), "--device", "cpu",
                  "--num-workers", "0"]) == 0
     arr = np.load(str(prefix) + ".npy")
-    assert arr.shape == (12, 64)  # test split: 3 classes x 4; h of a width-0.125 ResNet-18 is 64-d
+    assert arr.shape == (48, 64)  # every image: 3 classes x (12 train + 4 test); h of a width-0.125 ResNet-18 is 64-d
 
 
 def test_config_file_and_flag_precedence(tmp_path, image_folder):

@@ -80,7 +80,7 @@ def test_a_run_folder_means_its_last_pt(run, tmp_path, capsys):
     assert json.loads(stdout)["checkpoint"] == str(out / "last.pt") and (out / "eval_knn.json").is_file()
     rc, stdout, err = _cli(["embed", "--checkpoint", str(out), "--out", str(tmp_path / "emb"), "--device", "cpu",
                             "--num-workers", "0"], capsys)
-    assert rc == 0 and json.loads(stdout)["count"] == 6, err
+    assert rc == 0 and json.loads(stdout)["count"] == 18, err  # every image: 12 train and 6 test
     from contrastkit.models import load_checkpoint_model
 
     assert load_checkpoint_model(out)[1].data == load_checkpoint_model(out / "last.pt")[1].data
@@ -206,9 +206,10 @@ def test_embed_leaves_bad_files_out_and_lists_them(run, bad_folder, tmp_path, ca
     rc, stdout, err = _cli(args, capsys)
     assert rc == 0, err
     result = json.loads(stdout)
-    assert result["count"] == 5 and result["bad_count"] == 1 and result["bad_files"] == [str(bad)]
+    other = root / "train" / "class_2" / "001.png"  # every image is embedded: 18, of which 2 unreadable
+    assert result["count"] == 16 and result["bad_count"] == 2 and result["bad_files"] == [str(other), str(bad)]
     loaded = load_embeddings(tmp_path / "emb.npy")
-    assert str(bad) not in loaded["paths"] and len(set(loaded["paths"])) == 5
+    assert str(bad) not in loaded["paths"] and len(set(loaded["paths"])) == 16
     # each kept row is its own file: labels follow the paths' class folders
     assert [int(p.split("class_")[1][0]) for p in loaded["paths"]] == loaded["labels"].tolist()
 

@@ -36,7 +36,7 @@ def test_embed_labelled_folder_writes_class_names(checkpoint, tmp_path):
     folder = make_image_folder(tmp_path / "data", per_class=3, size=16)
     summary = embed_to_files(checkpoint, tmp_path / "e", data=str(folder), device="cpu", num_workers=0,
                              progress=False)
-    assert summary["split"] == "test"
+    assert summary["split"] == "all" and summary["count"] == 15  # 9 train and 6 test images: every one
     loaded = load_embeddings(tmp_path / "e")
     assert loaded["meta"]["classes"] == ["class_0", "class_1", "class_2"]
     for path, label, name in zip(loaded["paths"], loaded["labels"].tolist(), loaded["class_names"]):

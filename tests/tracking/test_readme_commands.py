@@ -39,10 +39,10 @@ def test_the_tracking_and_sharing_commands_run(tmp_path, image_folder, monkeypat
         assert main(command[1:]) == 0
     capsys.readouterr()
     assert (tmp_path / "mlflow.db").is_file()  # MLflow's default: a local SQLite file
-    hub = tmp_path / "runs" / "x-hub"
+    hub = tmp_path / "runs" / "tracked-hub"
     assert sorted(p.name for p in hub.iterdir() if p.name[0] != ".") == ["README.md", "config.json", "model.safetensors"]
     assert json.loads((hub / "config.json").read_text())["architecture"] == "resnet18"
-    size = load_checkpoint(tmp_path / "runs" / "x")["meta"]["image_size"]
-    for exported in (hub, tmp_path / "runs" / "x.onnx"):
+    size = load_checkpoint(tmp_path / "runs" / "tracked")["meta"]["image_size"]
+    for exported in (hub, tmp_path / "runs" / "tracked.onnx"):
         encoder, transform = load_encoder(exported)
         assert transform.transforms[0].size == size

@@ -52,7 +52,8 @@ def _run_preview(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
 
 def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a checkpoint: knn, linear, finetune, retrieval or all")
-    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
+    e.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, its run folder, or an export "
+                                                       "written by contrastkit export (knn, linear, retrieval)")
     e.add_argument("--protocol", default="knn", choices=ALL_PROTOCOLS,
                    help="evaluation protocol; classifier scores a fine-tuned checkpoint's own classifier "
                         "(default: knn)")
@@ -90,9 +91,8 @@ def _add_embed(sub) -> None:
                                                        "export load_encoder reads (with --data)")
     m.add_argument("--data", default=None, help="data set (default: the checkpoint's; needed with an export)")
     m.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
-    m.add_argument("--split", default=None, choices=("train", "test"),
-                   help="which split (default: test where there is one, else train: every image of an unlabelled "
-                        "folder)")
+    m.add_argument("--split", default=None, choices=("all", "train", "test"),
+                   help="which images (default: all, every image of the train and test splits)")
     m.add_argument("--out", required=True, help="output prefix: writes OUT.npy, OUT.csv and OUT.json")
     m.add_argument("--overwrite", action="store_true", help="replace the files an earlier embed wrote at --out, once "
                                                             "the new ones are complete")

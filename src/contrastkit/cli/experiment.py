@@ -39,8 +39,8 @@ def register(sub) -> None:
 
     x = sub.add_parser("experiment", help="reproduce one of the seed's claims (tables and plots)")
     x.add_argument("name", help="experiment name (run 'contrastkit experiment list')")
-    x.add_argument("--data", default=None, help="data set or folder (default: the budget's: digits for smoke, the "
-                                                "shared CIFAR-10 JPEGs for cpu, cifar10 for gpu)")
+    x.add_argument("--data", default=None, help="data set or folder (default: the budget's: digits for smoke, "
+                                                "cifar10 for cpu and gpu)")
     x.add_argument("--budget", default="smoke", choices=("smoke", "cpu", "gpu"), help="size of the runs "
                                                                                        "(default: smoke)")
     x.add_argument("--out", default=None, help="output folder (default: runs/experiments/NAME)")

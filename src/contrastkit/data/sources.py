@@ -7,6 +7,7 @@ class names and the native image side (used to pick the augmentation preset).
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ DATASETS = ("digits", "cifar10", "cifar100", "stl10")
 MAX_IMAGE_PIXELS = 40_000_000
 #: the longest side over the shortest an image may have: a 1 x 1,000,000 sliver would be resized to a huge square
 MAX_ASPECT_RATIO = 50.0
+#: after the first unreadable file: how many an error names (then "and N more"), and how long it looks for them
+NAMED_BAD_FILES = 10
+BAD_FILES_SEARCH_S = 30.0
 
 
 def image_limits() -> tuple[int, float]:
@@ -155,6 +159,10 @@ class ImageFiles(Dataset):
             ``bad_files``, lost when they exit; the log collects all of them.
         decode_size: when set, the smallest side the consumer needs: JPEGs are
             decoded at a reduced scale down to it (:func:`open_rgb`).
+        name_all_bad_files: when set (by a consumer for which one unreadable file ends the work, as pretraining
+            without ``skip_bad_files``), the error also names the data set's other unreadable files, up to
+            :data:`NAMED_BAD_FILES`, then how many more. Off for a consumer that passes over unreadable files one
+            by one (``embed``, ``index``), where each would start a search.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], skip_bad_files: bool = False) -> None:
@@ -163,6 +171,7 @@ class ImageFiles(Dataset):
         self.bad_files: list[str] = []
         self.bad_files_log: str | None = None
         self.decode_size: int | None = None
+        self.name_all_bad_files = False
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -182,14 +191,40 @@ class ImageFiles(Dataset):
                 return open_rgb(path, self.decode_size), label
             except ValueError as exc:
                 if not self.skip_bad_files:
-                    raise ValueError(f"{exc} (pretrain, embed and preview-augment take --skip-bad-files, in Python "
-                                     f"skip_bad_files=True, to pass over unreadable files)") from exc
+                    others = self._others(path) if self.name_all_bad_files else ""
+                    raise ValueError(f"{exc}{others} (pretrain, embed and preview-augment take "
+                                     f"--skip-bad-files, in Python skip_bad_files=True, to pass over unreadable "
+                                     f"files)") from exc
                 if path not in self.bad_files:
                     self.bad_files.append(path)
                     if self.bad_files_log:
                         with open(self.bad_files_log, "a") as f:  # one short append: whole lines
                             f.write(path + "\n")
         raise ValueError(f"no readable image among the {len(self.samples)} files of this data set")
+
+
+    def _others(self, first: str) -> str:
+        """After the unreadable file ``first``: the other unreadable files of the data set, found by opening each
+        (for at most :data:`BAD_FILES_SEARCH_S` seconds), so that one failed start names all of them ("" when
+        there are none)."""
+        bad, looked, deadline = [first], 0, time.monotonic() + BAD_FILES_SEARCH_S
+        for path in self.paths:
+            if time.monotonic() > deadline:
+                break
+            looked += 1
+            if path == first:
+                continue
+            try:
+                open_rgb(path, self.decode_size)
+            except ValueError:
+                bad.append(path)
+        if len(bad) == 1 and looked == len(self.samples):
+            return ""
+        named = ", ".join(repr(p) for p in bad[:NAMED_BAD_FILES])
+        more = f" and {len(bad) - NAMED_BAD_FILES} more" if len(bad) > NAMED_BAD_FILES else ""
+        partial = (f" among the first {looked} of its {len(self.samples)} files (looked for "
+                   f"{BAD_FILES_SEARCH_S:g} s)" if looked < len(self.samples) else "")
+        return f"; {len(bad)} unreadable file{'s' if len(bad) > 1 else ''}{partial}: {named}{more}"
 
 
 class DigitsImages(Dataset):
@@ -238,36 +273,45 @@ class _TorchvisionRGB(Dataset):
         return _to_rgb(img), int(label)
 
 
+#: the torchvision class of each built-in data set, and the folder it keeps under --data-root
+_TORCHVISION = {"cifar10": ("CIFAR10", "cifar-10-batches-py/ (the python version of CIFAR-10)"),
+                "cifar100": ("CIFAR100", "cifar-100-python/ (the python version of CIFAR-100)"),
+                "stl10": ("STL10", "stl10_binary/ (the binary version of STL-10)")}
+
+
+def _torchvision_sets(name: str, root: str, download: bool):
+    """The train and test sets of a torchvision data set (STL-10: train+unlabeled for SimCLR-style pretraining,
+    train/test for evaluation)."""
+    from torchvision import datasets
+
+    cls = getattr(datasets, _TORCHVISION[name][0])
+    if name == "stl10":
+        return cls(root, split="train+unlabeled", download=download), cls(root, split="test")
+    return cls(root, train=True, download=download), cls(root, train=False)
+
+
 def _torchvision(name: str, root: str) -> DataSplits:
+    """A torchvision data set read from ``root`` by torchvision's own class, which checks every file's checksum;
+    downloaded there (torchvision's ``download=True``) when its folder is not there yet. A folder that is there
+    but fails the checks is never downloaded over: the error says so."""
     from torchvision import datasets
 
     root = os.path.expanduser(root)
-    expected = {
-        "cifar10": "cifar-10-batches-py/ (the python version of CIFAR-10)",
-        "cifar100": "cifar-100-python/ (the python version of CIFAR-100)",
-        "stl10": "stl10_binary/ (the binary version of STL-10)",
-    }[name]
-
-    def build(download: bool):
-        if name == "cifar10":
-            return datasets.CIFAR10(root, train=True, download=download), datasets.CIFAR10(root, train=False)
-        if name == "cifar100":
-            return datasets.CIFAR100(root, train=True, download=download), datasets.CIFAR100(root, train=False)
-        # STL-10: SimCLR-style pretraining uses train+unlabeled; evaluation uses train/test.
-        return (datasets.STL10(root, split="train+unlabeled", download=download),
-                datasets.STL10(root, split="test"))
-
+    folder = Path(root) / getattr(datasets, _TORCHVISION[name][0]).base_folder
     try:
-        train, test = build(download=False)
-    except RuntimeError:
+        train, test = _torchvision_sets(name, root, download=False)
+    except RuntimeError as exc:
+        if folder.exists():
+            raise RuntimeError(f"{folder} is there but fails torchvision's checks ({exc}): a file is missing or "
+                               f"changed. Move it aside (contrastkit does not download over it) and run again "
+                               f"to download {name}, or replace it with a complete copy") from exc
         try:
-            train, test = build(download=True)
+            train, test = _torchvision_sets(name, root, download=True)
         except Exception as exc:  # network errors come in many types
             raise RuntimeError(
-                f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). "
-                f"Offline, put {expected} inside {root} (or pass --data-root), or point --data at an "
-                f"ImageFolder copy (e.g. the shared CIFAR-10 JPEGs: --data ~/.cache/contrastkit/cifar10)."
-            ) from exc
+                f"{name} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). Offline, "
+                f"put {_TORCHVISION[name][1]} inside {root} (or pass --data-root), or point --data at a folder "
+                f"of images with train/ and test/ class subfolders") from exc
     classes = list(getattr(train, "classes", []))
     train_targets = [int(t) for t in (train.targets if hasattr(train, "targets") else train.labels)]
     test_targets = [int(t) for t in (test.targets if hasattr(test, "targets") else test.labels)]

@@ -3,7 +3,8 @@
 Each protocol returns a dict and writes it as JSON beside the checkpoint
 (``eval_<protocol>[_<data>].json``). Evaluating on another data set than the
 checkpoint's is transfer: images are resized to the checkpoint's input size and
-normalised with its statistics.
+normalised with its statistics. An export (``contrastkit export``) is scored by the
+frozen-feature protocols through :func:`contrastkit.load_encoder` (:mod:`.exported`).
 """
 from __future__ import annotations
 
@@ -16,21 +17,21 @@ from typing import Any
 
 import torch
 
-from ..data import EvalDataset, array_cache_key, class_balanced_subset, decode_to_array, load_dataset, resolve_data
+from ..data import class_balanced_subset, resolve_data
+from ..export.filekinds import export_kind
 from ..models import (CHECKPOINT_SUFFIXES, CheckpointMeta, FineTunedNetwork, build_model, head_prefix_of,
                       load_checkpoint_model, resolve_checkpoint, save_finetuned)
 from ..runtime import resolve_device, tune_malloc_for
 from ..runtime.ownership import OutputFiles
 from ..tracking import log_evaluation
 from .classify import classifier_accuracy
+from .exported import evaluate_export
 from .features import extract_features
 from .fine_tune import finetune
-from .knn import knn_accuracy
-from .linear import linear_eval
+from .frozen import FROZEN_PROTOCOLS, evaluation_data, score_features
 from .options import EXTRA_PROTOCOLS, PROTOCOLS, check_eval_options
 from .report import format_table
 from .results import ResultFiles
-from .retrieval import retrieval_metrics
 
 __all__ = ["evaluate_checkpoint", "run_protocol", "evaluation_data", "save_finetuned_result", "PROTOCOLS"]
 
@@ -38,24 +39,6 @@ __all__ = ["evaluate_checkpoint", "run_protocol", "evaluation_data", "save_finet
 def _check_workers(num_workers: int) -> None:
     if num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {num_workers}")
-
-
-def evaluation_data(data: str, image_size: int, mean, std, data_root: str = "~/.cache/contrastkit/datasets",
-                    seed: int = 0, num_workers: int = 2) -> dict[str, Any]:
-    """Train and test splits of ``data`` decoded at a checkpoint's input size and normalised with its
-    statistics, as EvalDatasets (``train``, ``test``), with their labels and class count."""
-    splits = load_dataset(data, root=data_root, seed=seed)
-    if not splits.labelled or splits.test is None:
-        raise ValueError(f"evaluation needs labelled train and test splits; {data} has none")
-    size = int(image_size)
-    tr = decode_to_array(splits.train, size, num_workers=num_workers, cache_key=array_cache_key(data, "train"))
-    te = decode_to_array(splits.test, size, num_workers=num_workers, cache_key=array_cache_key(data, "test"))
-    return {
-        "splits": splits,
-        "train": EvalDataset(*tr, mean=mean, std=std),
-        "test": EvalDataset(*te, mean=mean, std=std),
-        "train_labels": tr[1], "test_labels": te[1], "num_classes": splits.num_classes, "image_size": size,
-    }
 
 
 def _features(model, ds, projection: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +60,7 @@ def run_protocol(protocol: str, model: torch.nn.Module, data: dict[str, Any], *,
     """
     device = torch.device(device)
     t0 = time.perf_counter()
-    if protocol in ("knn", "linear", "retrieval"):
+    if protocol in FROZEN_PROTOCOLS:
         if feats is None or "train" not in feats:
             ftr, ltr = _features(model, data["train"], projection, device)
             fte, lte = _features(model, data["test"], projection, device)
@@ -85,15 +68,8 @@ def run_protocol(protocol: str, model: torch.nn.Module, data: dict[str, Any], *,
                 feats.update(train=(ftr, ltr), test=(fte, lte))
         else:
             (ftr, ltr), (fte, lte) = feats["train"], feats["test"]
-        if protocol == "knn":
-            metrics = knn_accuracy(ftr, ltr, fte, lte, k=knn_k, temperature=0.1)
-            recipe = {"k": knn_k, "temperature": 0.1, "similarity": "cosine", "memory": "train split"}
-        elif protocol == "linear":
-            metrics = linear_eval(ftr, ltr, fte, lte, epochs=epochs or 100, seed=seed, device=device)
-            recipe = metrics.pop("recipe", {})
-        else:
-            metrics = retrieval_metrics(fte, lte, seed=seed)
-            recipe = {"queries": "test split, leave-one-out", "similarity": "cosine"}
+        metrics, recipe = score_features(protocol, (ftr, ltr), (fte, lte), epochs=epochs, seed=seed, device=device,
+                                         knn_k=knn_k)
     elif protocol == "finetune":
         indices = class_balanced_subset(data["train_labels"], label_fraction, seed=seed)
         source = model  # the whole model: fine-tuning from a head layer takes the head's first blocks too
@@ -226,7 +202,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                         overwrite: bool = False) -> dict[str, Any]:
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``).
 
-    ``checkpoint`` is a ``last.pt`` or the run folder holding it. ``label_fraction`` (default 0.1),
+    ``checkpoint`` is a ``last.pt`` or the run folder holding it, or an export written by ``contrastkit export``
+    (scored by ``knn``, ``linear`` or ``retrieval`` through :func:`contrastkit.load_encoder`:
+    :mod:`.exported`). ``label_fraction`` (default 0.1),
     ``from_scratch``, ``finetune_epochs`` (default 30), ``from_head_layer`` and ``save`` are finetune's,
     ``linear_epochs`` (default 100) the linear probe's, ``projection`` that of the frozen-feature protocols; one given
     to a protocol that does not use it raises (:func:`contrastkit.evaluate.options.check_eval_options`).
@@ -247,6 +225,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     check_eval_options(protocol, label_fraction=label_fraction, from_scratch=from_scratch,
                        linear_epochs=linear_epochs, finetune_epochs=finetune_epochs, projection=projection,
                        from_head_layer=from_head_layer or None, save=save)
+    kind = export_kind(Path(checkpoint).expanduser())
+    if kind is not None:  # the encoder alone: the frozen-feature protocols, through load_encoder
+        return evaluate_export(checkpoint, kind, protocol, data=data, data_root=data_root, projection=projection,
+                               device=device, seed=seed, num_workers=num_workers, linear_epochs=linear_epochs,
+                               malloc=malloc, results_dir=results_dir)
     label_fraction = 0.1 if label_fraction is None else label_fraction
     _check_workers(num_workers)
     dev = resolve_device(device, "--device")

@@ -9,8 +9,8 @@ thing (a loss, a temperature, a head) on top of :attr:`Budget.base`.
   at 16 px, two steps of a width-0.125 ResNet-18; for tests and for checking
   that a command works, not for conclusions.
 * ``cpu``: sized for a shared 2-core machine. A 10,000-image class-balanced
-  subset of CIFAR-10 (1,000 per class; 5,000 test images) from the shared JPEG
-  folder, a CIFAR-stem ResNet-18 of width 0.25, one to eight epochs at batch
+  subset of CIFAR-10 (1,000 per class; 5,000 test images; ``--data cifar10`` by
+  default, the docs' figures from the JPEG folder of CONTRIBUTING.md), a CIFAR-stem ResNet-18 of width 0.25, one to eight epochs at batch
   128, one torch thread. Measured on 2 cores shared with other jobs: a SimCLR
   step at batch 128 takes 1.7 to 3 s, an epoch of the subset 2.3 to 4 minutes;
   each experiment is sized for about 40 to 50 minutes.
@@ -24,10 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Budget", "BUDGETS", "get_budget", "CIFAR10_JPEG_DIR"]
-
-#: The shared CIFAR-10 JPEG copy (ImageFolder layout with train/ and test/).
-CIFAR10_JPEG_DIR = "~/.cache/contrastkit/cifar10"
+__all__ = ["Budget", "BUDGETS", "get_budget"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ BUDGETS: dict[str, Budget] = {
     ),
     "cpu": Budget(
         name="cpu",
-        default_data=CIFAR10_JPEG_DIR,
+        default_data="cifar10",  # torchvision's, downloaded once (the docs' figures: the JPEG folder, CONTRIBUTING.md)
         train_per_class=1000,
         test_per_class=500,
         base=dict(_COMMON, width=0.25, size=32, epochs=3, batch_size=128, lr=0.5, num_workers=0,
@@ -117,7 +114,7 @@ BUDGETS: dict[str, Budget] = {
     ),
     "gpu": Budget(
         name="gpu",
-        default_data=CIFAR10_JPEG_DIR,
+        default_data="cifar10",  # torchvision's, downloaded once (the docs' figures: the JPEG folder, CONTRIBUTING.md)
         train_per_class=None,
         test_per_class=None,
         base=dict(_COMMON, width=1.0, epochs=200, batch_size=512, lr=0.5, warmup_epochs=10, num_workers=4,

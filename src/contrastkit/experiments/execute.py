@@ -295,7 +295,7 @@ def run_experiment(name: str, *, data: str | None = None, budget: str | Budget =
     Args:
         name: an experiment name, or ``"list"`` to print the known experiments.
         data: data set or folder (None: the budget's default: ``digits`` for
-            ``smoke``, the shared CIFAR-10 JPEGs for ``cpu`` and ``gpu``).
+            ``smoke``, ``cifar10`` (torchvision's) for ``cpu`` and ``gpu``).
         budget: ``smoke``, ``cpu``, ``gpu`` or a :class:`Budget`.
         out: output folder (default ``runs/experiments/NAME``).
         device: ``cpu``, ``cuda`` or ``auto``.

@@ -15,9 +15,11 @@ from typing import Any
 
 from .formats import FORMATS, ExportError
 
-__all__ = ["FORMATS", "ExportError", "export_checkpoint", "load_encoder", "evaluation_transform"]
+__all__ = ["FORMATS", "ExportError", "export_checkpoint", "load_encoder", "load_encoder_and_metadata",
+           "evaluation_transform"]
 
-_LAZY = {"export_checkpoint": ".exporter", "load_encoder": ".loading", "evaluation_transform": ".transform"}
+_LAZY = {"export_checkpoint": ".exporter", "load_encoder": ".loading", "load_encoder_and_metadata": ".loading",
+         "evaluation_transform": ".transform"}
 
 
 def __getattr__(name: str) -> Any:

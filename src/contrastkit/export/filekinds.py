@@ -17,7 +17,7 @@ from typing import Any
 
 from .formats import SUFFIXES, ExportError, sidecar_path
 
-__all__ = ["reader_for", "written_by_export", "safetensors_header", "zip_names", "HUB_FILES", "HUB_CONFIG",
+__all__ = ["reader_for", "written_by_export", "export_kind", "safetensors_header", "zip_names", "HUB_FILES", "HUB_CONFIG",
            "HUB_WEIGHTS", "HUB_CARD"]
 
 HUB_CONFIG, HUB_WEIGHTS, HUB_CARD = "config.json", "model.safetensors", "README.md"
@@ -168,3 +168,26 @@ def written_by_export(path: Path) -> bool:
     if suffix == ".json" and _metadata_file(path):
         return True
     return _metadata_file(sidecar_path(path))
+
+
+def export_kind(path: Path) -> str | None:
+    """What export ``path`` is, by its name (its bytes are checked when it is read): ``hub`` (a folder holding
+    ``config.json`` and ``model.safetensors``), ``safetensors``, ``torchscript``, ``onnx``, ``pt2``, or the
+    format its sidecar names (``torchvision``, ``timm``) for a file with a ``<name>.json`` sidecar; None for
+    anything else (a checkpoint, a run folder, a path that does not exist)."""
+    if path.is_dir():
+        return "hub" if _hub_folder(path) else None
+    if not path.is_file():
+        return None
+    kinds = {v: k for k, v in SUFFIXES.items()}
+    if path.suffix.lower() in kinds:
+        return kinds[path.suffix.lower()]
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        meta = None
+    fmt = meta.get("export_format") if isinstance(meta, dict) else None
+    return fmt if isinstance(fmt, str) and fmt else "state_dict"

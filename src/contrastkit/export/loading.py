@@ -29,7 +29,7 @@ from .rebuild import target_backbone
 from .state_dicts import read_safetensors, split_head
 from .transform import evaluation_transform
 
-__all__ = ["load_encoder", "OnnxEncoder"]
+__all__ = ["load_encoder", "load_encoder_and_metadata", "OnnxEncoder"]
 
 
 class OnnxEncoder(nn.Module):
@@ -123,6 +123,20 @@ def _load(path: Path, device: torch.device, fmt: str | None) -> tuple[nn.Module,
     return OnnxEncoder(session, int(meta.get("feature_dim") or 0)), meta
 
 
+def load_encoder_and_metadata(path: str | os.PathLike, device: str | torch.device = "cpu",
+                              format: str | None = None) -> tuple[nn.Module, transforms.Compose, dict[str, Any]]:
+    """:func:`load_encoder`, and the export's metadata (:mod:`.metadata`'s keys: ``architecture``,
+    ``input_size``, ``mean``, ``std``, and where the export carries them ``data``, ``method``, ``feature_dim``,
+    ...; for a checkpoint, those of its input and architecture)."""
+    resolved = _resolve(Path(path).expanduser())
+    device = torch.device(device)
+    encoder, meta = _load(resolved, device, format)
+    _, height, width = meta["input_size"]
+    if height != width:
+        raise ExportError(f"{resolved}: expected a square input size, got {height}x{width}")
+    return encoder.to(device).eval(), evaluation_transform(height, meta["mean"], meta["std"]), meta
+
+
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", format: str | None = None
                  ) -> tuple[nn.Module, transforms.Compose]:
     """Load an encoder f from any contrastkit export, checkpoint or run folder, with its preprocessing.
@@ -152,10 +166,5 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", fo
             is missing (the message names the extra to install).
         CheckpointError: a checkpoint that does not match its own config.
     """
-    resolved = _resolve(Path(path).expanduser())
-    device = torch.device(device)
-    encoder, meta = _load(resolved, device, format)
-    _, height, width = meta["input_size"]
-    if height != width:
-        raise ExportError(f"{resolved}: expected a square input size, got {height}x{width}")
-    return encoder.to(device).eval(), evaluation_transform(height, meta["mean"], meta["std"])
+    encoder, transform, _ = load_encoder_and_metadata(path, device, format)
+    return encoder, transform

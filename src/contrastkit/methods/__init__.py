@@ -61,7 +61,7 @@ def _check_method_options(cfg: Any, method: Method) -> None:
     if method.views is None and cfg.n_views < method.min_views:
         kind = "contrastive methods" if method.min_views >= 2 else f"--method {method.name}"
         raise ValueError(f"--n-views must be >= {method.min_views} for {kind}, got {cfg.n_views}")
-    if cfg.batch_size < method.min_batch:
+    if cfg.batch_size is not None and cfg.batch_size < method.min_batch:  # unset: checked once it is chosen
         raise ValueError(f"--batch-size must be >= {method.min_batch} for --method {method.name} (each image is "
                          f"contrasted with the others), got {cfg.batch_size}")
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..evaluate.classify import classifier_accuracy
 from ..evaluate.protocols import evaluation_data
+from ..export.filekinds import export_kind
 from ..losses import DistillationLoss
 from ..models import CheckpointError, FineTunedNetwork, build_model, load_checkpoint_model, save_finetuned
 from .base import DataInfo, Method, MethodParts
@@ -128,8 +129,16 @@ def load_teacher(path: str | os.PathLike) -> tuple[FineTunedNetwork, Any]:
     """The fine-tuned network of ``path`` and its :class:`~contrastkit.models.CheckpointMeta`.
 
     Raises:
-        CheckpointError: the file is missing or corrupt, or holds a training run rather than a fine-tuned network.
+        CheckpointError: the file is missing or corrupt, holds a training run rather than a fine-tuned network, or
+            is an export (the encoder alone, without the classifier whose predictions a student learns).
     """
+    kind = export_kind(Path(path).expanduser())
+    if kind is not None:
+        raise CheckpointError(f"--teacher {path} is an export ({kind}), the encoder f alone: a student learns "
+                              f"from a fine-tuned network's class predictions, which an export does not hold; "
+                              f"give the fine-tuned checkpoint (*.pt) that 'contrastkit eval --protocol finetune "
+                              f"... --save PATH' writes (an export is scored by 'contrastkit eval --protocol "
+                              f"knn|linear|retrieval')")
     teacher, meta, _ = load_checkpoint_model(path)
     if meta.kind != "finetuned":
         raise CheckpointError(f"{path} is a pretraining checkpoint, not a fine-tuned network; write one with "

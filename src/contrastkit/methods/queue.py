@@ -92,8 +92,8 @@ def check_queue(cfg: Any) -> None:
     if not 0 <= m < 1:
         raise ValueError(f"--momentum-encoder must be in [0, 1) (the key encoder follows f and g by "
                          f"xi <- m xi + (1 - m) theta; 1 would never move), got {m}")
-    step = cfg.batch_size * cfg.n_views
-    if k < 1 or k % step:
+    step = (cfg.batch_size or 1) * cfg.n_views  # an unset batch size is checked once it is chosen to fit the data
+    if k < 1 or (cfg.batch_size is not None and k % step):
         below, above = max(step, k // step * step), (k // step + 1) * step
         raise ValueError(f"--queue-size must be a multiple of the keys each step adds, --batch-size x --n-views = "
                          f"{cfg.batch_size} x {cfg.n_views} = {step} (the whole queue is replaced every K / {step} "

@@ -196,7 +196,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = resolve_checkpoint(path)
     state = read_torch_file(path, map_location)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a contrastkit checkpoint (expected keys 'model' and 'config')")
+        plain = isinstance(state, dict) and bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+        hint = (f"; a state_dict of an encoder that contrastkit export wrote is read with the {path.name}.json "
+                f"written beside it" if plain else "")
+        raise CheckpointError(f"{path} is not a contrastkit checkpoint (expected keys 'model' and 'config'){hint}")
     return state
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import ConcatDataset
 
 from ..data import load_dataset
 from ..evaluate.embed import CSV_HEADER, class_column, embedding_output, seal_embedding_files
@@ -38,19 +39,21 @@ def _stem(out: str | os.PathLike) -> Path:
 
 
 def _pick_split(splits, split: str | None, data: str):
-    """The split to embed: ``test`` when the data has one and none is asked for, else ``train`` (for an
-    unlabelled folder, every image)."""
-    if split not in (None, "train", "test"):
-        raise ValueError(f"--split must be train or test, got {split!r}")
-    chosen = split or ("test" if splits.test is not None else "train")
-    source = splits.test if chosen == "test" else splits.train
-    if source is None:
+    """The images to embed: ``all`` (the default: train and test, every image; a data set without a test split
+    has only ``train``), ``train`` or ``test``. Returns (split, source, one id per image: its path)."""
+    if split not in (None, "all", "train", "test"):
+        raise ValueError(f"--split must be all, train or test, got {split!r}")
+    chosen = split or ("all" if splits.test is not None else "train")
+    if chosen == "test" and splits.test is None:
         raise ValueError(f"{data} has no test split (a folder of unlabelled images: its images are all in "
                          f"--split train, the default for it)")
-    paths = splits.test_paths if chosen == "test" else splits.train_paths
-    if paths:
-        return chosen, source, [os.path.abspath(p) for p in paths]
-    return chosen, source, [f"{data}/{chosen}/{i}" for i in range(len(source))]
+    parts = [p for p in ("train", "test") if chosen in (p, "all") and getattr(splits, p) is not None]
+    ids = []
+    for part in parts:
+        source, paths = getattr(splits, part), getattr(splits, f"{part}_paths")
+        ids += [os.path.abspath(p) for p in paths] if paths else [f"{data}/{part}/{i}" for i in range(len(source))]
+    sources = [getattr(splits, p) for p in parts]
+    return chosen, (sources[0] if len(sources) == 1 else ConcatDataset(sources)), ids
 
 
 def _write_files(temp: dict[str, Path], work: Path, ids: list[str], classes: list[str], info: dict) -> None:
@@ -88,8 +91,7 @@ def embed_to_files(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dat
         out: output stem.
         data: data set name or folder (default: the checkpoint's); labelled or not.
         data_root: where torchvision data sets live.
-        split: ``train`` or ``test``; default ``test`` when there is one, else ``train`` (all the images of an
-            unlabelled folder).
+        split: ``all`` (default: every image, train and test), ``train`` or ``test``.
         projection: export z = g(h) instead of h.
         device, num_workers, batch_size, progress, shard_size: as for :func:`contrastkit.search.embed_stream`.
         overwrite: replace the files an earlier ``embed`` wrote at ``out`` (once the new ones are complete).

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..augment import (PRESETS, BatchAugment, MultiViewTransform, ResolutionSchedule, SimCLRTransform,
                        parse_size_schedule, preset_for)
-from ..config import PretrainConfig
+from ..config import PretrainConfig, fit_batch_size
 from ..data import (ArrayDataset, DataSplits, ViewDataset, array_cache_key, batch_to_device, decode_to_array,
                     load_dataset, seed_for, stage_images)
-from ..methods import DataInfo
+from ..methods import DataInfo, check_options
 from .monitor import MonitorData, monitor_data
 
 __all__ = ["TrainData", "AugmentSpec", "load_splits", "check_data", "build_data", "resolve_preset",
@@ -121,23 +121,30 @@ class TrainData:
 
 
 def load_splits(cfg: PretrainConfig) -> DataSplits:
-    return load_dataset(cfg.data, root=cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                        skip_bad_files=cfg.skip_bad_files)
+    """The run's data; without ``--skip-bad-files`` an unreadable image ends the run, and its error names every
+    unreadable file of the data set (:class:`~contrastkit.data.ImageFiles`)."""
+    splits = load_dataset(cfg.data, root=cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                          skip_bad_files=cfg.skip_bad_files)
+    for part in (splits.train, splits.test):
+        if hasattr(part, "name_all_bad_files"):
+            part.name_all_bad_files = True
+    return splits
 
 
-def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels: bool) -> None:
-    """The options that depend on the data and the number of processes.
+def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels: bool
+               ) -> tuple[PretrainConfig, str | None]:
+    """The options that depend on the data and the number of processes: the batch size chosen when unset
+    (:func:`~contrastkit.config.fit_batch_size`), then every option checked again with it
+    (:func:`~contrastkit.methods.check_options`: a queue a multiple of the batch, ...). Returns the options and
+    the note that says a batch size was lowered to fit (None when it was not).
 
     Raises:
-        ValueError: a batch that does not split over the processes or is larger than the data, or a labelled
-            method on unlabelled data, or a resolution schedule on data that the batched augmentation cannot
-            hold.
+        ValueError: a batch that does not split over the processes or is larger than the data (proposing one that
+            fits), a micro-batch that does not divide a process's batch, a labelled method on unlabelled data, or
+            a resolution schedule on data that the batched augmentation cannot hold.
     """
-    n_train = len(splits.train)
-    if cfg.batch_size % world:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
-    if cfg.batch_size > n_train:
-        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({n_train} images)")
+    cfg, note = fit_batch_size(cfg, len(splits.train), world)
+    cfg = check_options(cfg)
     local = cfg.batch_size // world
     if cfg.micro_batch_size and local % cfg.micro_batch_size:
         raise ValueError(f"--micro-batch-size {cfg.micro_batch_size} must divide the per-process batch {local}")
@@ -146,6 +153,7 @@ def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels
     if cfg.size_schedule and resolve_augment_on(cfg.augment_on, splits) != "device":
         raise ValueError(f"--size-schedule {cfg.size_schedule!r} needs the batched augmentation, but {cfg.data} "
                          f"takes --augment-on workers (images of mixed sizes, or too many to decode into memory)")
+    return cfg, note
 
 
 def auto_device_budget() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import PretrainConfig
+from ..data import DataSplits
 from ..methods import Method, MethodParts, get_method
 from ..runtime import distributed as ckdist
 from ..runtime import tune_malloc_for
@@ -31,7 +33,7 @@ from .precision import autocast, grad_scaler
 from .run_folder import RunFolder
 from .signals import StopSignals
 
-__all__ = ["Run", "build_run", "init_distributed", "unwrap"]
+__all__ = ["Run", "build_run", "fit_to_data", "init_distributed", "unwrap"]
 
 
 @dataclass
@@ -150,8 +152,19 @@ def _start_writing(cfg: PretrainConfig, folder: RunFolder | None, rank: int, fre
     return out / "bad_files.txt"
 
 
+def fit_to_data(cfg: PretrainConfig, world: int, say: bool = True) -> tuple[PretrainConfig, DataSplits]:
+    """The run's data, and its options checked against them with the batch size chosen when unset
+    (:func:`~contrastkit.train.data.check_data`); ``say``: print on stderr, in one line, that an unset batch size
+    was lowered to fit a small training set."""
+    splits = load_splits(cfg)
+    cfg, note = check_data(cfg, splits, world, get_method(cfg.method).needs_labels)
+    if note and say:
+        print(note, file=sys.stderr)
+    return cfg, splits
+
+
 def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, fresh: bool = True,
-              folder: RunFolder | None = None) -> Run:
+              folder: RunFolder | None = None, splits: DataSplits | None = None) -> Run:
     """Data, the method's pieces, the model on its device, optimisation, in that order (all before ``OUT`` is
     created, unless ``--skip-bad-files`` needs it for its list).
 
@@ -160,11 +173,15 @@ def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, 
         device, rank, world: from :func:`~contrastkit.runtime.resolve_device` and :func:`init_distributed`.
         fresh: not a resume (the bad-files list then starts empty).
         folder: rank 0's hold on ``OUT`` (:class:`~contrastkit.train.run_folder.RunFolder`).
+        splits: the data, when already loaded (:func:`fit_to_data`); else loaded here, and an unset batch size
+            chosen to fit them.
     """
     out = Path(cfg.out).expanduser()
     method = get_method(cfg.method)
-    splits = load_splits(cfg)
-    check_data(cfg, splits, world, method.needs_labels)
+    if splits is None:
+        cfg, splits = fit_to_data(cfg, world, rank == 0)
+    else:
+        cfg, _ = check_data(cfg, splits, world, method.needs_labels)
     bad_files_log = _start_writing(cfg, folder, rank, fresh) if cfg.skip_bad_files else None
     spec = resolve_preset(cfg, splits)
     tune_malloc_for(device, cfg.malloc)

@@ -33,7 +33,7 @@ from .metrics import MetricsLog, ProgressLine
 from .monitor import knn_monitor, monitor_due, timed_monitor_due
 from .nonfinite import NonFiniteError
 from .precision import resolve_precision
-from .run import Run, build_run, init_distributed, unwrap
+from .run import Run, build_run, fit_to_data, init_distributed, unwrap
 from .run_folder import RunFolder, check_fresh_out
 from .state import TrainState, checkpoint_state, extension, load_resume, restore
 
@@ -57,8 +57,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     folder = RunFolder.open(cfg, get_method(cfg.method).writes) if rank == 0 else None  # the lock, until the end
     failed = True
     try:
+        cfg, splits = fit_to_data(cfg, world, rank == 0)  # an unset batch size chosen before the resume's check
         saved = load_resume(cfg)
-        run = build_run(cfg, device, rank, world, fresh=saved is None, folder=folder)
+        run = build_run(cfg, device, rank, world, fresh=saved is None, folder=folder, splits=splits)
         state = restore(run, saved)
         with run.stop:  # SIGINT, SIGTERM, SIGUSR1: a checkpoint at the next step, then Interrupted
             summary = _train(run, state, saved)
