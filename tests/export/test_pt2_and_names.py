@@ -68,6 +68,20 @@ def test_a_reader_is_chosen_by_the_name_and_checked_against_the_bytes(tiny_ckpt,
             load_encoder(tmp_path / name)
 
 
+def test_pt2_of_an_imagenet_stem_at_32_px_takes_any_batch_at_its_size(stock_ckpt, tmp_path):
+    """Its last feature map is 1 x 1, a size torch.export fixes: the program takes any batch at 32 px (ONNX keeps
+    all three axes)."""
+    result = export_checkpoint(stock_ckpt, "pt2", tmp_path / "enc.pt2")
+    assert result["max_rel_diff"] <= 1e-4 and result["verified_shapes"] == [[4, 3, 32, 32], [1, 3, 32, 32]]
+    encoder, _ = load_encoder(tmp_path / "enc.pt2")
+    x = _batch(32, 3)
+    with torch.no_grad():
+        assert rel_diff(encoder(x), features(stock_ckpt, x)[0]) < 1e-4
+    extra = {"contrastkit.json": ""}
+    torch.export.load(str(tmp_path / "enc.pt2"), extra_files=extra)
+    assert json.loads(extra["contrastkit.json"])["dynamic_axes"] == ["batch"]
+
+
 def test_export_names_the_file_for_its_format(tiny_ckpt, stock_ckpt, tmp_path):
     with pytest.raises(ExportError, match=r"--format pt2 writes a file named \*\.pt2 .*got --out"):
         export_checkpoint(tiny_ckpt, "pt2", tmp_path / "enc.pt")

@@ -70,7 +70,7 @@ def write_pt2(source: ExportSource, meta: dict[str, Any], paths: dict[str, Path]
         with contextlib.redirect_stdout(log), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.export.export(export_module(source, meta), (example_input(meta),),
-                                          dynamic_shapes=dynamic_shapes())
+                                          dynamic_shapes=dynamic_shapes(meta["dynamic_axes"]))
     except Exception as exc:  # torch.export raises many error types
         raise ExportError(f"torch.export could not export {meta['architecture']}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}\n{log.getvalue()[-2000:]}") from exc

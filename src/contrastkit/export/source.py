@@ -143,7 +143,7 @@ def build_metadata(source: ExportSource, fmt: str, include_head: bool) -> dict[s
         "data": source.meta.get("data", source.config.get("data")),
         "include_head": include_head,
         "head": describe_head(source.model.head) if include_head else None,
-        "dynamic_axes": dynamic_axes(fmt),
+        "dynamic_axes": dynamic_axes(fmt, source.stem, source.image_size),
         "config": source.config,
     }
     return json.loads(json.dumps(meta))  # as it reads back from JSON: tuples become lists
