@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import contrastkit.data.preview
 import contrastkit.experiments.demo
 import contrastkit.experiments
+import contrastkit.evaluate.frozen
 import contrastkit.evaluate.protocols
 import contrastkit.train
 from contrastkit.cli import build_parser, main
@@ -117,7 +118,7 @@ def stubbed(monkeypatch, tmp_path):
 
     monkeypatch.setattr(contrastkit.train, "pretrain", pretrain)
     monkeypatch.setattr(contrastkit.evaluate.protocols, "load_checkpoint_model", no_checkpoint)
-    monkeypatch.setattr(contrastkit.evaluate.protocols, "load_dataset", no_data)
+    monkeypatch.setattr(contrastkit.evaluate.frozen, "load_dataset", no_data)
     monkeypatch.setattr(contrastkit.data.preview, "load_dataset", no_data)
     monkeypatch.setattr(contrastkit.experiments.demo, "run_demo", demo)
     monkeypatch.setattr(contrastkit.experiments, "run_experiment", experiment)
