@@ -34,8 +34,8 @@ def require_cifar() -> str:
     return CIFAR
 
 
-def peer_model(width: float = 0.25) -> nn.Module:
-    torch.manual_seed(0)
+def peer_model(width: float = 0.25, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)  # the weights, and the loader's shuffling after it
     model = build_model("resnet18", cifar_stem=True, width=width, proj_hidden_dim=512, proj_dim=128)
     return model.to(memory_format=torch.channels_last)
 
@@ -52,7 +52,7 @@ def peer_loader(batch_size: int = 256, workers: int = 2, pin_memory: bool = Fals
 
 def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int = 2, max_steps: int = 0,
                warmup_steps_excluded: int = 0, log=print, bf16: bool = False, device: str = "cpu",
-               width: float = 0.25, total_steps: int = 0):
+               width: float = 0.25, total_steps: int = 0, seed: int = 0, knn_every_s: float = 0.0):
     """The lightly-based recipe for ``epochs`` epochs (cosine over all their steps), stopping at ``budget_s``.
 
     ``total_steps`` > 0 (a time budget): the cosine spans that many steps instead, and training goes on across
@@ -61,14 +61,16 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
     does by itself: the benchmark's like-for-like row when contrastkit runs with ``--precision bf16``). On a GPU
     the batches come from pinned memory with non-blocking copies; images/s then counts queued steps (no
     synchronisation per step, as contrastkit's trainer), and ``epoch_times_s`` (each finished epoch, wall time
-    from its first batch to its last step done on the device) is the exact figure.
+    from its first batch to its last step done on the device) is the exact figure. ``knn_every_s`` > 0: the kNN
+    protocol below each time the training time crosses a multiple of it (an accuracy-over-time curve,
+    ``stats["knn_curve"]``); its time is not training time.
     Returns (model, stats) with images/s measured after ``warmup_steps_excluded`` steps.
     """
     from lightly.loss import NTXentLoss
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    model = peer_model(width).to(dev)
+    model = peer_model(width, seed).to(dev)
     loader = peer_loader(batch_size, workers, pin_memory=cuda)
     criterion = NTXentLoss(temperature=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06 * batch_size / 256, momentum=0.9, weight_decay=5e-4)
@@ -77,7 +79,7 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
                                                                                             / total)))
     step, train_time, t_measured, imgs_measured = 0, 0.0, 0.0, 0
     done = False
-    epoch_times = []
+    epoch_times, curve = [], []
     t_wall = time.perf_counter()
     epoch = 0
     while not done and (total_steps or epoch < epochs):
@@ -95,6 +97,11 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
                 imgs_measured += x0.shape[0]
             if step % 20 == 0:
                 log(f"peer step {step}/{total} loss {loss.item():.3f} {imgs_measured / max(t_measured, 1e-9):.0f} img/s")
+            if knn_every_s > 0 and int(train_time // knn_every_s) > int((train_time - dt) // knn_every_s):
+                curve.append({"step": step, "train_time_s": round(train_time, 1), "knn_top1": knn_cifar(model.encoder)})
+                log(f"peer kNN {curve[-1]['knn_top1']:.4f} at {train_time:.0f} s of training")
+                model.train()
+                t0 = time.perf_counter()  # the evaluation is not training time
             if (budget_s and train_time >= budget_s) or (max_steps and step >= max_steps):
                 done = True
                 break
@@ -105,7 +112,7 @@ def train_peer(budget_s: float, epochs: int, batch_size: int = 256, workers: int
         epoch_times.append(round(time.perf_counter() - t_epoch, 2))
         epoch += 1
     stats = {"steps": step, "epochs_done": round(step / len(loader), 2), "train_time_s": round(train_time, 1),
-             "epoch_times_s": epoch_times,
+             "epoch_times_s": epoch_times, "knn_curve": curve,
              "images_per_s": round(imgs_measured / max(t_measured, 1e-9), 1),
              "wall_s": round(time.perf_counter() - t_wall, 1)}
     return model, stats

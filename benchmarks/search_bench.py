@@ -9,6 +9,12 @@
     # the README's retrieval picture: CIFAR-10 test images and their neighbours among the training images
     python benchmarks/search_bench.py picture --index /tmp/cifar_train.index \
         --queries ~/.cache/contrastkit/cifar10/test --out docs/search_neighbours.png
+    # what the near-duplicate vectors (h over 6 views) add to indexing time
+    python benchmarks/search_bench.py views --checkpoint /tmp/cifar_enc/last.pt \
+        --images ~/.cache/contrastkit/cifar10/test --count 5000
+    # a million vectors (issue 28): exact FAISS flat, and IVF / HNSW tuned for recall@10 >= 0.95
+    python benchmarks/search_bench.py million --embeddings /tmp/h_train.npy /tmp/h_test.npy --kinds flat ivf hnsw
+    python benchmarks/search_bench.py million --random --kinds flat ivf
 
 Latency per query is given two ways: a batch of queries at once (time / queries), and one query at a time
 (the median of single-query calls). recall@10 is against exact search, over the same queries. The load average
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -30,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from contrastkit.search import FaissSearcher, ImageIndex, build_index, exact_topk, faiss_available  # noqa: E402
 from contrastkit.search import recall_at_k, search, write_neighbours_png  # noqa: E402
+
+from million_vectors import add_million_parser, cmd_million  # noqa: E402
 
 
 def _load() -> str:
@@ -44,6 +53,26 @@ def cmd_embed(args) -> None:
     print(f"embedded {summary['count']} images (bad: {summary['bad_count']}) in {summary['build_s']:.1f} s: "
           f"{rate:.0f} images/s (decode + resize + forward + index write; batch {args.batch_size}, "
           f"{args.num_workers} workers); after: {_load()}")
+
+
+def cmd_views(args) -> None:
+    """What the near-duplicate vectors cost when indexing: the same images embedded with and without them."""
+    from contrastkit.data.sources import ImageFiles
+    from contrastkit.search import embed_stream, list_images, load_frozen_encoder
+
+    paths = list_images(args.images)[:args.count]
+    encoder = load_frozen_encoder(args.checkpoint)
+    print(f"{len(paths)} images of {args.images}; torch threads {torch.get_num_threads()}; {_load()}", flush=True)
+    for dup_views in (False, True, False, True):
+        work = Path(args.work) / f"views-{dup_views}"
+        shutil.rmtree(work, ignore_errors=True)
+        t0 = time.perf_counter()
+        embed_stream(encoder, ImageFiles([(p, -1) for p in paths]), paths, work, device="cpu",
+                     num_workers=args.num_workers, progress=False, dup_views=dup_views)
+        elapsed = time.perf_counter() - t0
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"near-duplicate views {'on ' if dup_views else 'off'}: {elapsed:.1f} s, "
+              f"{len(paths) / elapsed:.0f} images/s; {_load()}", flush=True)
 
 
 def _time(fn, repeat: int = 1) -> float:
@@ -164,8 +193,16 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=6)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("views", help="indexing time with and without the near-duplicate vectors")
+    v.add_argument("--checkpoint", required=True)
+    v.add_argument("--images", required=True)
+    v.add_argument("--count", type=int, default=5000)
+    v.add_argument("--num-workers", type=int, default=2)
+    v.add_argument("--work", default="/tmp/views_cost")
+    add_million_parser(sub)
     args = parser.parse_args()
-    {"embed": cmd_embed, "backends": cmd_backends, "picture": cmd_picture}[args.cmd](args)
+    {"embed": cmd_embed, "backends": cmd_backends, "picture": cmd_picture, "million": cmd_million,
+     "views": cmd_views}[args.cmd](args)
 
 
 if __name__ == "__main__":

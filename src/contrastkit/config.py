@@ -98,6 +98,10 @@ class PretrainConfig:
     # augmentation (SimCLR Sec. 3, App. A)
     preset: str = _opt("auto", "augmentation preset: cifar (32 px, no blur), imagenet (224 px, blur) or auto")
     size: int = _opt(0, "crop size in pixels (0: the preset's)")
+    size_schedule: str = _opt("", "resolution schedule: smaller views early in the run, as SIZE:UNTIL pairs, e.g. "
+                                  "16:0.5,24:0.8 (16 px for the first half of the schedule's progress, 24 px up to "
+                                  "0.8 of it, then --size); needs --augment-on device (augment/resolution.py); "
+                                  "empty: --size throughout")
     crop_scale: tuple = _opt((0.08, 1.0), "random resized crop scale range (SimCLR App. A: 0.08-1)", nargs=2, type=float)
     color_strength: float = _opt(-1.0, "colour distortion strength s (-1: the preset's; SimCLR: 1.0 ImageNet, 0.5 CIFAR)")
     blur: str = _opt("auto", "Gaussian blur: on, off or auto (the preset's)", choices=("on", "off", "auto"))
@@ -139,9 +143,9 @@ class PretrainConfig:
     # run
     seed: int = _opt(0, "random seed (data order, augmentation, initialisation)")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp16 with loss scaling on GPUs without bf16, fp32 on "
-                          "CPU), fp32, bf16 or fp16 (with loss scaling); bf16 also "
-                          "speeds up CPUs with AMX (benchmarks/README.md)",
+    precision: str = _opt("auto", "auto (bf16 autocast on GPU, fp16 with loss scaling on GPUs without bf16; on a CPU "
+                          "bf16 where it has bf16 instructions (AMX or AVX512-BF16) that oneDNN may use, else "
+                          "fp32: train/precision.py), fp32, bf16 or fp16 (with loss scaling)",
                           choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: str = _opt("auto", "channels_last memory format: on, off, auto (on for GPUs and CPUs, "
                               "where oneDNN convolutions are faster in it; off on a CPU for encoders narrow enough "
@@ -170,6 +174,9 @@ class PretrainConfig:
 
     # monitoring
     knn_every: int = _opt(1, "kNN monitor every this many epochs (0: off)")
+    knn_every_s: float = _opt(0.0, "also run the kNN monitor every this many seconds of training, mid-epoch (0: "
+                                   "off): an accuracy-over-time curve in metrics.jsonl; its own time is not "
+                                   "training time")
     knn_k: int = _opt(200, "k of the kNN monitor (Wu et al. 2018)")
     knn_temperature: float = _opt(0.1, "vote temperature of the kNN monitor")
     log_every: int = _opt(10, "log the loss every this many steps (each log syncs with the device)")
@@ -334,7 +341,7 @@ def _check_data(cfg: PretrainConfig) -> None:
 
 
 def _check_augmentation(cfg: PretrainConfig) -> None:
-    from .augment import PRESETS, preset_config
+    from .augment import PRESETS, parse_size_schedule, preset_config
 
     _require(cfg.preset == "auto" or cfg.preset in PRESETS,
              f"--preset must be auto or one of {', '.join(sorted(PRESETS))}, got {cfg.preset!r}")
@@ -347,6 +354,10 @@ def _check_augmentation(cfg: PretrainConfig) -> None:
             preset_config("cifar", **cfg.augment)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"--augment {cfg.augment}: {exc}") from exc
+    if cfg.size_schedule:
+        parse_size_schedule(cfg.size_schedule, max(cfg.size, 4))  # the format; the final size is the data's
+        _require(cfg.augment_on != "workers", f"--size-schedule {cfg.size_schedule!r} needs the batched "
+                                              f"augmentation (--augment-on device or auto), got --augment-on workers")
 
 
 def _check_model(cfg: PretrainConfig) -> None:
@@ -397,6 +408,7 @@ def _check_run(cfg: PretrainConfig) -> None:
 
 def _check_monitoring(cfg: PretrainConfig) -> None:
     _require(cfg.knn_every >= 0, f"--knn-every must be >= 0 (0: off), got {cfg.knn_every}")
+    _require(cfg.knn_every_s >= 0, f"--knn-every-s must be >= 0 (0: off), got {cfg.knn_every_s}")
     _require(cfg.knn_k >= 1, f"--knn-k must be >= 1, got {cfg.knn_k}")
     _require(cfg.knn_temperature > 0, f"--knn-temperature must be > 0, got {cfg.knn_temperature}")
     _require(cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}")

@@ -37,23 +37,24 @@ def test_pretrain_each_method_writes_outputs(tmp_path, image_folder, method, cap
 
 
 def test_cpu_step_settings_are_reported_and_bf16_is_applied(tmp_path, image_folder):
-    """auto resolves to fp32 and channels_last on a CPU; --precision bf16 really trains under bf16 autocast."""
+    """channels_last is on for a CPU run and reported; --precision bf16 really trains under bf16 autocast, where
+    fp32 does not (what auto picks on a CPU: tests/train/test_precision_auto.py)."""
     tiny = [a if a != "0.125" else "0.25" for a in TINY]  # 16 channels: wide enough for channels_last on a CPU
     common = ["--method", "simclr", "--data", str(image_folder), "--epochs", "1", *tiny, "--knn-every", "0",
               "--augment-on", "device"]
     runs = {}
-    for precision in ("auto", "bf16"):
+    for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         assert main(["pretrain", *common, "--precision", precision, "--out", str(out)]) == 0
         runs[precision] = (json.loads((out / "summary.json").read_text()), load_checkpoint(out / "last.pt"))
-    auto, bf16 = runs["auto"][0], runs["bf16"][0]
-    assert (auto["precision"], auto["channels_last"], auto["compiled"]) == ("fp32", True, False)
+    fp32, bf16 = runs["fp32"][0], runs["bf16"][0]
+    assert (fp32["precision"], fp32["channels_last"], fp32["compiled"]) == ("fp32", True, False)
     if sys.platform.startswith("linux") and allocator._user_choice() is None:  # --malloc auto on a CPU run
-        assert auto["malloc"].startswith("tuned"), auto["malloc"]
+        assert fp32["malloc"].startswith("tuned"), fp32["malloc"]
     assert bf16["precision"] == "bf16" and np.isfinite(bf16["final_loss"])
-    assert bf16["final_loss"] != auto["final_loss"]  # same seed and data: only the arithmetic differs
-    weights = [k for k, v in runs["auto"][1]["model"].items() if v.is_floating_point()]
-    assert any(not torch.equal(runs["auto"][1]["model"][k], runs["bf16"][1]["model"][k]) for k in weights)
+    assert bf16["final_loss"] != fp32["final_loss"]  # same seed and data: only the arithmetic differs
+    weights = [k for k, v in runs["fp32"][1]["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(runs["fp32"][1]["model"][k], runs["bf16"][1]["model"][k]) for k in weights)
     assert all(runs["bf16"][1]["model"][k].dtype == torch.float32 for k in weights)  # master weights stay fp32
 
 

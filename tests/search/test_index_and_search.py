@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import contrastkit.search.build as index_module
 from contrastkit.cli import main
@@ -53,12 +54,28 @@ def test_update_embeds_only_new_images(checkpoint, flat_folder, tmp_path, monkey
 
 def test_search_finds_the_image_itself_first(checkpoint, flat_folder, tmp_path):
     _build(checkpoint, flat_folder, tmp_path / "idx")
-    results = search(tmp_path / "idx", flat_folder / "img_004.png", k=4, device="cpu")
+    results = search(tmp_path / "idx", flat_folder / "img_004.png", k=4, device="cpu", exclude_self=False)
     assert len(results) == 1 and results[0]["query"] == str(flat_folder / "img_004.png")
     nbs = results[0]["neighbours"]
     assert nbs[0]["path"] == str(flat_folder / "img_004.png") and nbs[0]["similarity"] == pytest.approx(1, abs=1e-4)
     sims = [n["similarity"] for n in nbs]
-    assert sims == sorted(sims, reverse=True) and len(nbs) == 4
+    assert sims == sorted(sims, reverse=True) and len(nbs) == 4 and results[0]["left_out"] == []
+
+
+def test_a_query_in_the_index_is_not_its_own_neighbour(checkpoint, flat_folder, tmp_path):
+    """The same file, or another file with the same pixels, is left out and named; a re-encoded copy (other
+    pixels) is a neighbour like any other."""
+    shutil.copy(flat_folder / "img_004.png", flat_folder / "img_004_copy.png")
+    _build(checkpoint, flat_folder, tmp_path / "idx")
+    Image.open(flat_folder / "img_004.png").save(tmp_path / "same_pixels.bmp")
+    Image.open(flat_folder / "img_004.png").save(tmp_path / "resaved.jpg", quality=95)
+    inside, outside, resaved = (search(tmp_path / "idx", q, k=10, device="cpu")[0] for q in
+                                (flat_folder / "img_004.png", tmp_path / "same_pixels.bmp", tmp_path / "resaved.jpg"))
+    own = [str(flat_folder / "img_004.png"), str(flat_folder / "img_004_copy.png")]
+    for r in (inside, outside):
+        assert r["left_out"] == own and len(r["neighbours"]) == 9  # k=10 of the 11, less the query's two rows
+        assert not {n["path"] for n in r["neighbours"]} & set(own)
+    assert resaved["left_out"] == [] and {n["path"] for n in resaved["neighbours"][:2]} == set(own)
 
 
 def test_exact_torch_search_matches_brute_force(monkeypatch):
@@ -92,8 +109,8 @@ def test_faiss_flat_ivf_hnsw_agree_with_exact(checkpoint, flat_folder, tmp_path)
     assert recall_at_k(hnsw, exact) > 0.8
     summary = _build(checkpoint, flat_folder, tmp_path / "ivf", kind="ivf")
     assert 0.0 <= summary["recall_at_10"] <= 1.0 and (tmp_path / "ivf" / "faiss.1.index").is_file()
-    assert search(tmp_path / "ivf", flat_folder / "img_002.png", k=3, device="cpu")[0]["neighbours"][0]["path"] \
-        == str(flat_folder / "img_002.png")
+    assert search(tmp_path / "ivf", flat_folder / "img_002.png", k=3, device="cpu", exclude_self=False)[0][
+        "neighbours"][0]["path"] == str(flat_folder / "img_002.png")
 
 
 def test_torch_and_faiss_backends_give_the_same_neighbours(checkpoint, flat_folder, tmp_path):
@@ -117,10 +134,11 @@ def test_cli_index_then_search_json(checkpoint, flat_folder, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     line = json.loads(out)
-    assert list(line) == ["results"] and len(line["results"]) == 10
+    assert list(line) == ["results", "skipped"] and len(line["results"]) == 10 and line["skipped"] == []
     for r in line["results"]:
-        assert list(r) == ["query", "neighbours"] and len(r["neighbours"]) == 3
+        assert list(r) == ["query", "neighbours", "left_out"] and len(r["neighbours"]) == 3
         assert all(list(n) == ["path", "similarity"] for n in r["neighbours"])
+        assert r["left_out"] == [r["query"]] and r["query"] not in [n["path"] for n in r["neighbours"]]
 
 
 @pytest.mark.parametrize("case", ["not_image", "missing_query", "empty_query_folder", "k_too_large", "k_zero",
@@ -247,3 +265,29 @@ def test_a_killed_index_build_continues_where_it_stopped(checkpoint, flat_folder
     np.testing.assert_allclose(np.asarray(ImageIndex.load(tmp_path / "idx").vectors),
                                np.asarray(ImageIndex.load(tmp_path / "ref").vectors), atol=1e-5)
     assert not (tmp_path / "idx" / ".partial").exists()
+
+
+def test_a_bad_file_in_a_query_folder_is_skipped_with_a_note(checkpoint, flat_folder, tmp_path, capsys):
+    """As index and embed skip bad files: the readable queries are answered, the others named (issue 31 item 6);
+    a folder with no readable query is an error naming the files."""
+    _build(checkpoint, flat_folder, tmp_path / "idx")
+    queries = tmp_path / "q"
+    queries.mkdir()
+    shutil.copy(flat_folder / "img_001.png", queries / "a.png")
+    (queries / "b.png").write_bytes(b"not an image")
+    Image.open(flat_folder / "img_002.png").save(queries / "c.jpg", quality=70)
+    capsys.readouterr()
+    assert main(["search", "--index", str(tmp_path / "idx"), "--query", str(queries), "--k", "2", "--json",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    printed = json.loads(out.out)
+    assert [r["query"] for r in printed["results"]] == [str(queries / "a.png"), str(queries / "c.jpg")]
+    assert [s["path"] for s in printed["skipped"]] == [str(queries / "b.png")]
+    assert "skipped 1 query file that cannot be read" in out.err and "b.png" in out.err
+    assert "1 query is in the index" in out.err  # a.png: the pixels of img_001.png
+    results = search(tmp_path / "idx", queries, k=2, device="cpu")
+    assert len(results) == 2 and [s["path"] for s in results.skipped] == [str(queries / "b.png")]
+    (queries / "a.png").write_bytes(b"")
+    (queries / "c.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(ValueError, match=r"none of the 3 query files can be read; .*a\.png"):
+        search(tmp_path / "idx", queries, k=2, device="cpu")

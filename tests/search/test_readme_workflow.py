@@ -23,7 +23,8 @@ def test_train_unlabelled_then_embed_index_search(tmp_path, capsys):
     assert main(["search", "--index", str(tmp_path / "p.index"), "--query", str(photos / "img_003.png"), "--k", "3",
                  "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)["results"][0]
-    assert result["neighbours"][0]["path"] == str(photos / "img_003.png")
+    assert result["left_out"] == [str(photos / "img_003.png")]  # in the index: not its own neighbour
+    assert str(photos / "img_003.png") not in [n["path"] for n in result["neighbours"]]
     embedded = json.loads((run / "emb.json").read_text())
     assert embedded["count"] == 8 and embedded["split"] == "train" and embedded["classes"] == []
 
@@ -43,5 +44,5 @@ def test_readme_search_python_example_runs(checkpoint, flat_folder, tmp_path, mo
     shutil.copy(flat_folder / "img_002.png", tmp_path / "me.jpg")  # PNG data named .jpg: read by content
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["results"][0]["neighbours"][0]["path"] == str(tmp_path / "photos" / "img_002.png")
+    assert namespace["results"][0]["left_out"] == [str(tmp_path / "photos" / "img_002.png")]  # the same pixels
     assert (tmp_path / "results" / "gallery.html").is_file() and isinstance(namespace["groups"], list)

@@ -5,6 +5,7 @@
 - :class:`BatchAugment`: V views of a whole batch at once, on its device (fast).
 - :func:`eval_transform`: the deterministic resize / centre-crop / normalise for evaluation.
 - :data:`PRESETS` (``"cifar"``, ``"imagenet"``) and :class:`AugmentConfig`: the shared settings.
+- :class:`ResolutionSchedule` (:func:`parse_size_schedule`): the view side as training progresses.
 - :func:`to_rgb`: any common PIL mode to RGB; :func:`save_preview`: an image grid of views (PNG, JPEG, WebP).
 """
 from .batch import BatchAugment
@@ -21,6 +22,7 @@ from .config import (
 )
 from .convert import SUPPORTED_PIL_MODES, to_rgb
 from .preview import save_preview, unnormalize
+from .resolution import ResolutionSchedule, parse_size_schedule
 from .transforms import MultiViewTransform, RandomCutout, RandomRotate90, SimCLRTransform, eval_transform
 
 
@@ -39,12 +41,14 @@ __all__ = [
     "PRESETS",
     "RandomCutout",
     "RandomRotate90",
+    "ResolutionSchedule",
     "SUPPORTED_PIL_MODES",
     "SimCLRTransform",
     "blur_kernel_size",
     "eval_transform",
     "from_preset",
     "list_presets",
+    "parse_size_schedule",
     "preset_config",
     "preset_for",
     "save_preview",

@@ -173,7 +173,8 @@ class BatchAugment(nn.Module):
         return f"{fields}, n_views={self.n_views}"
 
     # ----------------------------------------------------------------- views
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                size: int | None = None) -> list[torch.Tensor]:
         """Returns ``n_views`` augmented views of the batch.
 
         Args:
@@ -183,20 +184,27 @@ class BatchAugment(nn.Module):
                 on the CPU: a CPU generator is used as is; a generator on another
                 device (e.g. ``torch.Generator("cuda")``) supplies one 63-bit seed for
                 a CPU generator, so it is reproducible too.
+            size: output side S of this call's views (None: the configured :attr:`size`). A resolution
+                schedule (:mod:`contrastkit.augment.resolution`) asks for small views early in training. A seeded
+                call draws the same crop boxes, flips and colour parameters at every size.
 
         Returns:
             A list of V float32 tensors, normalised if ``normalize`` was given.
 
         Raises:
             TypeError: not a tensor, unsupported dtype, or ``generator`` is not a torch.Generator.
-            ValueError: wrong shape, or float values outside [0, 1].
+            ValueError: wrong shape, float values outside [0, 1], or a size that is not an int >= 1.
 
         Shape:
             images (B, C, H, W) -> V x (B, 3, S, S).
         """
         x = self._check(images)
+        if size is None:
+            size = self.config.size
+        elif isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be an int >= 1 (the side of the views in pixels) or None, got {size!r}")
         gen = _cpu_generator(generator)
-        return [self._view(x, gen) for _ in range(self.n_views)]
+        return [self._view(x, gen, size) for _ in range(self.n_views)]
 
     def _check(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):
@@ -218,7 +226,7 @@ class BatchAugment(nn.Module):
                 )
         return images
 
-    def _sample(self, B: int, H: int, W: int, gen: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def _sample(self, B: int, H: int, W: int, S: int, gen: torch.Generator | None) -> dict[str, torch.Tensor]:
         """Draws every random parameter of one view for B samples (on the CPU), then orders the samples.
 
         Samples are sorted by the position of the hue op in their jitter order
@@ -259,7 +267,6 @@ class BatchAugment(nn.Module):
         if cfg.solarize > 0:
             p["solarize"] = torch.rand(B, generator=gen) < cfg.solarize
         if cfg.cutout > 0:
-            S = cfg.size
             side = max(1, round(CUTOUT_FRACTION * S))
             apply = torch.rand(B, generator=gen) < cfg.cutout
             lo = torch.randint(0, S, (B, 2), generator=gen) - side // 2  # (B, 2): top row, left column
@@ -271,17 +278,16 @@ class BatchAugment(nn.Module):
         p["src"] = order_
         return p
 
-    def _view(self, images: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def _view(self, images: torch.Tensor, gen: torch.Generator | None, S: int) -> torch.Tensor:
         B, _, H, W = images.shape
-        S = self.config.size
         dev = images.device
-        p = self._sample(B, H, W, gen)
+        p = self._sample(B, H, W, S, gen)
         out = torch.empty(B, 3, S, S, dtype=torch.float32, device=dev)  # (B, 3, S, S)
         for lo, hi in _chunks(p["group"], chunk_rows(dev, S, B)):
             q = {k: v[lo:hi] for k, v in p.items()}
             host = self._chunk_params(q)
             d = pack_to_device(host, dev)  # one copy per chunk; on the CPU, nothing moves
-            v = self._render(images.index_select(0, d["src"]), q, host, d)  # (n, 3, S, S)
+            v = self._render(images.index_select(0, d["src"]), q, host, d, S)  # (n, 3, S, S)
             out.index_copy_(0, d["src"], v)
         return out
 
@@ -308,9 +314,10 @@ class BatchAugment(nn.Module):
         return host
 
     def _render(self, x: torch.Tensor, q: dict[str, torch.Tensor], host: dict[str, torch.Tensor],
-                d: dict[str, torch.Tensor]) -> torch.Tensor:
-        """All ops of one view on one chunk. ``q`` holds the chunk's parameters and ``host`` what the device reads,
-        both on the CPU (for the decisions taken on the host); ``d`` is ``host`` on the device."""
+                d: dict[str, torch.Tensor], S: int) -> torch.Tensor:
+        """All ops of one view on one chunk, at output side ``S``. ``q`` holds the chunk's parameters and ``host``
+        what the device reads, both on the CPU (for the decisions taken on the host); ``d`` is ``host`` on the
+        device."""
         cfg = self.config
         n = x.shape[0]
         dev = x.device
@@ -320,9 +327,9 @@ class BatchAugment(nn.Module):
 
         # 1. Geometry: crop + flip + rotation in one grid_sample (or resize, flip, rotate).
         if cfg.crop:
-            v = AF.resized_crop(x, d["theta"], cfg.size)  # (n, 3, S, S)
+            v = AF.resized_crop(x, d["theta"], S)  # (n, 3, S, S)
         else:
-            v = self._resize_flip_rotate(x, host, d)  # (n, 3, S, S)
+            v = self._resize_flip_rotate(x, host, d, S)  # (n, 3, S, S)
 
         # 2. Colour jitter, in each sample's random op order.
         if "jit_f" in d:
@@ -339,7 +346,6 @@ class BatchAugment(nn.Module):
 
         # 6. Cutout: multiply by a 0/1 keep-mask (boxes are empty where not applied).
         if "cut" in d:
-            S = cfg.size
             box = d["cut"]  # (n, 4)
             ar = torch.arange(S, device=dev)
             rows = (ar >= box[:, 0:1]) & (ar < box[:, 2:3])  # (n, S)
@@ -372,11 +378,10 @@ class BatchAugment(nn.Module):
             if hi > lo:
                 AF.adjust_hue_(v[lo:hi], d["hue"][lo:hi])
 
-    def _resize_flip_rotate(self, x: torch.Tensor, host: dict[str, torch.Tensor], d: dict[str, torch.Tensor]
-                            ) -> torch.Tensor:
+    def _resize_flip_rotate(self, x: torch.Tensor, host: dict[str, torch.Tensor], d: dict[str, torch.Tensor],
+                            S: int) -> torch.Tensor:
         """crop=False: resize the whole image to (S, S) (antialiased, as torchvision's Resize), then flip and rotate
         the samples that draw it (their chunk positions in ``d``, their counts read from ``host``)."""
-        S = self.config.size
         if x.shape[-2:] == (S, S):
             v = x.clone()
         else:

@@ -87,8 +87,9 @@ def _add_eval(sub) -> None:
 
 def _add_embed(sub) -> None:
     m = sub.add_parser("embed", help="export h (or z) for every image, with its path and label")
-    m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder")
-    m.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
+    m.add_argument("--checkpoint", required=True, help="a last.pt written by pretrain, or its run folder, or any "
+                                                       "export load_encoder reads (with --data)")
+    m.add_argument("--data", default=None, help="data set (default: the checkpoint's; needed with an export)")
     m.add_argument("--data-root", default="~/.cache/contrastkit/datasets", help="torchvision data root")
     m.add_argument("--split", default=None, choices=("all", "train", "test"),
                    help="which images (default: all, every image of the train and test splits)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import RUN_IDENTITY, SPELLINGS, PretrainConfig, config_groups, load_yaml, option_flag
-from ..recipes import get_recipe
+from ..recipes import RECIPES, get_recipe
 from .common import print_json
 
 __all__ = ["register", "config_from_args", "add_config_options", "NOT_FOR_DISTILL"]
@@ -164,8 +164,8 @@ def register(sub) -> None:
     """Add ``pretrain`` and ``distill`` to the command line's subcommands."""
     p = sub.add_parser("pretrain", help="pretrain an encoder (SimCLR, SupCon or cross-entropy)")
     p.add_argument("--config", help="YAML file of options; command-line flags override it")
-    p.add_argument("--recipe", help="a named set of options (contrastkit.recipes: cifar-budget); the YAML file and "
-                                    "flags override it")
+    p.add_argument("--recipe", help=f"a named set of options (contrastkit.recipes: {', '.join(sorted(RECIPES))}); "
+                                    "the YAML file and flags override it")
     add_config_options(p)
     p.set_defaults(handler=_run_pretrain)
 

@@ -119,25 +119,10 @@ class _SupConTiled(torch.autograd.Function):
         fused = with_grad and variant == "out"
         for i0 in range(0, na, chunk):
             i1 = min(i0 + chunk, na)
-            t = tile[: i1 - i0]
+            t, em = tile[: i1 - i0], tile2[: i1 - i0] if tile2 is not None else None
             torch.mm(zs_aug[i0:i1], z_aug.t(), out=t)  # (c, M) L_ij - 1/tau (L_ij if row_max_shift)
-            t.diagonal(a0 + i0).fill_(-math.inf)  # self is not in A(i)
-            if row_max_shift:
-                shift = t.amax(dim=1)  # (c,)
-                t.sub_(shift[:, None])
-                if positive_shift:  # e'_ij = exp(L_ij - shift_i - pshift_i) on the positives, before the clamp
-                    em = tile2[: i1 - i0]
-                    is_pos = torch.eq(g_anchor[i0:i1, None], groups[None, :])  # (c, M)
-                    em.copy_(t).masked_fill_(~is_pos, -math.inf)  # (c, M), -inf off the positives and on the diagonal
-                    pshift = em.amax(dim=1)  # (c,) -inf for an anchor without positive
-                    pshift = torch.where(torch.isfinite(pshift), pshift, torch.zeros_like(pshift))
-                    em.sub_(pshift[:, None]).clamp_min_(floor).exp_().mul_(is_pos)
-                    em.diagonal(a0 + i0).zero_()
-                t.clamp_min_(floor)
-                t.diagonal(a0 + i0).fill_(-math.inf)
-            else:
-                shift = fixed_shift
-            t.exp_()  # (c, M) e_ij = exp(L_ij - shift_i) <= 1
+            shift, pshift = _exp_tile(t, em, a0 + i0, g_anchor[i0:i1], groups, floor, fixed_shift, row_max_shift,
+                                      positive_shift)  # t: (c, M) e_ij = exp(L_ij - shift_i) <= 1
             if fused:
                 row_aug = torch.mm(t, z_aug)  # (c, D+1): sum_j e_ij z_j, then sum_j e_ij
                 total = row_aug[:, D]  # (c,)
@@ -157,19 +142,9 @@ class _SupConTiled(torch.autograd.Function):
                 keep = _redo_underflowing(z, zs, groups, a0, i0, valid_f, lse, lse_pos, grad_soft, t,
                                           em if variant == "in" else None, total,
                                           pos_total if variant == "in" else None, keep)
-            if not with_grad:
-                continue
-            # p_ij = e_ij * a_i with a_i = valid_i / total_i (0 for the rows redone above).
-            a = torch.where(keep, 1.0 / total, torch.zeros_like(total))  # (c,)
-            if variant == "in":
-                # w_ij = e_ij / pos_total_i on positives, so p_ij - w_ij = a_i (e_ij - e_ij * total_i / pos_total_i).
-                ratio = torch.where(keep, total / pos_total, torch.zeros_like(total))  # (c,)
-                t.sub_(em.mul_(ratio[:, None]))  # (c, M) (p_ij - w_ij) / a_i
-                row = torch.mm(t, z)  # (c, D)
-            else:
-                row = row_aug[:, :D]  # (c, D)
-            grad_soft[a0 + i0 : a0 + i1].addcmul_(row, a[:, None])  # row side
-            grad_soft.addmm_(t.t(), za[i0:i1] * a[:, None])  # (M, D) column side: rows with a_i = 0 add nothing
+            if with_grad:
+                _add_gradient(grad_soft, t, em, z, za[i0:i1], a0 + i0, keep, total,
+                              pos_total if variant == "in" else None, row_aug[:, :D] if fused else None)
 
         per_anchor, group_sum = _per_anchor_loss(z, zs, groups, num_groups, local, num_pos, lse, lse_pos, variant)
         loss = per_anchor.sum() * scale
@@ -398,3 +373,54 @@ def supcon_tiled(
         scale if isinstance(scale, torch.Tensor) else float(scale), int(chunk),
         with_grad, bool(unit_norm), bool(sync_free),
     )
+
+
+def _exp_tile(t: torch.Tensor, em: torch.Tensor | None, diag: int, g_rows: torch.Tensor, groups: torch.Tensor,
+              floor: float, fixed_shift: float, row_max_shift: bool, positive_shift: bool):
+    """Turn a tile of logits into e_ij = exp(L_ij - shift_i) in place, self excluded; with ``positive_shift`` also
+    fill ``em`` with the positives' e'_ij = exp(L_ij - shift_i - pshift_i) before the clamp. Returns (shift,
+    pshift).
+
+    Shape:
+        t, em: (c, M); g_rows: (c,) the tile's anchors' groups; groups: (M,); shift, pshift: (c,) or a float / None.
+    """
+    t.diagonal(diag).fill_(-math.inf)  # self is not in A(i)
+    pshift = None
+    if not row_max_shift:
+        t.exp_()
+        return fixed_shift, pshift
+    shift = t.amax(dim=1)  # (c,)
+    t.sub_(shift[:, None])
+    if positive_shift:
+        is_pos = torch.eq(g_rows[:, None], groups[None, :])  # (c, M)
+        em.copy_(t).masked_fill_(~is_pos, -math.inf)  # (c, M), -inf off the positives and on the diagonal
+        pshift = em.amax(dim=1)  # (c,) -inf for an anchor without positive
+        pshift = torch.where(torch.isfinite(pshift), pshift, torch.zeros_like(pshift))
+        em.sub_(pshift[:, None]).clamp_min_(floor).exp_().mul_(is_pos)
+        em.diagonal(diag).zero_()
+    t.clamp_min_(floor)
+    t.diagonal(diag).fill_(-math.inf)
+    t.exp_()
+    return shift, pshift
+
+
+def _add_gradient(grad_soft: torch.Tensor, t: torch.Tensor, em: torch.Tensor | None, z: torch.Tensor,
+                  za_rows: torch.Tensor, row0: int, keep: torch.Tensor, total: torch.Tensor,
+                  pos_total: torch.Tensor | None, row_sum: torch.Tensor | None) -> None:
+    """Add one tile's share of d(loss)/dz to ``grad_soft``: p_ij = e_ij * a_i with a_i = keep_i / total_i (L_out),
+    less w_ij = e_ij / pos_total_i on the positives (L_in, ``pos_total`` given; ``t`` is overwritten).
+
+    Shape:
+        grad_soft, z: (M, D); t, em: (c, M); za_rows: (c, D); keep, total, pos_total: (c,); row_sum: (c, D) the
+        fused sum_j e_ij z_j, or None.
+    """
+    a = torch.where(keep, 1.0 / total, torch.zeros_like(total))  # (c,)
+    if pos_total is not None:
+        # w_ij = e_ij / pos_total_i on positives, so p_ij - w_ij = a_i (e_ij - e_ij * total_i / pos_total_i).
+        ratio = torch.where(keep, total / pos_total, torch.zeros_like(total))  # (c,)
+        t.sub_(em.mul_(ratio[:, None]))  # (c, M) (p_ij - w_ij) / a_i
+        row = torch.mm(t, z)  # (c, D)
+    else:
+        row = row_sum if row_sum is not None else torch.mm(t, z)  # (c, D)
+    grad_soft[row0 : row0 + t.shape[0]].addcmul_(row, a[:, None])  # row side
+    grad_soft.addmm_(t.t(), za_rows * a[:, None])  # (M, D) column side: rows with a_i = 0 add nothing

@@ -4,8 +4,10 @@
   at a time (it may be a memory-mapped array), so memory stays bounded.
 * :class:`FaissSearcher`: FAISS (optional extra ``faiss``) with an inner-product index:
   ``flat`` (exact), ``ivf`` (inverted lists, ``nprobe`` of them visited per query) or ``hnsw``
-  (a proximity graph). IVF and HNSW trade recall for speed; :func:`recall_at_k` measures it
-  against exact search.
+  (a proximity graph, ``efSearch`` candidates kept per query). IVF and HNSW trade recall for speed;
+  :func:`recall_at_k` measures it against exact search, and :mod:`.tuning` chooses the search
+  parameter for a recall target. A saved IVF or HNSW index is opened memory-mapped (FAISS's
+  ``IO_FLAG_MMAP_IFC``): its vectors are read from the file as searches touch them, not all at once.
 """
 from __future__ import annotations
 
@@ -131,15 +133,21 @@ class FaissSearcher:
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
         self.index: Any = None
 
-    def build(self, vectors: np.ndarray, seed: int = 0) -> "FaissSearcher":
-        """Build the index over all of ``vectors`` (N, D); IVF trains its lists on a seeded sample."""
+    def build(self, vectors: np.ndarray, seed: int = 0, ids: np.ndarray | None = None) -> "FaissSearcher":
+        """Build the index over ``vectors`` (N, D); IVF trains its lists on a seeded sample.
+
+        Args:
+            ids: the id of each vector (default: its position); an HNSW index with ids is wrapped in an
+                ``IndexIDMap``.
+        """
         faiss = self.faiss
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.kind == "flat":
             self.index = faiss.IndexFlatIP(self.dim)
         elif self.kind == "hnsw":
-            self.index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efSearch = self.ef_search
+            graph = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self.index = faiss.IndexIDMap(graph) if ids is not None else graph
+            self._graph = graph  # kept alive beside the map that holds it
         else:
             self.nlist = self.nlist or default_nlist(len(x))
             if self.nlist > len(x):
@@ -150,9 +158,36 @@ class FaissSearcher:
             cap = _TRAIN_POINTS_PER_LIST * self.nlist
             sample = x if len(x) <= cap else x[np.sort(rng.choice(len(x), cap, replace=False))]
             self.index.train(sample)
-            self.index.nprobe = min(self.nprobe, self.nlist)
-        self.index.add(x)
+        self.set_param(self.nprobe if self.kind == "ivf" else self.ef_search)
+        self.add(x, ids)
         return self
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Add vectors (N, D), with ids when the index was built with them."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if ids is None:
+            self.index.add(x)
+        else:
+            self.index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
+
+    @property
+    def param_name(self) -> str | None:
+        """The search parameter that trades recall for speed: ``nprobe``, ``efSearch`` or None (flat)."""
+        return {"ivf": "nprobe", "hnsw": "efSearch"}.get(self.kind)
+
+    def _inner(self) -> Any:
+        """The index itself, inside an ``IndexIDMap`` if there is one."""
+        inner = getattr(self.index, "index", None)
+        return self.faiss.downcast_index(inner) if inner is not None else self.index
+
+    def set_param(self, value: int) -> None:
+        """Set ``nprobe`` (at most nlist) or ``efSearch``; nothing for flat."""
+        if self.kind == "ivf":
+            self.nprobe = int(min(value, self.nlist or value))
+            self.index.nprobe = self.nprobe
+        elif self.kind == "hnsw":
+            self.ef_search = int(value)
+            self._inner().hnsw.efSearch = self.ef_search
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` by inner product. Shape: queries (Q, D) -> (Q, k), (Q, k)."""
@@ -165,14 +200,15 @@ class FaissSearcher:
         self.faiss.write_index(self.index, path)
 
     @classmethod
-    def load(cls, path: str, kind: str, dim: int, nprobe: int = 16, ef_search: int = 64) -> "FaissSearcher":
+    def load(cls, path: str, kind: str, dim: int, nprobe: int = 16, ef_search: int = 64,
+             mmap: bool = True) -> "FaissSearcher":
+        """Open a saved index, memory-mapped unless ``mmap`` is False."""
         searcher = cls(kind, dim, nprobe=nprobe, ef_search=ef_search)
-        searcher.index = searcher.faiss.read_index(path)
+        faiss = searcher.faiss
+        searcher.index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
         if kind == "ivf":
             searcher.nlist = searcher.index.nlist
-            searcher.index.nprobe = min(nprobe, searcher.nlist)
-        elif kind == "hnsw":
-            searcher.index.hnsw.efSearch = ef_search
+        searcher.set_param(nprobe if kind == "ivf" else ef_search)
         return searcher
 
 

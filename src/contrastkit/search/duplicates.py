@@ -2,19 +2,21 @@
 
 Every pair is compared exactly, a block of rows at a time against the rows after them, so memory
 is bounded by one (rows, N) block of similarities whatever N is. Two images are in the same group
-when a chain of near-duplicate pairs links them (union-find over the pairs found).
+when a chain of near-duplicate pairs links them (union-find over the pairs found, and over groups
+known beforehand, such as exact duplicates). The threshold that
+``contrastkit search --near-duplicates`` uses by default is calibrated (:mod:`.dedup`).
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from .index import ImageIndex
 
-__all__ = ["near_duplicate_groups", "find_near_duplicates", "MAX_PAIRS_PER_ENTRY"]
+__all__ = ["near_duplicate_groups", "find_near_duplicates", "check_threshold", "MAX_PAIRS_PER_ENTRY"]
 
 _BLOCK_ELEMENTS = 1 << 24  # similarities computed at once (64 MB of float32)
 #: Above this many pairs per entry the threshold links most of the collection: it is refused as too low.
@@ -39,7 +41,7 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
-def _check_threshold(threshold: Any) -> float:
+def check_threshold(threshold: Any) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
         raise ValueError(f"the near-duplicate threshold must be a cosine similarity in [-1, 1], got {threshold!r}")
     return float(threshold)
@@ -47,13 +49,18 @@ def _check_threshold(threshold: Any) -> float:
 
 @torch.no_grad()
 def near_duplicate_groups(vectors: np.ndarray | torch.Tensor, threshold: float,
-                          block_elements: int = _BLOCK_ELEMENTS) -> list[list[int]]:
-    """Groups of rows linked by pairs with inner product >= ``threshold``.
+                          block_elements: int = _BLOCK_ELEMENTS, linked: Sequence[Sequence[int]] = (),
+                          score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                          ) -> list[list[int]]:
+    """Groups of rows linked by pairs with inner product (or a score made from it) >= ``threshold``.
 
     Args:
         vectors: unit rows (a numpy array, possibly memory-mapped, or a tensor).
-        threshold: the cosine similarity at which two rows count as near-duplicates.
+        threshold: the cosine similarity (or score) at which two rows count as near-duplicates.
         block_elements: similarities held at once (sets the rows per block).
+        linked: groups of rows that belong together whatever their similarity (exact duplicates).
+        score: maps a block of inner products (b, m) and the row and column indices (b,), (m,) to the scores
+            compared with the threshold (:meth:`contrastkit.search.dup_space.DuplicateSpace.scores`).
 
     Returns:
         Groups of at least two row indices, each ascending, ordered by their first row.
@@ -65,23 +72,27 @@ def near_duplicate_groups(vectors: np.ndarray | torch.Tensor, threshold: float,
     Shape:
         vectors (N, D).
     """
-    t = _check_threshold(threshold)
+    t = check_threshold(threshold) if score is None else float(threshold)
     x = vectors.float() if isinstance(vectors, torch.Tensor) else torch.from_numpy(np.array(vectors, np.float32))
     # x: (N, D), a copy in memory (a memory-mapped index is read once)
     n = x.shape[0]
     rows = max(1, block_elements // max(1, n))
     uf, pairs = _UnionFind(n), 0
+    for group in linked:
+        for r in group[1:]:
+            uf.union(int(group[0]), int(r))
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
         sims = x[lo:hi] @ x[lo:].T  # (r, N - lo)
+        if score is not None:
+            sims = score(sims, torch.arange(lo, hi), torch.arange(lo, n))
         later = torch.arange(lo, n)[None, :] > torch.arange(lo, hi)[:, None]  # (r, N - lo): pairs i < j only
         i, j = torch.nonzero((sims >= t) & later, as_tuple=True)
         pairs += i.numel()
         if pairs > MAX_PAIRS_PER_ENTRY * n:
             raise ValueError(f"threshold {t} links more than {MAX_PAIRS_PER_ENTRY * n} pairs among {n} images, "
-                             f"so it finds similar images rather than near-duplicates; use a higher threshold "
-                             f"(the scale depends on the encoder: search with a known copy to see how similar "
-                             f"duplicates are)")
+                             f"so it finds similar images rather than near-duplicates; use a higher threshold, "
+                             f"or let contrastkit calibrate one (search --near-duplicates auto)")
         for a, b in zip((i + lo).tolist(), (j + lo).tolist()):
             uf.union(a, b)
     groups: dict[int, list[int]] = {}
@@ -96,6 +107,6 @@ def find_near_duplicates(index: str | os.PathLike | ImageIndex, threshold: float
     Raises:
         ValueError: a bad threshold or a missing/damaged index.
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index, backend="torch")
     return [[idx.paths[r] for r in group] for group in near_duplicate_groups(idx.vectors, threshold)]

@@ -86,7 +86,8 @@ def embed_to_files(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dat
     """Embed a split of a data set or folder with a checkpoint's encoder and write OUT.npy/.csv/.json.
 
     Args:
-        checkpoint: a ``last.pt`` written by ``pretrain`` (or its run folder).
+        checkpoint: a ``last.pt`` written by ``pretrain`` (or its run folder), or an export that
+            :func:`contrastkit.load_encoder` reads (which gives h, and needs ``data``).
         out: output stem.
         data: data set name or folder (default: the checkpoint's); labelled or not.
         data_root: where torchvision data sets live.
@@ -113,6 +114,9 @@ def embed_to_files(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dat
         dev = resolve_device(device, "--device")
         encoder = load_frozen_encoder(checkpoint, projection=projection)
         data_name = data or encoder.data
+        if not data_name:
+            raise ValueError(f"{encoder.checkpoint} is an export, which does not record the data it was trained on; "
+                             f"pass --data (a data set name or a folder of images) to say what to embed")
         splits = load_dataset(data_name, root=data_root)
         chosen, source, ids = _pick_split(splits, split, data_name)
         res = embed_stream(encoder, source, ids, work, batch_size=batch_size, shard_size=shard_size, device=dev,

@@ -10,12 +10,26 @@ An index is a folder that contrastkit owns (its marker, ``.contrastkit.json``, l
 * ``paths.<g>.json``: the N absolute image paths;
 * ``stats.<g>.json``: each image's [size, modification time in ns] when it was embedded (what ``--update``
   compares);
-* ``faiss.<g>.index``: for ``ivf`` and ``hnsw``, the FAISS structure (``flat`` needs none: exact search runs in
-  FAISS when it is installed, else as chunked matrix products in torch).
+* ``pixel_hashes.<g>.npy``: uint8 (N, 16), the content hash of each image's decoded pixels (:mod:`.pixels`);
+* ``dup_vectors.<g>.npy``: float32 (N, D), each image's near-duplicate vector (h averaged over slightly moved
+  views, :mod:`.views`; unit rows);
+* ``faiss.<g>.index``: for ``ivf`` and ``hnsw``, the FAISS structure, opened memory-mapped, with the search
+  parameter (``nprobe``, ``ef_search``) chosen for a recall target and the recall@10 measured for it on held-out
+  queries in ``index.json`` (:mod:`.tuning`); ``flat`` needs none: exact search runs in FAISS when it is
+  installed, else as chunked matrix products in torch;
+* ``near_duplicates.<g>.npz`` and ``index.json``'s ``near_duplicates``: the near-duplicate space
+  (:mod:`.dup_space`) and the calibrated threshold with its figures (:mod:`.calibrate`), written by the first
+  ``search --near-duplicates`` as a generation of their own (:mod:`.dedup`); a build or update leaves them out,
+  so a changed collection is calibrated again.
 
 ``<g>`` is the index's generation: each build or update writes the next one beside the current one, and then
-replaces ``index.json`` (:mod:`.build`). An index written before generations existed has ``vectors.npy``,
-``paths.json`` and ``faiss.index`` and no stats.
+replaces ``index.json`` (:mod:`.build`). ``index.json``'s ``files`` names each data file, so a generation may keep
+files of an earlier one (near-duplicates add theirs to the vectors they were computed from). An index written
+before generations existed has ``vectors.npy``, ``paths.json`` and ``faiss.index`` and no stats; one written before
+hashes and near-duplicate vectors were stored gets them from the first near-duplicate search.
+
+Loading an index reads ``index.json`` and the paths; the vectors and the FAISS structure are memory-mapped, so a
+million-image index opens without reading its vectors into memory.
 """
 from __future__ import annotations
 
@@ -30,9 +44,10 @@ import torch
 from ..data.sources import IMAGE_EXTENSIONS
 from .backends import FaissSearcher, exact_topk, faiss_available, require_faiss
 from .encoder import FrozenEncoder
+from .pixels import HASH_BYTES
 
 __all__ = ["ImageIndex", "IndexMismatchError", "list_images", "INDEX_FORMAT", "BACKENDS", "VERSION", "data_files",
-           "resolve_backend", "check_k"]
+           "resolve_backend", "check_k", "DATA_KEYS"]
 
 INDEX_FORMAT = "contrastkit-index"
 VERSION = 2
@@ -43,12 +58,16 @@ class IndexMismatchError(ValueError):
     """A query or an update through another model than the one the index was built with."""
 
 
-def data_files(generation: int) -> dict[str, str]:
-    """The data files of an index generation (0: the names before generations existed)."""
-    if not generation:
-        return {"vectors": "vectors.npy", "paths": "paths.json", "stats": "stats.json", "faiss": "faiss.index"}
-    return {"vectors": f"vectors.{generation}.npy", "paths": f"paths.{generation}.json",
-            "stats": f"stats.{generation}.json", "faiss": f"faiss.{generation}.index"}
+#: each data file of an index: its key in ``index.json``'s ``files``, and its name as ``<stem>.<g><suffix>``
+DATA_KEYS = {"vectors": ("vectors", ".npy"), "paths": ("paths", ".json"), "stats": ("stats", ".json"),
+             "faiss": ("faiss", ".index"), "hashes": ("pixel_hashes", ".npy"),
+             "dup_vectors": ("dup_vectors", ".npy"), "space": ("near_duplicates", ".npz")}
+
+
+def data_files(generation: int, keys=("vectors", "paths", "stats", "faiss", "hashes", "dup_vectors")
+               ) -> dict[str, str]:
+    """The names of the data files ``keys`` of an index generation (0: the names before generations existed)."""
+    return {key: f"{DATA_KEYS[key][0]}{f'.{generation}' if generation else ''}{DATA_KEYS[key][1]}" for key in keys}
 
 
 def list_images(folder: str | os.PathLike, what: str = "--images") -> list[str]:
@@ -96,6 +115,7 @@ class ImageIndex:
         self._searcher: FaissSearcher | None = None
         self._tensor: torch.Tensor | None = None  # the vectors in memory, for the torch backend
         self._nprobe = nprobe or int(info.get("nprobe") or 16)
+        self._ef_search = int(info.get("ef_search") or 64)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -153,6 +173,28 @@ class ImageIndex:
                              f"the paths file has {len(paths)} entries, the vectors have shape {vectors.shape}")
         return cls(path, info, paths, vectors, backend, nprobe)
 
+    def _optional_array(self, key: str, width: int, dtype) -> np.ndarray | None:
+        """The data file ``key`` memory-mapped, or None when this index has none (written before it existed)."""
+        name = self.files.get(key)
+        if not name or not (self.root / name).is_file():
+            return None
+        array = np.load(self.root / name, mmap_mode="r")
+        if array.shape != (len(self), width) or array.dtype != dtype:
+            raise ValueError(f"index {self.root} is damaged: {name} has shape {array.shape} ({array.dtype}), "
+                             f"expected ({len(self)}, {width}) {np.dtype(dtype).name}; build it again "
+                             f"(contrastkit index --out {self.root} --rebuild)")
+        return array
+
+    def pixel_hashes(self) -> np.ndarray | None:
+        """The content hash of each row's pixels (rows of zeros where unknown), or None for an index written
+        before hashes were stored. Shape: -> (N, 16) uint8, memory-mapped."""
+        return self._optional_array("hashes", HASH_BYTES, np.uint8)
+
+    def dup_vectors(self) -> np.ndarray | None:
+        """Each row's near-duplicate vector (rows of zeros where unknown), or None for an index written before
+        they were stored. Shape: -> (N, D) float32, memory-mapped."""
+        return self._optional_array("dup_vectors", int(self.info["dim"]), np.float32)
+
     def _faiss(self) -> FaissSearcher:
         if self._searcher is None:
             dim = int(self.info["dim"])
@@ -160,7 +202,7 @@ class ImageIndex:
                 self._searcher = FaissSearcher("flat", dim).build(np.asarray(self.vectors))
             else:
                 self._searcher = FaissSearcher.load(str(self.root / self.files["faiss"]), self.info["kind"], dim,
-                                                    nprobe=self._nprobe)
+                                                    nprobe=self._nprobe, ef_search=self._ef_search)
         return self._searcher
 
     def search_vectors(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

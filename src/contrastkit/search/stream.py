@@ -2,7 +2,8 @@
 
 Items are embedded in shards of consecutive positions. Each finished shard is written to a work
 folder as ``shard_NNNNNN.npz`` (atomically: a temporary file, then a rename) holding the vectors
-of its readable items, their positions and labels, and the positions of the unreadable ones.
+of its readable items, their positions, labels and content hashes (:mod:`.pixels`), optionally
+their near-duplicate vectors (:mod:`.views`), and the positions of the unreadable ones.
 Memory is bounded by one shard, whatever the number of images. A run that is killed keeps its
 finished shards; the same call again (same encoder, same items, same shard size: checked against
 ``manifest.json``) embeds only the shards that are missing.
@@ -24,16 +25,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.views import resize_square
 from .encoder import FrozenEncoder
+from .pixels import HASH_BYTES, pixel_hash
+from .views import view_mean
 
 __all__ = ["StreamResult", "embed_stream", "iter_shards", "SHARD_SIZE"]
 
 #: Items per shard: what a killed run can lose, and what is held in memory at once.
 SHARD_SIZE = 4096
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2  # 2: shards hold the content hashes
 
 
 class _Prepared(Dataset):
-    """``source[i]`` preprocessed as for evaluation, with a flag that is False when it cannot be read."""
+    """``source[i]`` preprocessed as for evaluation, with a flag that is False when it cannot be read, and the
+    content hash of its decoded pixels."""
 
     def __init__(self, source: Dataset, size: int, mean, std) -> None:
         self.source, self.size = source, size
@@ -49,9 +53,10 @@ class _Prepared(Dataset):
         try:
             img, label = self.source[index]
             x = resize_square(img, self.size).float().div_(255.0)  # (3, S, S)
+            digest = torch.from_numpy(pixel_hash(img))  # (16,) uint8
         except (ValueError, OSError):  # open_rgb names the file in a ValueError; PIL raises OSError
-            return torch.zeros(3, self.size, self.size), -1, False
-        return (x - self.mean) / self.std, int(label), True
+            return torch.zeros(3, self.size, self.size), -1, False, torch.zeros(HASH_BYTES, dtype=torch.uint8)
+        return (x - self.mean) / self.std, int(label), True, digest
 
 
 @dataclass
@@ -73,12 +78,12 @@ class StreamResult:
     embedded_now: int = 0
 
 
-def _manifest(encoder: FrozenEncoder, ids: Sequence[str], shard_size: int) -> dict:
+def _manifest(encoder: FrozenEncoder, ids: Sequence[str], shard_size: int, dup_views: bool) -> dict:
     h = hashlib.sha256()
     for item in ids:
         h.update(item.encode("utf-8", "surrogateescape") + b"\0")
     return {"version": _MANIFEST_VERSION, "fingerprint": encoder.fingerprint, "items": len(ids),
-            "items_sha256": h.hexdigest(), "shard_size": shard_size}
+            "items_sha256": h.hexdigest(), "shard_size": shard_size, "dup_views": dup_views}
 
 
 def _prepare_work_dir(work_dir: Path, manifest: dict) -> None:
@@ -107,12 +112,15 @@ def _shard_file(work_dir: Path, s: int) -> Path:
     return work_dir / f"shard_{s:06d}.npz"
 
 
-def _write_shard(work_dir: Path, s: int, feats: list[torch.Tensor], positions: list[int], labels: list[int],
-                 bad: list[int], dim: int) -> None:
-    features = torch.cat(feats).numpy() if feats else np.zeros((0, dim), np.float32)  # (n_ok, D)
+def _write_shard(work_dir: Path, s: int, parts: dict[str, list[torch.Tensor]], positions: list[int],
+                 labels: list[int], bad: list[int], dim: int) -> None:
+    """Write shard ``s``: the concatenated ``parts`` (features, hashes, dup_features) and the bookkeeping."""
+    empty = {"features": np.zeros((0, dim), np.float32), "hashes": np.zeros((0, HASH_BYTES), np.uint8),
+             "dup_features": np.zeros((0, dim), np.float32)}
+    arrays = {k: torch.cat(v).numpy() if v else empty[k] for k, v in parts.items()}  # (n_ok, ...)
     tmp = work_dir / f"shard_{s:06d}.tmp.npz"
-    np.savez(tmp, features=features.astype(np.float32), positions=np.asarray(positions, np.int64),
-             labels=np.asarray(labels, np.int64), bad=np.asarray(bad, np.int64))
+    np.savez(tmp, positions=np.asarray(positions, np.int64), labels=np.asarray(labels, np.int64),
+             bad=np.asarray(bad, np.int64), **arrays)
     os.replace(tmp, _shard_file(work_dir, s))
 
 
@@ -122,48 +130,60 @@ def _shard_batches(s: int, n: int, shard_size: int, batch_size: int) -> list[lis
     return [list(range(i, min(hi, i + batch_size))) for i in range(lo, hi, batch_size)]
 
 
-@torch.no_grad()
-def _embed_batch(encoder: FrozenEncoder, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    out = encoder.module(x.to(device)).float().cpu()  # (B, D)
-    if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"the encoder must map (B, 3, S, S) to (B, D); for B={x.shape[0]} it returned "
+def _check_output(out: torch.Tensor, batch: int) -> torch.Tensor:
+    if out.dim() != 2 or out.shape[0] != batch:
+        raise ValueError(f"the encoder must map (B, 3, S, S) to (B, D); for B={batch} it returned "
                          f"{tuple(out.shape)}")
     if not bool(torch.isfinite(out).all()):
         raise ValueError("the encoder produced non-finite vectors (NaN or inf)")
     return out
 
 
+@torch.no_grad()
+def _embed_batch(encoder: FrozenEncoder, x: torch.Tensor, device: torch.device, dup_views: bool
+                 ) -> dict[str, torch.Tensor]:
+    """``features`` (B, D) of a batch, and with ``dup_views`` its near-duplicate vectors (:mod:`.views`)."""
+    x = x.to(device)
+    out = _check_output(encoder.module(x), x.shape[0])  # (B, D)
+    result = {"features": out.float().cpu()}
+    if dup_views:
+        result["dup_features"] = _check_output(view_mean(encoder.module, x, first=out), x.shape[0]).cpu()
+    return result
+
+
 def _run(encoder: FrozenEncoder, prepared: Dataset, todo: list[int], n: int, work_dir: Path, *, shard_size: int,
-         batch_size: int, device: torch.device, num_workers: int, bar) -> int:
+         batch_size: int, device: torch.device, num_workers: int, bar, dup_views: bool) -> int:
     """Embed the shards ``todo``, writing each as it completes; returns the items embedded."""
     plan = {s: _shard_batches(s, n, shard_size, batch_size) for s in todo}
     loader = DataLoader(prepared, batch_sampler=[b for s in todo for b in plan[s]], num_workers=num_workers)
     batches = iter(loader)
     done, dim = 0, 0
     for s in todo:
-        feats: list[torch.Tensor] = []
+        parts: dict[str, list[torch.Tensor]] = {"features": [], "hashes": [], "dup_features": []}
         kept: list[int] = []
         labels: list[int] = []
         bad: list[int] = []
         for positions in plan[s]:
-            x, y, ok = next(batches)
+            x, y, ok, digest = next(batches)
             keep = ok.bool()
             if keep.any():
-                feats.append(_embed_batch(encoder, x[keep], device))
-                dim = feats[-1].shape[1]
+                for key, value in _embed_batch(encoder, x[keep], device, dup_views).items():
+                    parts[key].append(value)
+                parts["hashes"].append(digest[keep])  # (n_ok, 16)
+                dim = parts["features"][-1].shape[1]
             for p, label, k in zip(positions, y.tolist(), keep.tolist()):
                 (kept if k else bad).append(p)
                 if k:
                     labels.append(int(label))
             bar.update(len(positions))
-        _write_shard(work_dir, s, feats, kept, labels, bad, dim)
+        _write_shard(work_dir, s, parts, kept, labels, bad, dim)
         done += len(kept)
     return done
 
 
 def embed_stream(encoder: FrozenEncoder, source: Dataset, ids: Sequence[str], work_dir: str | os.PathLike, *,
                  batch_size: int = 256, shard_size: int = SHARD_SIZE, device: str | torch.device = "cpu",
-                 num_workers: int = 0, progress: bool = True) -> StreamResult:
+                 num_workers: int = 0, progress: bool = True, dup_views: bool = False) -> StreamResult:
     """Embed every item of ``source`` into shards under ``work_dir``, resuming an interrupted run.
 
     Args:
@@ -176,6 +196,7 @@ def embed_stream(encoder: FrozenEncoder, source: Dataset, ids: Sequence[str], wo
         device: where the forward pass runs.
         num_workers: DataLoader workers decoding the images.
         progress: show a tqdm bar.
+        dup_views: also store each item's near-duplicate vector (``dup_features``, :mod:`.views`).
 
     Returns:
         A :class:`StreamResult`.
@@ -192,7 +213,7 @@ def embed_stream(encoder: FrozenEncoder, source: Dataset, ids: Sequence[str], wo
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     work = Path(work_dir)
-    _prepare_work_dir(work, _manifest(encoder, ids, shard_size))
+    _prepare_work_dir(work, _manifest(encoder, ids, shard_size, dup_views))
     n_shards = -(-n // shard_size)
     todo = [s for s in range(n_shards) if not _shard_file(work, s).is_file()]
     from tqdm.auto import tqdm
@@ -204,7 +225,8 @@ def embed_stream(encoder: FrozenEncoder, source: Dataset, ids: Sequence[str], wo
     with tqdm(total=n, initial=done_before, desc="embedding", unit="img",
               disable=None if progress else True) as bar:
         now = _run(encoder, _Prepared(source, encoder.image_size, encoder.mean, encoder.std), todo, n, work,
-                      shard_size=shard_size, batch_size=batch_size, device=dev, num_workers=num_workers, bar=bar)
+                   shard_size=shard_size, batch_size=batch_size, device=dev, num_workers=num_workers, bar=bar,
+                   dup_views=dup_views)
     count, bad, dim = 0, [], 0
     for shard in iter_shards(work):
         count += shard["features"].shape[0]
@@ -214,7 +236,8 @@ def embed_stream(encoder: FrozenEncoder, source: Dataset, ids: Sequence[str], wo
 
 
 def iter_shards(work_dir: str | os.PathLike) -> Iterator[dict[str, np.ndarray]]:
-    """The shards of a finished run in order: dicts of ``features`` (n, D), ``positions``, ``labels``, ``bad``."""
+    """The shards of a finished run in order: dicts of ``features`` (n, D), ``positions``, ``labels``, ``bad``,
+    ``hashes`` (n, 16) and ``dup_features`` (n, D; (0, D) unless embedded with ``dup_views``)."""
     for file in sorted(Path(work_dir).glob("shard_[0-9]*[0-9].npz")):
         with np.load(file) as z:
-            yield {key: z[key] for key in ("features", "positions", "labels", "bad")}
+            yield {key: z[key] for key in ("features", "positions", "labels", "bad", "hashes", "dup_features")}

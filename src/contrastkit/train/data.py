@@ -4,6 +4,10 @@ Two ways to make a batch's views (``--augment-on``): ``device`` decodes the trai
 array and augments whole batches on the model's device (:class:`~contrastkit.augment.BatchAugment`); ``workers``
 applies per-image transforms in DataLoader workers, from the files. :meth:`TrainData.batches` hides the
 difference from the loop: either way it yields the views (N, V, C, H, W) and labels (N,) on the device.
+
+A resolution schedule (``--size-schedule``, :mod:`contrastkit.augment.resolution`) makes smaller views early in a
+run: :meth:`TrainData.batches` asks the schedule's progress before each batch and has ``BatchAugment`` render the
+views at the side the schedule gives for it (device augmentation only).
 """
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..augment import PRESETS, BatchAugment, MultiViewTransform, SimCLRTransform, preset_for
+from ..augment import (PRESETS, BatchAugment, MultiViewTransform, ResolutionSchedule, SimCLRTransform,
+                       parse_size_schedule, preset_for)
 from ..config import PretrainConfig, fit_batch_size
 from ..data import (ArrayDataset, DataSplits, ViewDataset, array_cache_key, batch_to_device, decode_to_array,
                     load_dataset, seed_for, stage_images)
@@ -44,6 +49,7 @@ class TrainData:
     ``augment_on == "device"``: ``staged`` holds the decoded images (on the device when they fit) and
     ``batch_augment`` makes the views there; ``"workers"``: ``dataset`` is a ViewDataset whose DataLoader workers
     make the views. ``sampler`` splits the indices between ranks; ``labels`` is the method's label of every image.
+    ``resolution``: the view side by the run's progress (None: ``spec.size`` throughout).
     """
 
     splits: DataSplits
@@ -62,13 +68,19 @@ class TrainData:
     device: torch.device
     staged: torch.Tensor | None = None
     batch_augment: nn.Module | None = None
+    resolution: ResolutionSchedule | None = None
     monitor: MonitorData | None = None
     bad_files_log: Path | None = None
 
-    def batches(self, epoch: int, start_step: int, global_step: int
+    def batches(self, epoch: int, start_step: int, global_step: int, progress: Callable[[], float] | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's batches of ``epoch`` from step ``start_step`` on (``global_step``: the run's step count
-        then): views (N, V, C, H, W) and labels (N,) (or multi-hot label sets (N, C)), on the device."""
+        then): views (N, V, C, H, W) and labels (N,) (or multi-hot label sets (N, C)), on the device.
+
+        ``progress`` returns how far the run's schedule is, in [0, 1] (the learning-rate schedule's
+        :meth:`~contrastkit.train.optim.WarmupCosine.progress`); it is read before each batch is made, and with a
+        resolution schedule sets the side of that batch's views.
+        """
         self.sampler.set_epoch(epoch)
         order = list(self.sampler)[start_step * self.local_batch:]
         if self.staged is None:
@@ -83,18 +95,29 @@ class TrainData:
         step = self.local_batch
         for i, first in enumerate(range(0, len(order) - step + 1, step)):
             idx = torch.as_tensor(order[first:first + step])
-            yield self._augment(idx, epoch, global_step + i), self._labels(idx)
+            size = self.view_size(progress() if progress is not None else 0.0)
+            yield self.augment(idx, epoch, global_step + i, size), self._labels(idx)
 
     def _labels(self, idx: torch.Tensor) -> torch.Tensor:
         return self.labels[idx].to(self.device, non_blocking=True)  # (N,)
 
-    def _augment(self, idx: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        """The views of the staged images ``idx``, drawn from a generator seeded by (seed, epoch, step)."""
+    def view_size(self, progress: float) -> int:
+        """The side of the views at ``progress`` (a fraction of the run): the resolution schedule's, else the
+        run's crop size."""
+        return self.resolution.size_at(progress) if self.resolution is not None else self.spec.size
+
+    def augment(self, idx: torch.Tensor, epoch: int, step: int, size: int | None = None) -> torch.Tensor:
+        """The views of the staged images ``idx`` at side ``size`` (None: the run's), drawn from a generator
+        seeded by (seed, epoch, step): the same crops and colours at any size.
+
+        Shape:
+            idx (N,) -> views (N, V, 3, S, S).
+        """
         raw = batch_to_device(self.staged, idx, self.device)
         # BatchAugment draws its parameters on the CPU: a CPU generator needs no seed read from the device
         gen = torch.Generator().manual_seed(seed_for(self.seed, epoch, step))
         with torch.no_grad():
-            return torch.stack(self.batch_augment(raw, generator=gen), dim=1)  # (N, V, C, H, W)
+            return torch.stack(self.batch_augment(raw, generator=gen, size=size), dim=1)  # (N, V, C, S, S)
 
 
 def load_splits(cfg: PretrainConfig) -> DataSplits:
@@ -117,7 +140,8 @@ def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels
 
     Raises:
         ValueError: a batch that does not split over the processes or is larger than the data (proposing one that
-            fits), a micro-batch that does not divide a process's batch, or a labelled method on unlabelled data.
+            fits), a micro-batch that does not divide a process's batch, a labelled method on unlabelled data, or
+            a resolution schedule on data that the batched augmentation cannot hold.
     """
     cfg, note = fit_batch_size(cfg, len(splits.train), world)
     cfg = check_options(cfg)
@@ -126,6 +150,9 @@ def check_data(cfg: PretrainConfig, splits: DataSplits, world: int, needs_labels
         raise ValueError(f"--micro-batch-size {cfg.micro_batch_size} must divide the per-process batch {local}")
     if needs_labels and not splits.labelled:
         raise ValueError(f"--method {cfg.method} needs labelled data; {cfg.data} has no class folders")
+    if cfg.size_schedule and resolve_augment_on(cfg.augment_on, splits) != "device":
+        raise ValueError(f"--size-schedule {cfg.size_schedule!r} needs the batched augmentation, but {cfg.data} "
+                         f"takes --augment-on workers (images of mixed sizes, or too many to decode into memory)")
     return cfg, note
 
 
@@ -218,4 +245,5 @@ def build_data(cfg: PretrainConfig, splits: DataSplits, spec: AugmentSpec, label
                      steps_per_epoch=len(splits.train) // cfg.batch_size, labels=labels, augment_on=augment_on,
                      dataset=dataset, sampler=sampler, seed=cfg.seed, num_workers=cfg.num_workers, device=device,
                      staged=staged, batch_augment=batch_augment,
+                     resolution=parse_size_schedule(cfg.size_schedule, spec.size),
                      monitor=monitor_data(cfg, splits, spec.size, mean, std), bad_files_log=bad_files_log)

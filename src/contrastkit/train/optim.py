@@ -238,6 +238,13 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
             return warmup_cosine(ticks, self.TICKS, int(self.TICKS * self.warmup_fraction), self.min_ratio)
         return warmup_cosine(step, self.total_steps, self.warmup_steps, self.min_ratio)
 
+    def progress(self) -> float:
+        """How far the schedule is, in [0, 1]: the training seconds over the budget (``budget_s`` > 0), else the
+        steps taken over ``total_steps``. A resolution schedule (``--size-schedule``) follows it."""
+        if self.budget_s > 0:
+            return min(1.0, self.train_time / self.budget_s)
+        return min(1.0, max(0, self.last_epoch) / max(1, self.total_steps))
+
     def get_lr(self) -> list[float]:
         return [base * self.factor(self.last_epoch) for base in self.base_lrs]
 

@@ -30,7 +30,7 @@ from ..tracking import start_tracking
 from .forward import forward_views
 from .gradcache import cached_backward
 from .metrics import MetricsLog, ProgressLine
-from .monitor import knn_monitor, monitor_due
+from .monitor import knn_monitor, monitor_due, timed_monitor_due
 from .nonfinite import NonFiniteError
 from .precision import resolve_precision
 from .run import Run, build_run, fit_to_data, init_distributed, unwrap
@@ -110,7 +110,8 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, ba
     optimizer, scheduler, scaler, guard = run.optimizer, run.scheduler, run.scaler, run.guard
     model.train()
     state.epoch_started = clock = time.perf_counter()
-    for views, labels in run.data.batches(epoch, state.step_in_epoch, state.global_step):  # (N, V, C, H, W), (N,)
+    # views (N, V, C, H, W), labels (N,); a resolution schedule sizes the views by the schedule's progress
+    for views, labels in run.data.batches(epoch, state.step_in_epoch, state.global_step, scheduler.progress):
         # the first step sets up (cuDNN, caches); a run that stops on an exception leaves the check too
         with sync_guard(cfg.sync_debug and state.steps_this_run > 0):
             if cfg.micro_batch_size and cfg.micro_batch_size < views.shape[0]:  # gradient caching, same gradient
@@ -126,11 +127,14 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, ba
             scaler.update()
             guard.after_step()
             optimizer.zero_grad(set_to_none=True)
+            trained_before = state.train_time
             state.count_step(loss, finite, time.perf_counter() - clock, views.shape[0] * run.world)
             scheduler.step(train_time=state.train_time)
         log_now = state.global_step % cfg.log_every == 0 or state.step_in_epoch == run.data.steps_per_epoch
         if log_now:
             log_step(run, state, epoch, loss, finite, log, bar)
+        if run.data.monitor is not None and timed_monitor_due(cfg, trained_before, state.train_time):
+            log.write(timed_knn_row(run, state, epoch), state.global_step)  # --knn-every-s, not training time
         bar.update()
         if cfg.checkpoint_every_steps and state.global_step % cfg.checkpoint_every_steps == 0 \
                 and state.step_in_epoch < run.data.steps_per_epoch:
@@ -146,6 +150,13 @@ def train_one_epoch(run: Run, state: TrainState, epoch: int, log: MetricsLog, ba
             return True
         clock = time.perf_counter()
     return False
+
+
+def timed_knn_row(run: Run, state: TrainState, epoch: int) -> dict:
+    """A ``knn`` row of metrics.jsonl: the kNN monitor mid-epoch (``--knn-every-s``), at this training time."""
+    knn = knn_monitor(unwrap(run.model).encoder, run.data.monitor, run.cfg, run.device)  # restores train mode
+    return {"kind": "knn", "step": state.global_step, "epoch": epoch, "train_time_s": state.train_time,
+            "knn_top1": knn}
 
 
 def log_step(run: Run, state: TrainState, epoch: int, loss: torch.Tensor, finite: torch.Tensor, log: MetricsLog,

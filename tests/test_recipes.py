@@ -1,0 +1,48 @@
+"""Named recipes (contrastkit.recipes): each is a valid configuration, and the CPU budget recipe of issue 27 runs
+end to end with the CPU's automatic precision."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import make_image_folder
+from contrastkit.config import PretrainConfig
+from contrastkit.recipes import RECIPES, get_recipe
+from contrastkit.train import pretrain
+from contrastkit.train.precision import resolve_precision
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_is_a_valid_config(name, tmp_path):
+    cfg = PretrainConfig(**get_recipe(name), data=str(tmp_path), time_budget_s=60.0)
+    cfg.validate()
+    assert cfg.knn_every == 0  # a budget run spends its seconds on training; the monitor is asked for separately
+
+
+def test_get_recipe_gives_a_copy_and_names_the_known_ones():
+    get_recipe("cifar-budget-2")["lr"] = 99.0
+    assert RECIPES["cifar-budget-2"]["lr"] != 99.0
+    with pytest.raises(ValueError, match="unknown recipe 'nope'; known recipes: cifar-budget, cifar-budget-2"):
+        get_recipe("nope")
+
+
+def test_the_cpu_budget_recipes_and_their_precision(tmp_path):
+    """cifar-budget-2 (what the README runs) trains with the CPU's automatic precision; cifar-budget stays fp32, as
+    measured; the recipe with a resolution schedule on top runs end to end."""
+    folder = make_image_folder(tmp_path / "data", per_class=8, size=32)
+    recipe = get_recipe("cifar-budget-2")
+    assert recipe["precision"] == "auto" and recipe["schedule"] == "time" and get_recipe("cifar-budget")[
+        "precision"] == "fp32"
+    assert {k: v for k, v in recipe.items() if k != "precision"} == {
+        k: v for k, v in get_recipe("cifar-budget").items() if k != "precision"}
+    cfg = PretrainConfig(**dict(recipe, batch_size=8, size_schedule="16:0.5,24:0.8"), data=str(folder),
+                         out=str(tmp_path / "run"), time_budget_s=600.0, max_steps=3, num_workers=0, progress=False,
+                         device="cpu")
+    summary = pretrain(cfg)
+    assert summary["global_step"] == 3 and summary["stop_reason"] == "max_steps"
+    assert summary["precision"] == resolve_precision(torch.device("cpu"), "auto")
+    assert summary["augment_on"] == "device"
+    with pytest.raises(ValueError, match="needs the batched augmentation"):
+        dataclasses.replace(cfg, augment_on="workers").validate()
