@@ -23,6 +23,7 @@ training time. Prints progress, a table and, last, one JSON line (also written t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -250,6 +251,9 @@ def main() -> None:
                   else run_ours(args.budget_s, recipe, seed=args.one_seed, knn_every_s=args.knn_every_s))
         print(json.dumps(result))
         return
+    if "peer" in args.which.split(",") and importlib.util.find_spec("lightly") is None:
+        raise SystemExit("the peer recipe needs lightly: pip install -e '.[bench]' (checked before any run, so "
+                         "that no run's result is lost to it)")
     seeds = {"ours": [int(s) for s in args.seeds.split(",")], "peer": [int(s) for s in args.peer_seeds.split(",")]}
     results: dict = {"budget_s": args.budget_s, "recipe": args.recipe, "recipe_json": args.recipe_json,
                      "machine": machine(), "data": data_label()}
