@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..runtime.ownership import os_error_text
+from ..runtime.ownership import fsync_dir, os_error_text
 from .build import Architecture, build_model
 from .finetuned import FineTunedNetwork, finetuned_state, is_finetuned
 
@@ -42,19 +42,6 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt or does not match the model."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previous: bool = True) -> Path:
@@ -82,7 +69,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
         why = os_error_text(exc) if isinstance(exc, OSError) else str(exc).strip().splitlines()[0]
         raise CheckpointError(f"could not write checkpoint {path} ({why}); {kept}. Free disk space (or choose a "
                               f"writable path) and resume with --resume.") from exc
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
