@@ -161,6 +161,47 @@ def plot_curves(results: dict, budget_s: float, path: Path) -> None:
     plt.close(fig)
 
 
+def with_spreads(results: dict) -> dict:
+    """``results`` with each side's mean / minimum / spread and, when both sides ran, ours' margin over the peer."""
+    for which in ("ours", "peer"):
+        if results.get(which):
+            results[f"{which}_knn_top1"] = spread([r["knn_top1"] for r in results[which]])
+    if results.get("ours") and results.get("peer"):
+        results["difference"] = round(results["ours_knn_top1"]["mean"] - results["peer_knn_top1"]["mean"], 4)
+        results["difference_min"] = round(results["ours_knn_top1"]["min"] - results["peer_knn_top1"]["max"], 4)
+    return results
+
+
+def write_new(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, which must not exist yet (a merge never replaces a saved result)."""
+    if path.exists():
+        raise SystemExit(f"{path} exists; --merge writes a new file only")
+    path.write_text(text)
+
+
+def merge_saved(saved: list[dict]) -> dict:
+    """One result from several ``--json`` files of the same budget and recipe (seeds run in separate invocations):
+    the runs side by side, each keeping its own machine and load, and the spreads over all of them."""
+    budgets = {(s["budget_s"], s["recipe"], s.get("recipe_json")) for s in saved}
+    if len(budgets) != 1:
+        raise SystemExit(f"--merge takes files of one budget and recipe; got {sorted(map(str, budgets))}")
+    merged = {k: saved[0][k] for k in ("budget_s", "recipe", "recipe_json", "machine", "data")}
+    merged["merged_from"] = len(saved)
+    for which in ("ours", "peer"):
+        runs = [r for s in saved for r in s.get(which, [])]
+        seeds = [r["seed"] for r in runs]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"--merge: {which} seed(s) {sorted(seeds)} appear more than once")
+        if runs:
+            merged[which] = sorted(runs, key=lambda r: r["seed"])
+    return with_spreads(merged)
+
+
+def _cell(value) -> str:
+    """A table cell: "-" where a run did not record the figure."""
+    return "-" if value is None else str(value)
+
+
 def summary_markdown(saved: list[dict]) -> str:
     """Markdown for docs/results.md from saved ``--json`` files: each budget's runs with the machine and load, ours'
     mean / minimum / spread, the difference to the peer against issue 27's targets, and the kNN-over-time curve."""
@@ -168,15 +209,20 @@ def summary_markdown(saved: list[dict]) -> str:
     lines = []
     for res in saved:
         budget, m = res["budget_s"], res["machine"]
-        lines += [f"**{budget:g} s of training** (`--recipe {res['recipe']}`, {m['cpu']}, {m['cores']} cores, started "
-                  f"{m['utc']} UTC, load {m['load_1_5_15']}; {res['data']}):", "",
-                  "| run | seed | kNN top-1 | training s | steps | epochs | images/s | load before -> after |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        started = (f"runs from {res['merged_from']} invocations" if res.get("merged_from")
+                   else f"started {m['utc']} UTC, load {m['load_1_5_15']}")
+        lines += [f"**{budget:g} s of training** (`--recipe {res['recipe']}`, {m['cpu']}, {m['cores']} cores, "
+                  f"{started}; {res['data']}):", "",
+                  "| run | seed | kNN top-1 | training s | steps | epochs | images/s | started (UTC) "
+                  "| load before -> after |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         for which in ("ours", "peer"):
             for r in res.get(which, []):
                 lines.append(f"| {'contrastkit' if which == 'ours' else 'lightly-based peer'} | {r['seed']} | "
-                             f"{r['knn_top1']:.4f} | {r['train_time_s']} | {r['steps']} | {r['epochs_done']} | "
-                             f"{r['images_per_s']} | {r['machine_before']['load_1_5_15'][0]} -> "
+                             f"{r['knn_top1']:.4f} | {r['train_time_s']} | {_cell(r['steps'])} | "
+                             f"{_cell(r['epochs_done'])} | "
+                             f"{r['images_per_s']} | {r['machine_before']['utc']} | "
+                             f"{r['machine_before']['load_1_5_15'][0]} -> "
                              f"{r['machine_after']['load_1_5_15'][0]} |")
         lines.append("")
         ours, peer = res.get("ours_knn_top1"), res.get("peer_knn_top1")
@@ -235,11 +281,19 @@ def main() -> None:
     parser.add_argument("--replot", help="only draw --plot from this saved --json file")
     parser.add_argument("--summarize", nargs="+",
                         help="only print markdown for docs/results.md from saved --json files")
+    parser.add_argument("--merge", nargs="+",
+                        help="only combine saved --json files of one budget (seeds run apart) into --json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--one-seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.summarize:
         print(summary_markdown([json.loads(Path(p).read_text()) for p in args.summarize]))
+        return
+    if args.merge:
+        merged = merge_saved([json.loads(Path(p).read_text()) for p in args.merge])
+        if not args.json:
+            raise SystemExit("--merge needs --json, the file to write")
+        write_new(Path(args.json), json.dumps(merged, indent=1) + "\n")
         return
     if args.replot:
         saved = json.loads(Path(args.replot).read_text())
@@ -266,12 +320,7 @@ def main() -> None:
             print(f"| {which} | {r['seed']} | {r['knn_top1']:.4f} | {r['train_time_s']} | {r['steps']} | "
                   f"{r['epochs_done']} | {r['images_per_s']} | {r['machine_before']['load_1_5_15'][0]} -> "
                   f"{r['machine_after']['load_1_5_15'][0]} |")
-    for which in ("ours", "peer"):
-        if results.get(which):
-            results[f"{which}_knn_top1"] = spread([r["knn_top1"] for r in results[which]])
-    if "ours" in results and "peer" in results:
-        results["difference"] = round(results["ours_knn_top1"]["mean"] - results["peer_knn_top1"]["mean"], 4)
-        results["difference_min"] = round(results["ours_knn_top1"]["min"] - results["peer_knn_top1"]["max"], 4)
+    with_spreads(results)
     if args.plot:
         plot_curves(results, args.budget_s, Path(args.plot))
     line = json.dumps(results)

@@ -97,7 +97,8 @@ def test_preview_writes_the_format_of_its_extension(run, tmp_path, ext, fmt):
     assert main(["preview-augment", "--data", str(run[0]), "--out", str(out), "--images", "2", "--views", "2"]) == 0
     with Image.open(out) as img:
         assert img.format == fmt
-    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary file left
+    assert out.name in json.loads((tmp_path / ".contrastkit.json").read_text())["files"]  # listed as contrastkit's
 
 
 def test_preview_refuses_an_unknown_extension_before_reading_data(tmp_path, capsys):

@@ -153,7 +153,7 @@ def test_eval_save_is_checked_before_fine_tuning(folder, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("command", ["embed", "export", "search"])
+@pytest.mark.parametrize("command", ["embed", "export", "search", "preview-augment"])
 def test_outputs_are_replaced_only_when_contrastkit_wrote_them_and_with_overwrite(command, folder, tmp_path,
                                                                                    capsys):
     run = tmp_path / "run"
@@ -165,6 +165,9 @@ def test_outputs_are_replaced_only_when_contrastkit_wrote_them_and_with_overwrit
     elif command == "export":
         target = tmp_path / "enc.safetensors"
         args = ["export", "--checkpoint", str(run), "--format", "safetensors", "--out", str(target)]
+    elif command == "preview-augment":
+        target = tmp_path / "grid.png"
+        args = ["preview-augment", "--data", str(folder), "--out", str(target), "--images", "2", "--views", "2"]
     else:
         assert main(["index", "--checkpoint", str(run), "--images", str(folder), "--out", str(tmp_path / "idx"),
                      "--num-workers", "0", "--no-progress", *cpu]) == 0

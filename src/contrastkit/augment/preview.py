@@ -13,7 +13,7 @@ from .batch import BatchAugment
 from .config import resolve_normalize
 from .convert import check_image_tensor, to_rgb
 
-__all__ = ["save_preview", "unnormalize", "preview_format", "PREVIEW_FORMATS"]
+__all__ = ["save_preview", "preview_picture", "unnormalize", "preview_format", "PREVIEW_FORMATS"]
 
 #: file extension -> the PIL format written for it.
 PREVIEW_FORMATS: dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -83,24 +83,60 @@ def _as_uint8(img: Any) -> torch.Tensor:
     return check_image_tensor(img).contiguous()
 
 
-def save_preview(
+def _views(images: list, transform: Callable, n_views: int) -> list[list[torch.Tensor]]:
+    """``n_views`` views of every image, from a per-image transform or a :class:`BatchAugment` (equal sizes)."""
+    if not isinstance(transform, BatchAugment):
+        return [[transform(img) for _ in range(n_views)] for img in images]
+    batch = torch.stack([_as_uint8(img) for img in images])  # (N, 3, H, W); needs equal sizes
+    views: list[torch.Tensor] = []
+    while len(views) < n_views:
+        views.extend(transform(batch))  # each (N, 3, S, S)
+    return [[v[i] for v in views[:n_views]] for i in range(len(images))]
+
+
+def _cells(images: list, per_image: list[list[torch.Tensor]], normalize: Any,
+           size: tuple[int, ...]) -> list[torch.Tensor]:
+    """The grid's cells row by row: each original resized to the views' ``size``, then its views, in [0, 1]."""
+    cells = []
+    for img, row in zip(images, per_image):
+        original = _as_uint8(img).float().div(255.0).unsqueeze(0)  # (1, 3, H, W)
+        original = torch.nn.functional.interpolate(original, size=size, mode="bilinear", antialias=True,
+                                                   align_corners=False)
+        cells.append(original[0].clamp(0.0, 1.0))
+        for v in row:
+            if tuple(v.shape[-2:]) != size:
+                raise ValueError(f"all views must have the same size for a grid, got {tuple(v.shape)} and {size}")
+            cells.append(unnormalize(v.cpu(), normalize))
+    return cells
+
+
+def _save_whole(picture: Image.Image, path: str, fmt: str) -> None:
+    """Write ``picture`` whole or not at all: a temporary file of this process beside ``path``, then renamed."""
+    parent = os.path.dirname(path)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        picture.save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # only this process's own temporary file
+            os.unlink(tmp)
+
+
+def preview_picture(
     images: Sequence[Any] | torch.Tensor,
     transform: Callable,
-    path: str | os.PathLike,
     n_views: int = 4,
     normalize: Any = "auto",
     padding: int = 2,
     row_labels: Sequence[str] | None = None,
     min_cell: int = 0,
-) -> torch.Tensor:
-    """Writes an image grid: one row per image, columns = the original (resized) then ``n_views`` views.
+) -> tuple[torch.Tensor, Image.Image]:
+    """An image grid: one row per image, columns = the original (resized) then ``n_views`` views.
 
     Args:
         images: PIL images or uint8 ``(C, H, W)`` tensors, or a uint8 batch ``(B, C, H, W)``.
         transform: a per-image view transform (e.g. :class:`SimCLRTransform`) or a
             :class:`BatchAugment`.
-        path: output file; its extension picks the format (``.png``, ``.jpg``/``.jpeg``, ``.webp``). Parent
-            folders are created; the file is written whole or not at all (a temporary file, renamed).
         n_views: views per image, >= 1.
         normalize: the normalisation to undo for display; ``"auto"`` reads the
             transform's ``normalize`` attribute (None if it has none).
@@ -111,16 +147,16 @@ def save_preview(
             (32-px views are hard to see at their own size); 0 keeps the views' size.
 
     Returns:
-        The grid of images (without the labels), float in [0, 1], at the views' size.
+        ``(grid, picture)``: the grid of images (without the labels), float in [0, 1], at the views' size, and
+        the RGB picture to save (scaled, with the labels).
 
     Raises:
-        ValueError: an unknown extension, no images, n_views < 1, or views of unequal size.
+        ValueError: no images, n_views < 1, views of unequal size, or a row label count that is not the images'.
         TypeError: an image of an unsupported type.
 
     Shape:
-        returned grid (3, H_grid, W_grid).
+        grid (3, H_grid, W_grid).
     """
-    fmt = preview_format(path)
     if isinstance(images, torch.Tensor) and images.ndim == 4:
         images = list(images.unbind(0))
     images = list(images)
@@ -128,35 +164,15 @@ def save_preview(
         raise ValueError("save_preview needs at least one image, got none")
     if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
         raise ValueError(f"n_views must be an int >= 1, got {n_views!r}")
+    if row_labels is not None and len(row_labels) != len(images):
+        raise ValueError(f"row_labels has {len(row_labels)} names for {len(images)} images")
     if isinstance(normalize, str) and normalize == "auto":
         normalize = getattr(transform, "normalize", None)
 
-    if isinstance(transform, BatchAugment):
-        batch = torch.stack([_as_uint8(img) for img in images])  # (N, 3, H, W); needs equal sizes
-        views: list[torch.Tensor] = []
-        while len(views) < n_views:
-            views.extend(transform(batch))  # each (N, 3, S, S)
-        per_image = [[v[i] for v in views[:n_views]] for i in range(len(images))]
-    else:
-        per_image = [[transform(img) for _ in range(n_views)] for img in images]
-
+    per_image = _views(images, transform, n_views)  # per image: n_views views (3, S, S)
     size = tuple(per_image[0][0].shape[-2:])
-    cells = []
-    for img, row in zip(images, per_image):
-        original = _as_uint8(img).float().div(255.0).unsqueeze(0)  # (1, 3, H, W)
-        original = torch.nn.functional.interpolate(original, size=size, mode="bilinear", antialias=True, align_corners=False)
-        cells.append(original[0].clamp(0.0, 1.0))
-        for v in row:
-            if tuple(v.shape[-2:]) != size:
-                raise ValueError(f"all views must have the same size for a grid, got {tuple(v.shape)} and {size}")
-            cells.append(unnormalize(v.cpu(), normalize))
+    cells = _cells(images, per_image, normalize, size)
     grid = make_grid(torch.stack(cells), nrow=n_views + 1, padding=padding, pad_value=1.0)  # (3, Hg, Wg)
-    if row_labels is not None and len(row_labels) != len(images):
-        raise ValueError(f"row_labels has {len(row_labels)} names for {len(images)} images")
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
     array = grid.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (Hg, Wg, 3)
     picture = Image.fromarray(array, mode="RGB")
     scale = max(1, -(-min_cell // size[1])) if min_cell else 1
@@ -166,11 +182,30 @@ def save_preview(
         columns = ["original"] + [f"view {i + 1}" for i in range(n_views)]
         picture = _with_labels(picture, list(row_labels), columns, (size[0] + padding) * scale,
                                (size[1] + padding) * scale, padding * scale)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        picture.save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return grid, picture
+
+
+def save_preview(
+    images: Sequence[Any] | torch.Tensor,
+    transform: Callable,
+    path: str | os.PathLike,
+    n_views: int = 4,
+    normalize: Any = "auto",
+    padding: int = 2,
+    row_labels: Sequence[str] | None = None,
+    min_cell: int = 0,
+) -> torch.Tensor:
+    """Write the grid of :func:`preview_picture` (the same arguments) to ``path``, whose extension picks the format
+    (``.png``, ``.jpg``/``.jpeg``, ``.webp``). Parent folders are created; the file is written whole or not at all
+    (a temporary file, renamed). Returns the grid.
+
+    Raises:
+        ValueError: an unknown extension, or what :func:`preview_picture` raises.
+    """
+    fmt = preview_format(path)
+    grid, picture = preview_picture(images, transform, n_views, normalize, padding, row_labels, min_cell)
+    path = os.fspath(path)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    _save_whole(picture, path, fmt)
     return grid

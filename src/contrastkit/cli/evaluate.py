@@ -46,7 +46,8 @@ def _run_preview(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     from ..data.preview import preview_augment
 
     path = preview_augment(args.data, args.out, data_root=args.data_root, preset=args.preset, n_images=args.images,
-                           n_views=args.views, seed=args.seed, skip_bad_files=args.skip_bad_files)
+                           n_views=args.views, seed=args.seed, skip_bad_files=args.skip_bad_files,
+                           overwrite=args.overwrite)
     print(f"wrote {path}")
 
 
@@ -116,6 +117,8 @@ def _add_preview(sub) -> None:
     a.add_argument("--images", type=int, default=6, help="number of images (rows) (default: 6)")
     a.add_argument("--views", type=int, default=4, help="views per image (default: 4)")
     a.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    a.add_argument("--overwrite", action="store_true", help="replace a grid an earlier preview-augment wrote at "
+                   "--out (a file contrastkit did not write is never replaced)")
     a.set_defaults(handler=_run_preview)
 
 

@@ -79,6 +79,24 @@ def _encoder_and_head(model_or_encoder: nn.Module, use_projection: bool) -> tupl
     return model_or_encoder, None
 
 
+def _image_batch(batch) -> tuple[torch.Tensor, object]:
+    """``(images (B, C, H, W), labels)`` of a loader batch, or a TypeError / ValueError saying what it holds."""
+    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        raise TypeError(f"the data set must yield (image, label) pairs; got a batch of type {type(batch).__name__}")
+    x, y = batch[0], batch[1]
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected an image batch of shape (B, C, H, W), got {shape}")
+    return x, y
+
+
+def _check_output(out, batch_size: int) -> None:
+    """The encoder (and head) must give one feature vector per image: (B, F)."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != batch_size:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the encoder must map (B, 3, H, W) to (B, F); for B={batch_size} it returned {shape}")
+
+
 @torch.no_grad()
 def extract_features(
     model_or_encoder: nn.Module,
@@ -135,26 +153,14 @@ def extract_features(
     labels: list[torch.Tensor] = []
     try:
         for batch in loader:
-            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-                raise TypeError(
-                    "the data set must yield (image, label) pairs; got a batch of type "
-                    f"{type(batch).__name__}"
-                )
-            x, y = batch[0], batch[1]
-            if not isinstance(x, torch.Tensor) or x.dim() != 4:
-                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"expected an image batch of shape (B, C, H, W), got {shape}")
+            x, y = _image_batch(batch)  # (B, C, H, W), labels
             x = x.to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 out = encoder(x)  # (B, F)
                 if use_projection:
                     assert head is not None
                     out = head(out)  # (B, D)
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(
-                    f"the encoder must map (B, 3, H, W) to (B, F); for B={x.shape[0]} it returned {shape}"
-                )
+            _check_output(out, x.shape[0])
             feats.append(out.float().cpu())
             labels.append(_as_label_tensor(y, x.shape[0]))
     finally:

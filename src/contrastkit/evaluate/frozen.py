@@ -53,6 +53,11 @@ def score_features(protocol: str, train: tuple[torch.Tensor, torch.Tensor], test
         metrics = linear_eval(ftr, ltr, fte, lte, epochs=epochs or 100, seed=seed, device=torch.device(device))
         return metrics, metrics.pop("recipe", {})
     if protocol == "retrieval":
-        metrics = retrieval_metrics(fte, lte, seed=seed)
-        return metrics, {"queries": "test split, leave-one-out", "similarity": "cosine"}
+        # Recall@K for K in 1, 2, 4, 8 where the split has that many other images for each query.
+        ks = [k for k in (1, 2, 4, 8) if k <= fte.shape[0] - 1]
+        if not ks:
+            raise ValueError(f"retrieval scores each test image against the others: it needs at least 2 test "
+                             f"images, got {fte.shape[0]}")
+        metrics = retrieval_metrics(fte, lte, ks=ks, seed=seed)
+        return metrics, {"queries": "test split, leave-one-out", "similarity": "cosine", "ks": ks}
     raise ValueError(f"{protocol!r} is not a frozen-feature protocol ({', '.join(FROZEN_PROTOCOLS)})")

@@ -260,22 +260,8 @@ def retrieval_metrics(
     """
     gallery = as_features("embeddings", embeddings)
     gallery_labels = _labels("labels", labels, gallery.shape[0], "embeddings")
-    if (query_embeddings is None) != (query_labels is None):
-        raise TypeError("query_embeddings and query_labels must be given together (or both left as None)")
     leave_one_out = query_embeddings is None
-    if leave_one_out:
-        queries, q_labels = gallery, gallery_labels
-    else:
-        queries = as_features("query_embeddings", query_embeddings)
-        q_labels = _labels("query_labels", query_labels, queries.shape[0], "query_embeddings")
-        if q_labels.dim() != gallery_labels.dim() or q_labels.shape[1:] != gallery_labels.shape[1:]:
-            raise ValueError(f"query_labels have shape {tuple(q_labels.shape)} but labels {tuple(gallery_labels.shape)}; "
-                             f"expected labels of one kind (both (N,) classes or both (N, C) label sets)")
-        if queries.shape[1] != gallery.shape[1]:
-            raise ValueError(
-                f"query_embeddings has D={queries.shape[1]} but embeddings has D={gallery.shape[1]}; "
-                "expected the same dimension"
-            )
+    queries, q_labels = _checked_queries(query_embeddings, query_labels, gallery, gallery_labels)
     ks = _check_ks(ks)
     chunk_size = check_positive_int("chunk_size", chunk_size)
     if backend not in BACKENDS:
@@ -306,6 +292,27 @@ def retrieval_metrics(
     if nmi and q_labels.dim() == 1:  # label sets give no clustering to compare with
         results["nmi"] = _kmeans_nmi(queries, q_labels, seed)
     return results
+
+
+def _checked_queries(query_embeddings: torch.Tensor | None, query_labels: torch.Tensor | None,
+                     gallery: torch.Tensor, gallery_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The queries and their labels: the gallery itself for leave-one-out (both None), else the given ones,
+    checked against the gallery (labels of the same kind, embeddings of the same dimension)."""
+    if (query_embeddings is None) != (query_labels is None):
+        raise TypeError("query_embeddings and query_labels must be given together (or both left as None)")
+    if query_embeddings is None:
+        return gallery, gallery_labels
+    queries = as_features("query_embeddings", query_embeddings)
+    q_labels = _labels("query_labels", query_labels, queries.shape[0], "query_embeddings")
+    if q_labels.dim() != gallery_labels.dim() or q_labels.shape[1:] != gallery_labels.shape[1:]:
+        raise ValueError(f"query_labels have shape {tuple(q_labels.shape)} but labels {tuple(gallery_labels.shape)}; "
+                         f"expected labels of one kind (both (N,) classes or both (N, C) label sets)")
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"query_embeddings has D={queries.shape[1]} but embeddings has D={gallery.shape[1]}; "
+            "expected the same dimension"
+        )
+    return queries, q_labels
 
 
 def _kmeans_nmi(embeddings: torch.Tensor, labels: torch.Tensor, seed: int) -> float:

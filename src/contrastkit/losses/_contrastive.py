@@ -149,39 +149,11 @@ def contrastive_loss(
     else:
         z = features.to(compute_dtype(features.dtype))  # (N, V, D)
     world_size = distributed.get_world_size() if gather_distributed else 1
-    start = 0
-    if world_size > 1:
-        # Uneven batches: one size exchange, read back once, serves both gathers.
-        sizes = [N] * world_size if even_batches else distributed.gather_sizes(z)
-        start = sum(sizes[: distributed.get_rank()])
-        z = distributed.gather_with_grad(z, sizes)  # (N_all, V, D)
-        if labels is not None:
-            labels = distributed.gather_no_grad(labels, sizes)  # (N_all,)
+    z, labels, start = _gather_candidates(z, labels, world_size, even_batches)  # (N_all, V, D), (N_all,)
     n_all = z.shape[0]
-
-    if n_all * V < 2:
-        raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
-    if n_all < 2:  # labels or not: one sample has no negative (for V = 2 its loss is identically 0)
-        raise ValueError(
-            f"{who} needs at least 2 samples so that every anchor has a negative, got N={n_all}"
-            + (" over all ranks" if world_size > 1 else "")
-        )
-
+    _check_enough_samples(n_all, V, who, world_size)
     ids, num_groups = group_ids(labels, n_all, z.device)  # (N_all,)
-    if labels is None:  # every sample its own group; the callers ensure V >= 2, so every anchor has a positive
-        num_valid = n_all * V
-    else:
-        counts = group_counts(ids, num_groups)  # (G,)
-        # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
-        with_positive = counts[ids] * V > 1  # (N_all,)
-        num_valid = with_positive.sum().to(z.dtype) * V  # () on the device
-        if not sync_free:
-            num_valid = int(num_valid)
-            if num_valid == 0:
-                raise ValueError(
-                    f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
-                    f"{n_all} samples); use V >= 2 views or batches with repeated labels"
-                )
+    num_valid = _valid_anchor_count(labels, ids, num_groups, V, who, sync_free, z.dtype)
     rows = z.reshape(n_all * V, D)  # (M, D), row n*V + v
     row_groups = ids[:, None].expand(n_all, V).reshape(n_all * V)  # (M,) id of sample n on rows n*V .. n*V+V-1
     # DDP averages gradients over the K ranks; scaling the local sum by K / (valid anchors of all
@@ -201,3 +173,50 @@ def contrastive_loss(
         sync_free=sync_free,
     )
     return loss
+
+
+def _gather_candidates(z: torch.Tensor, labels: torch.Tensor | None, world_size: int,
+                       even_batches: bool) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Every rank's embeddings (with gradient) and labels, and where this rank's rows start among them."""
+    if world_size == 1:
+        return z, labels, 0
+    # Uneven batches: one size exchange, read back once, serves both gathers.
+    sizes = [z.shape[0]] * world_size if even_batches else distributed.gather_sizes(z)
+    start = sum(sizes[: distributed.get_rank()])
+    z = distributed.gather_with_grad(z, sizes)  # (N_all, V, D)
+    if labels is not None:
+        labels = distributed.gather_no_grad(labels, sizes)  # (N_all,)
+    return z, labels, start
+
+
+def _check_enough_samples(n_all: int, V: int, who: str, world_size: int) -> None:
+    """Every anchor needs a negative: at least 2 views and 2 samples in the (gathered) batch."""
+    if n_all * V < 2:
+        raise ValueError(f"{who} needs at least 2 views in the batch (N * V >= 2), got N={n_all}, V={V}")
+    if n_all < 2:  # labels or not: one sample has no negative (for V = 2 its loss is identically 0)
+        raise ValueError(
+            f"{who} needs at least 2 samples so that every anchor has a negative, got N={n_all}"
+            + (" over all ranks" if world_size > 1 else "")
+        )
+
+
+def _valid_anchor_count(labels: torch.Tensor | None, ids: torch.Tensor, num_groups: int, V: int, who: str,
+                        sync_free: bool, dtype: torch.dtype) -> int | torch.Tensor:
+    """The number of anchors with a positive, the mean's denominator: an int, or a 0-dim device tensor of
+    ``dtype`` when ``sync_free`` with labels (no read-back)."""
+    n_all = ids.shape[0]
+    if labels is None:  # every sample its own group; the callers ensure V >= 2, so every anchor has a positive
+        return n_all * V
+    counts = group_counts(ids, num_groups)  # (G,)
+    # Anchors without positive (V = 1 and a label seen once, or -1) are left out of the mean.
+    with_positive = counts[ids] * V > 1  # (N_all,)
+    num_valid = with_positive.sum().to(dtype) * V  # () on the device
+    if sync_free:
+        return num_valid
+    num_valid = int(num_valid)
+    if num_valid == 0:
+        raise ValueError(
+            f"{who}: no anchor has a positive (V={V} view(s) and no label appears twice among the "
+            f"{n_all} samples); use V >= 2 views or batches with repeated labels"
+        )
+    return num_valid
