@@ -311,8 +311,17 @@ def main() -> None:
     seeds = {"ours": [int(s) for s in args.seeds.split(",")], "peer": [int(s) for s in args.peer_seeds.split(",")]}
     results: dict = {"budget_s": args.budget_s, "recipe": args.recipe, "recipe_json": args.recipe_json,
                      "machine": machine(), "data": data_label()}
+    failed = []  # a run that fails costs only itself: the others go on, and the JSON keeps every finished one
     for which in args.which.split(","):
-        results[which] = [_child(which, seed, args) for seed in seeds[which]]
+        results[which] = []
+        for seed in seeds[which]:
+            try:
+                results[which].append(_child(which, seed, args))
+            except SystemExit as exc:
+                print(exc, flush=True)
+                failed.append({"side": which, "seed": seed, "error": str(exc), "machine_after": machine()})
+    if failed:
+        results["failed"] = failed
     print("\n| run | seed | kNN top-1 | training s | steps | epochs | images/s | load before -> after |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for which in ("ours", "peer"):
@@ -327,6 +336,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print(line)
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: " + "; ".join(f["error"] for f in failed))
 
 
 if __name__ == "__main__":

@@ -70,3 +70,19 @@ def test_merge_writes_a_new_file_only(qb, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="exists"):
         qb.main()
     assert json.loads(out.read_text())["difference"] == pytest.approx(0.18)
+
+
+def test_a_failed_run_keeps_the_others_results(qb, tmp_path, monkeypatch):
+    def child(which, seed, args):
+        if seed == 2:
+            raise SystemExit(f"{which} (seed {seed}) failed (exit -9)")
+        return _saved(which, {seed: 0.6 + seed / 100})[which][0]
+
+    monkeypatch.setattr(qb, "_child", child)
+    out = tmp_path / "seeds.json"
+    monkeypatch.setattr("sys.argv", ["quality_bench.py", "--which", "ours", "--seeds", "1,2,3", "--json", str(out)])
+    with pytest.raises(SystemExit, match=r"1 run\(s\) failed: ours \(seed 2\) failed \(exit -9\)"):
+        qb.main()
+    saved = json.loads(out.read_text())
+    assert [r["seed"] for r in saved["ours"]] == [1, 3]
+    assert saved["ours_knn_top1"]["n"] == 2 and saved["failed"][0]["seed"] == 2
