@@ -13,7 +13,8 @@
 # RECIPE (default cifar-budget-2, what the README runs) and RECIPE_JSON (fields on top, e.g.
 # '{"size_schedule": "16:0.5,24:0.8"}') choose contrastkit's side.
 # On an idle 2-core machine: "short" about 1 hour (4 x 13 minutes of training, plus setup and a kNN evaluation of
-# about a minute per run), "long" about 2.5 hours (2 x 60 minutes, plus 12 curve points per side): estimates.
+# about a minute per run), "long" about 2 hours 10 minutes (2 x 60 minutes, plus 8 kNN evaluations of about 35 s
+# per side). --merge writes a new long.json only: move an earlier one away first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,7 +22,7 @@ RECIPE=${RECIPE:-cifar-budget-2}
 RECIPE_JSON=${RECIPE_JSON:-}
 SHORT_S=${SHORT_S:-780}
 LONG_S=${LONG_S:-3600}
-EVERY_S=${EVERY_S:-300}
+EVERY_S=${EVERY_S:-450}
 SEEDS=${SEEDS:-0,1,2}
 OUT=${OUT:-docs/accuracy-per-minute}
 stage=${1:-all}
@@ -36,8 +37,13 @@ if [[ $stage == short || $stage == all ]]; then
       --seeds "$SEEDS" --peer-seeds 0 --json "$OUT/short.json"
 fi
 if [[ $stage == long || $stage == all ]]; then
+  # two invocations, so that each side's JSON is written as soon as that side ends; then one file and the PNG
   $PY benchmarks/quality_bench.py --budget-s "$LONG_S" --recipe "$RECIPE" ${RECIPE_JSON:+--recipe-json "$RECIPE_JSON"} \
-      --seeds 0 --peer-seeds 0 --knn-every-s "$EVERY_S" --json "$OUT/long.json" --plot "$OUT/long.png"
+      --which ours --seeds 0 --knn-every-s "$EVERY_S" --json "$OUT/long-ours.json"
+  $PY benchmarks/quality_bench.py --budget-s "$LONG_S" --recipe "$RECIPE" ${RECIPE_JSON:+--recipe-json "$RECIPE_JSON"} \
+      --which peer --peer-seeds 0 --knn-every-s "$EVERY_S" --json "$OUT/long-peer.json"
+  $PY benchmarks/quality_bench.py --merge "$OUT/long-ours.json" "$OUT/long-peer.json" --json "$OUT/long.json"
+  $PY benchmarks/quality_bench.py --replot "$OUT/long.json" --plot "$OUT/long.png"
 fi
 if [[ $stage == summary || $stage == all ]]; then
   files=()

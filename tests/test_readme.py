@@ -10,6 +10,7 @@ images in the working folder.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shlex
@@ -65,8 +66,8 @@ def readme_commands() -> list[tuple[str, str]]:
 
 
 def _section_commands(title: str) -> list[list[str]]:
-    """The ``contrastkit pretrain`` commands of a README section, as argument lists."""
-    return [shlex.split(c)[1:] for s, c in readme_commands() if s == title and c.startswith("contrastkit pretrain")]
+    """The ``contrastkit`` commands of a README section, as argument lists."""
+    return [shlex.split(c)[1:] for s, c in readme_commands() if s == title and c.startswith("contrastkit ")]
 
 
 def _contrastkit_args(command: str) -> list[str] | None:
@@ -248,7 +249,9 @@ def test_queue_and_multilabel_commands_train(tmp_path, monkeypatch):
     from contrastkit.cli import main
 
     commands = _section_commands("## A momentum queue, and multi-label SupCon")
-    assert [c[c.index("--method") + 1] for c in commands] == ["simclr-queue", "supcon-queue", "supcon-multilabel"]
+    assert [c[c.index("--method") + 1] for c in commands if c[0] == "pretrain"] == ["simclr-queue", "supcon-queue",
+                                                                                   "supcon-multilabel"]
+    assert [c[0] for c in commands] == ["pretrain"] * 3 + ["eval"]
     write_cifar(tmp_path / "datasets", monkeypatch, "cifar10", train_per_class=2)
     photos = make_image_folder(tmp_path / "photos", per_class=4, size=16, split=False)
     flat = tmp_path / "flat"
@@ -264,4 +267,6 @@ def test_queue_and_multilabel_commands_train(tmp_path, monkeypatch):
     for argv in commands:
         argv = [{"photos": str(flat), "photos.csv": str(tmp_path / "photos.csv")}.get(a, a) for a in argv]
         argv = [str(tmp_path / a) if a.startswith("runs/") else a for a in argv]
-        assert main([*argv, *tiny]) == 0, argv
+        assert main([*argv, *(tiny if argv[0] == "pretrain" else ["--device", "cpu", "--num-workers", "0"])]) == 0, argv
+    scores = json.loads((tmp_path / "runs" / "multilabel" / "eval_retrieval_photos.json").read_text())["metrics"]
+    assert 0.0 <= scores["map@r"] <= 1.0 and scores["n_images"] == len(list(flat.glob("*.png")))

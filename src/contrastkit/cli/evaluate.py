@@ -22,7 +22,8 @@ def _run_eval(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
                          "(finetune)")
     check_eval_options(args.protocol, label_fraction=args.label_fraction, from_scratch=args.from_scratch,
                        linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs,
-                       projection=args.projection, from_head_layer=args.from_head_layer or None, save=args.save)
+                       projection=args.projection, from_head_layer=args.from_head_layer or None, save=args.save,
+                       labels=args.labels)
     from ..evaluate.protocols import evaluate_checkpoint
 
     print_json(evaluate_checkpoint(args.checkpoint, args.protocol, data=args.data, data_root=args.data_root,
@@ -31,7 +32,7 @@ def _run_eval(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
                                    num_workers=args.num_workers, linear_epochs=args.linear_epochs,
                                    finetune_epochs=args.finetune_epochs, malloc=args.malloc,
                                    from_head_layer=args.from_head_layer, save=args.save,
-                                   results_dir=args.results_dir, overwrite=args.overwrite))
+                                   results_dir=args.results_dir, overwrite=args.overwrite, labels=args.labels))
 
 
 def _run_embed(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
@@ -69,6 +70,8 @@ def _add_eval(sub) -> None:
     e.add_argument("--finetune-epochs", type=int, default=None, help="finetune: epochs (default: 30)")
     e.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)  # refused, naming the two above
     e.add_argument("--projection", action="store_true", help="knn, linear, retrieval: evaluate z = g(h) instead of h")
+    e.add_argument("--labels", default=None, help="retrieval on a folder of multi-labelled images: a CSV of their "
+                   "label sets (columns path and labels, as pretrain --labels); relevant = shares a label")
     e.add_argument("--from-head-layer", type=int, default=0,
                    help="finetune from the output of the head's first L Linear-BN-ReLU blocks (0: h; SimCLRv2 "
                         "Sec. 2.2: 1 of a 3-layer head) (default: 0)")

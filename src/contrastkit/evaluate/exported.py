@@ -22,6 +22,7 @@ from ..export import load_encoder_and_metadata
 from ..runtime import resolve_device, tune_malloc_for
 from .features import extract_features
 from .frozen import FROZEN_PROTOCOLS, evaluation_data, score_features
+from .label_sets import label_set_data, score_label_sets
 from .results import ResultFiles
 
 __all__ = ["EXPORT_PROTOCOLS", "evaluate_export", "check_export_protocol"]
@@ -48,15 +49,27 @@ def check_export_protocol(path: Path, kind: str, protocol: str, projection: bool
                          f"was exported from")
 
 
+def _frozen_scores(encoder, protocol: str, data_name: str, meta: dict[str, Any], data_root: str, num_workers: int,
+                   linear_epochs: int | None, dev, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A frozen-feature protocol on the features of the data's train and test splits."""
+    evdata = evaluation_data(data_name, meta["input_size"][1], meta["mean"], meta["std"], data_root,
+                             num_workers=num_workers)
+    train, test = (extract_features(encoder, evdata[split], batch_size=512, device=dev, autocast=True)
+                   for split in ("train", "test"))
+    return score_features(protocol, train, test, epochs=linear_epochs, seed=seed, device=dev)
+
+
 def evaluate_export(path: str | os.PathLike, kind: str, protocol: str, *, data: str | None = None,
                     data_root: str = "~/.cache/contrastkit/datasets", projection: bool = False,
                     device: str = "auto", seed: int = 0, num_workers: int = 2, linear_epochs: int | None = None,
-                    malloc: str = "auto", results_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+                    malloc: str = "auto", results_dir: str | os.PathLike | None = None,
+                    labels: str | os.PathLike | None = None) -> dict[str, Any]:
     """Score an export (``kind``, from :func:`~contrastkit.export.filekinds.export_kind`) by a frozen-feature
     protocol; writes ``eval_<protocol>[_<data>]_<export name>.json`` beside it (or in ``results_dir``).
 
     ``data`` defaults to the data the export's metadata names. An ONNX export runs on the CPU (onnxruntime):
-    ``device="auto"`` means the CPU for it.
+    ``device="auto"`` means the CPU for it. ``labels`` (a CSV of label sets, with ``retrieval``) scores retrieval
+    over a folder of multi-labelled images (:mod:`.label_sets`).
 
     Raises:
         ValueError: a protocol that needs more than the encoder, ``projection``, no data to evaluate on.
@@ -74,15 +87,18 @@ def evaluate_export(path: str | os.PathLike, kind: str, protocol: str, *, data: 
         raise ValueError(f"{path} does not say which data it was trained on: give --data")
     data_name = resolve_data(data or trained_on)
     transfer = trained_on is not None and data_name != trained_on
-    tag = (f"{protocol}_{Path(os.path.expanduser(data_name)).name}" if transfer else protocol) + f"_{path.name}"
+    name = f"{protocol}_{Path(labels).stem}" if labels is not None else protocol
+    tag = (f"{name}_{Path(os.path.expanduser(data_name)).name}" if transfer else name) + f"_{path.name}"
     files = ResultFiles(path, results_dir)
     files.check([f"eval_{tag}.json"])
-    evdata = evaluation_data(data_name, meta["input_size"][1], meta["mean"], meta["std"], data_root,
-                             num_workers=num_workers)
     t0 = time.perf_counter()
-    train, test = (extract_features(encoder, evdata[split], batch_size=512, device=dev, autocast=True)
-                   for split in ("train", "test"))
-    metrics, recipe = score_features(protocol, train, test, epochs=linear_epochs, seed=seed, device=dev)
+    if labels is not None:  # a folder of multi-labelled images: retrieval against its label sets
+        sets = label_set_data(data_name, str(labels), meta["input_size"][1], meta["mean"], meta["std"], data_root,
+                              num_workers=num_workers)
+        metrics, recipe = score_label_sets(encoder, sets, device=dev, seed=seed)
+    else:
+        metrics, recipe = _frozen_scores(encoder, protocol, data_name, meta, data_root, num_workers, linear_epochs,
+                                         dev, seed)
     res = {"protocol": protocol, "metrics": metrics, "recipe": recipe,
            "wall_time_s": round(time.perf_counter() - t0, 2), "checkpoint": str(path), "export_format": kind,
            "data": data_name, "transfer": transfer, "pretrained_on": trained_on, "method": meta.get("method"),

@@ -23,7 +23,8 @@ def evaluation_data(data: str, image_size: int, mean, std, data_root: str = "~/.
     statistics, as EvalDatasets (``train``, ``test``), with their labels and class count."""
     splits = load_dataset(data, root=data_root, seed=seed)
     if not splits.labelled or splits.test is None:
-        raise ValueError(f"evaluation needs labelled train and test splits; {data} has none")
+        raise ValueError(f"evaluation needs labelled train and test splits; {data} has none (a folder of "
+                         f"multi-labelled images is scored by --protocol retrieval --labels FILE.csv)")
     size = int(image_size)
     tr = decode_to_array(splits.train, size, num_workers=num_workers, cache_key=array_cache_key(data, "train"))
     te = decode_to_array(splits.test, size, num_workers=num_workers, cache_key=array_cache_key(data, "test"))

@@ -26,6 +26,7 @@ OPTION_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "projection": ("knn", "linear", "retrieval"),  # fine-tuning trains the encoder f, never reads z
     "from_head_layer": ("finetune",),  # SimCLRv2: fine-tune from a layer of the projection head
     "save": ("finetune",),  # write the fine-tuned network as a checkpoint
+    "labels": ("retrieval",),  # a CSV of label sets: retrieval on a folder of multi-labelled images
 }
 
 
@@ -59,6 +60,9 @@ def check_eval_options(protocol: str, **options: Any) -> None:
             raise ValueError(f"--from-head-layer must be an integer >= 0 (0: h), got {value!r}")
         if name.endswith("_epochs") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{_flag(name)} must be an integer >= 1 (or left out for the protocol's), got {value!r}")
+    if protocol == "all" and "labels" in given:
+        raise ValueError("--labels scores retrieval against label sets (the other protocols need classes): it "
+                         "applies to --protocol retrieval, not all")
     if protocol == "all" and "save" in given:
         raise ValueError("--save writes the network of one fine-tuning run: it applies to --protocol finetune, "
                          "not all")

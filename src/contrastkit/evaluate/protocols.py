@@ -29,6 +29,7 @@ from .exported import evaluate_export
 from .features import extract_features
 from .fine_tune import finetune
 from .frozen import FROZEN_PROTOCOLS, evaluation_data, score_features
+from .label_sets import label_set_data, score_label_sets
 from .options import EXTRA_PROTOCOLS, PROTOCOLS, check_eval_options
 from .report import format_table
 from .results import ResultFiles
@@ -39,6 +40,22 @@ __all__ = ["evaluate_checkpoint", "run_protocol", "evaluation_data", "save_finet
 def _check_workers(num_workers: int) -> None:
     if num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {num_workers}")
+
+
+def _device(device: str, malloc: str, num_workers: int) -> torch.device:
+    """The evaluation's device (``--device``), with glibc malloc tuned for it (``--malloc``); checks the workers."""
+    _check_workers(num_workers)
+    dev = resolve_device(device, "--device")
+    tune_malloc_for(dev, malloc)
+    return dev
+
+
+def _data_names(meta: CheckpointMeta, data: str | None) -> tuple[str, str, str]:
+    """``(trained_on, evaluated_on, suffix)``: the checkpoint's data, the data evaluated (``data``, default the
+    checkpoint's), and the result files' suffix (``_<name>`` for transfer to other data, else empty)."""
+    trained_on = resolve_data(meta.data)  # a checkpoint of an older version holds --data as typed
+    data_name = resolve_data(data or meta.data)
+    return trained_on, data_name, "" if data_name == trained_on else "_" + Path(os.path.expanduser(data_name)).name
 
 
 def _features(model, ds, projection: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +141,20 @@ def save_finetuned_result(path, res: dict[str, Any], meta: CheckpointMeta, evdat
                               list(evdata["splits"].classes), result))
 
 
-def _tag(name: str, label_fraction: float, from_scratch: bool, from_head_layer: int) -> str:
-    """The file tag of a protocol's result: ``knn``, ``finetune_0.1_scratch_layer1``, ..."""
+def _label_set_result(model, data_sets: dict[str, Any], projection: bool, device, seed: int) -> dict[str, Any]:
+    """``retrieval --labels``: the protocol's result on label sets, shaped as :func:`run_protocol`'s."""
+    t0 = time.perf_counter()
+    metrics, recipe = score_label_sets(model if projection else model.encoder, data_sets, use_projection=projection,
+                                       device=device, seed=seed)
+    return {"protocol": "retrieval", "metrics": metrics, "recipe": recipe,
+            "wall_time_s": round(time.perf_counter() - t0, 2)}
+
+
+def _tag(name: str, label_fraction: float, from_scratch: bool, from_head_layer: int,
+         labels: str | os.PathLike | None = None) -> str:
+    """The file tag of a protocol's result: ``knn``, ``finetune_0.1_scratch_layer1``, ``retrieval_<labels file>``"""
+    if name == "retrieval" and labels is not None:
+        return f"retrieval_{Path(labels).stem}"
     if name != "finetune":
         return name
     return (f"finetune_{label_fraction:g}" + ("_scratch" if from_scratch else "")
@@ -199,7 +228,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                         linear_epochs: int | None = None, finetune_epochs: int | None = None,
                         malloc: str = "auto", from_head_layer: int = 0,
                         save: str | os.PathLike | None = None, results_dir: str | os.PathLike | None = None,
-                        overwrite: bool = False) -> dict[str, Any]:
+                        overwrite: bool = False, labels: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``).
 
     ``checkpoint`` is a ``last.pt`` or the run folder holding it, or an export written by ``contrastkit export``
@@ -219,32 +248,38 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     ResultFiles`); a read-only checkpoint folder without ``results_dir`` returns (and the CLI prints) them only.
     Everything that can refuse to write does so before any work.
 
-    ``malloc="auto"`` tunes glibc malloc on CPU runs as ``pretrain`` does (:mod:`contrastkit.runtime.allocator`);
-    ``"off"`` leaves it alone.
+    ``malloc="auto"`` tunes glibc malloc on CPU runs as ``pretrain`` does (:mod:`contrastkit.runtime.allocator`).
+    ``labels`` (a CSV of label sets, with ``retrieval``) scores retrieval over a folder of multi-labelled images
+    (:mod:`.label_sets`).
     """
     check_eval_options(protocol, label_fraction=label_fraction, from_scratch=from_scratch,
                        linear_epochs=linear_epochs, finetune_epochs=finetune_epochs, projection=projection,
-                       from_head_layer=from_head_layer or None, save=save)
+                       from_head_layer=from_head_layer or None, save=save, labels=labels)
     kind = export_kind(Path(checkpoint).expanduser())
     if kind is not None:  # the encoder alone: the frozen-feature protocols, through load_encoder
         return evaluate_export(checkpoint, kind, protocol, data=data, data_root=data_root, projection=projection,
                                device=device, seed=seed, num_workers=num_workers, linear_epochs=linear_epochs,
-                               malloc=malloc, results_dir=results_dir)
+                               malloc=malloc, results_dir=results_dir, labels=labels)
     label_fraction = 0.1 if label_fraction is None else label_fraction
-    _check_workers(num_workers)
-    dev = resolve_device(device, "--device")
-    tune_malloc_for(dev, malloc)
+    dev = _device(device, malloc, num_workers)
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta, config = load_checkpoint_model(checkpoint, dev)
     if from_head_layer:
         head_prefix_of(model, from_head_layer, 0)  # out of range: refused before the data are read
-    trained_on = resolve_data(meta.data)  # a checkpoint of an older version holds --data as typed
-    data_name = resolve_data(data or meta.data)
-    suffix = "" if data_name == trained_on else "_" + Path(os.path.expanduser(data_name)).name
+    trained_on, data_name, suffix = _data_names(meta, data)
     names = PROTOCOLS if protocol == "all" else (protocol,)
-    tags = {n: _tag(n, label_fraction, from_scratch, from_head_layer) for n in names}
+    tags = {n: _tag(n, label_fraction, from_scratch, from_head_layer, labels) for n in names}
     files = ResultFiles(checkpoint, results_dir)
     files.check(_result_names(names, tags, suffix))
+    origin = dict(checkpoint=str(checkpoint), data=data_name, transfer=data_name != trained_on,
+                  pretrained_on=trained_on, method=meta.method, what="z" if projection else "h")
+    if labels is not None:  # a folder of multi-labelled images: retrieval against its label sets
+        data_sets = label_set_data(data_name, str(labels), meta.image_size, meta.mean, meta.std, data_root,
+                                   seed=config.get("seed", 0), num_workers=num_workers)
+        res = {**_label_set_result(model, data_sets, projection, dev, seed), **origin}
+        log_evaluation(meta.tracking, meta.global_step or 0,
+                       {tags["retrieval"] + suffix: (res, _write_result(res, files, tags["retrieval"], suffix))})
+        return res
     with contextlib.ExitStack() as stack:
         target = _save_target(save, overwrite)
         if target is not None:
@@ -260,8 +295,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
                                from_head_layer=from_head_layer, keep_model=target is not None)
             if target is not None:
                 _save_model(target, res, meta, evdata, checkpoint, data_name, seed)
-            res.update(checkpoint=str(checkpoint), data=data_name, transfer=data_name != trained_on,
-                       pretrained_on=trained_on, method=meta.method, what="z" if projection else "h")
+            res.update(origin)
             written[tags[name] + suffix] = (res, _write_result(res, files, tags[name], suffix))
             results[name] = res
     log_evaluation(meta.tracking, meta.global_step or 0, written)  # --tracking: joins the checkpoint's runs
