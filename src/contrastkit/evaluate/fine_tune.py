@@ -241,6 +241,18 @@ def _train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimize
     return total_steps
 
 
+#: the parts of the fine-tuning recipe that no argument changes (SimCLR App. B.5)
+_FIXED_RECIPE = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "cosine (per step, no warm-up)"}
+
+
+def _check_sizes(num_classes: int, epochs: int, batch_size: int, eval_batch_size: int,
+                 num_workers: int) -> tuple[int, int, int, int, int]:
+    """The integer options, each checked against its minimum (2 classes, 1 epoch, 1 image a batch, 0 workers)."""
+    return tuple(check_positive_int(name, value, minimum) for name, value, minimum in (  # type: ignore[return-value]
+        ("num_classes", num_classes, 2), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
+        ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)))
+
+
 def finetune(
     encoder: nn.Module,
     train_dataset: Dataset,
@@ -306,14 +318,11 @@ def finetune(
         images (B, 3, H, W) -> logits (B, num_classes).
     """
     encoder, prefix = _parts(encoder, head_layer)
-    n_total = len(train_dataset)  # type: ignore[arg-type]
-    idx = _check_indices(indices, n_total)
+    idx = _check_indices(indices, len(train_dataset))  # type: ignore[arg-type]
     if len(test_dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("test_dataset is empty: expected at least one (image, label) sample")
-    num_classes, epochs, batch_size, eval_batch_size, num_workers = (
-        check_positive_int(name, value, minimum) for name, value, minimum in (
-            ("num_classes", num_classes, 2), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
-            ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)))
+    num_classes, epochs, batch_size, eval_batch_size, num_workers = _check_sizes(
+        num_classes, epochs, batch_size, eval_batch_size, num_workers)
     lr = 0.05 * batch_size / 256 if lr is None else check_positive_float("lr", lr)
     weight_decay = check_positive_float("weight_decay", weight_decay, allow_zero=True)
     _check_seed_and_augment(seed, batch_augment)
@@ -333,8 +342,7 @@ def finetune(
 
     scores = classifier_accuracy(model, test_dataset, num_classes, batch_size=eval_batch_size, device=device,
                                  num_workers=num_workers, autocast=autocast)  # top1, top5, n_test
-    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": "sgd", "momentum": 0.9,
-              "nesterov": True, "weight_decay": weight_decay, "schedule": "cosine (per step, no warm-up)",
+    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, **_FIXED_RECIPE, "weight_decay": weight_decay,
               "augment": _augment_name(batch_augment), "seed": seed, "num_classes": num_classes, "n_train": n_train,
               "n_test": scores["n_test"], "head_layer": head_layer, "steps": total_steps}
     result: dict = {"top1": scores["top1"], "top5": scores["top5"], "n_train": n_train, "recipe": recipe}
