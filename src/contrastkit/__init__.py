@@ -6,8 +6,7 @@ argument errors do not import torch; ``from contrastkit import build_model``
 works as usual.
 """
 
-import importlib as _importlib
-from typing import Any as _Any
+from .runtime.lazy import lazy_getattr as _lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -33,14 +32,7 @@ __all__ = ["NTXentLoss", "SupConLoss", "losses", "distributed", "create_encoder"
            "__version__"]
 
 
-def __getattr__(name: str) -> _Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'contrastkit' has no attribute {name!r}")
-    module_name, attribute = _LAZY[name]
-    module = _importlib.import_module(module_name, __name__)
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = _lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -20,8 +20,7 @@ Accuracies and retrieval metrics are fractions in [0, 1].
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..runtime.lazy import lazy_getattr
 
 #: public name -> the module that defines it; imported on first use, so that the command line can read
 #: :mod:`.options` without importing torch
@@ -40,12 +39,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

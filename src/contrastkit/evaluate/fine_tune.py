@@ -193,11 +193,14 @@ def _parts(encoder: nn.Module, head_layer: Any) -> tuple[nn.Module, HeadPrefix |
     return encoder.encoder, (head_prefix_of(encoder, head_layer, 0) if head_layer else None)
 
 
-def _check_seed_and_augment(seed: Any, batch_augment: Any) -> None:
+def _check_seed_augment_test(seed: Any, batch_augment: Any, test_dataset: Dataset) -> None:
+    """An int seed, a callable (or no) batch augmentation and a test set with at least one sample."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if batch_augment is not None and not callable(batch_augment):
         raise TypeError(f"batch_augment must be callable or None, got {type(batch_augment).__name__}")
+    if len(test_dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("test_dataset is empty: expected at least one (image, label) sample")
 
 
 def _model_and_optimizer(encoder: nn.Module, prefix: HeadPrefix | None, train_dataset: Dataset, num_classes: int,
@@ -245,6 +248,21 @@ def _train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimize
 _FIXED_RECIPE = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "cosine (per step, no warm-up)"}
 
 
+def _recipe(**settings: Any) -> dict:
+    """Every setting of a fine-tuning run: ``epochs``, ``lr``, ``batch_size``, the fixed ``optimizer``,
+    ``momentum``, ``nesterov`` and ``schedule``, then ``weight_decay``, ``augment``, ``seed``, ``num_classes``,
+    ``n_train``, ``n_test``, ``head_layer`` and ``steps`` (the keys of ``finetune(...)["recipe"]``)."""
+    first = {k: settings.pop(k) for k in ("epochs", "lr", "batch_size")}
+    return {**first, **_FIXED_RECIPE, **settings}
+
+
+def _subset_loader(dataset: Dataset, idx: torch.Tensor, batch_size: int, num_workers: int, seed: int) -> DataLoader:
+    """Shuffled batches of ``dataset[idx]``, seeded; a final batch of exactly one image is dropped (BatchNorm)."""
+    n = int(idx.numel())
+    return DataLoader(Subset(dataset, idx.tolist()), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed), drop_last=n > 1 and n % batch_size == 1)
+
+
 def _check_sizes(num_classes: int, epochs: int, batch_size: int, eval_batch_size: int,
                  num_workers: int) -> tuple[int, int, int, int, int]:
     """The integer options, each checked against its minimum (2 classes, 1 epoch, 1 image a batch, 0 workers)."""
@@ -276,26 +294,21 @@ def finetune(
     """Fine-tune an encoder (and the first blocks of its head) plus a new linear layer on a labelled subset.
 
     Args:
-        encoder: the encoder f (``nn.Module`` (N, 3, H, W) -> (N, F)), or a model
-            with ``.encoder`` (its projection head is discarded, as in SimCLR).
-            Pass a freshly initialised encoder for the from-scratch control.
-        train_dataset: data set yielding ``(image (3, H, W) float, int label)``;
-            only ``indices`` are used. Give it the evaluation transform (no
-            random augmentation): the batch augmentation is applied here.
+        encoder: the encoder f (``nn.Module`` (N, 3, H, W) -> (N, F)), or a model with ``.encoder`` (its
+            projection head is discarded, as in SimCLR); a freshly initialised one for the from-scratch control.
+        train_dataset: data set yielding ``(image (3, H, W) float, int label)``; only ``indices`` are used. Give it
+            the evaluation transform (no random augmentation): the batch augmentation is applied here.
         test_dataset: data set scored after training.
-        indices: training indices into ``train_dataset``, e.g. from
-            :func:`~contrastkit.evaluate.class_balanced_subset`.
+        indices: training indices into ``train_dataset``, e.g. from :func:`~contrastkit.evaluate.class_balanced_subset`.
         num_classes: C, output size of the new linear layer (>= 2).
-        epochs: passes over the subset (>= 1).
+        epochs, batch_size, eval_batch_size, num_workers: passes over the subset, the training and test batch
+            sizes (each >= 1) and the ``DataLoader`` workers (>= 0).
         lr: peak learning rate; default ``0.05 * batch_size / 256``.
-        batch_size: mini-batch size (>= 1).
         seed: seed of the head initialisation, shuffling and augmentation.
         device: where training runs.
         batch_augment: callable applied to every training batch on ``device``,
             (B, 3, H, W) -> (B, 3, H, W); None for no augmentation.
         weight_decay: L2 coefficient (>= 0); 0 as in SimCLR.
-        num_workers: ``DataLoader`` workers.
-        eval_batch_size: batch size for scoring the test set.
         autocast: bf16 autocast on CUDA (ignored on CPU).
         copy_encoder: fine-tune a deep copy and leave ``encoder`` untouched.
         return_model: also return the :class:`~contrastkit.finetuned.FineTunedNetwork` under ``"model"``.
@@ -303,49 +316,38 @@ def finetune(
             Sec. 2.2: 1 of a 3-layer head; needs ``.encoder`` and a ProjectionHead ``.head``); 0: from h.
 
     Returns:
-        ``{"top1": float, "top5": float, "n_train": int, "recipe": dict}`` (plus ``"model"`` with
-        ``return_model``); accuracies in [0, 1], top-5 is top-min(5, C). ``recipe`` holds ``epochs``, ``lr``,
-        ``batch_size``, ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``, ``schedule``, ``augment``,
-        ``seed``, ``num_classes``, ``n_train``, ``n_test``, ``head_layer``, ``steps``.
+        ``{"top1", "top5", "n_train", "recipe"}`` (plus ``"model"`` with ``return_model``); accuracies in [0, 1],
+        top-5 is top-min(5, C); ``recipe`` is every setting used (:func:`_recipe`).
 
     Raises:
-        TypeError: for wrongly typed arguments.
-        ValueError: for empty or out-of-range indices, labels outside [0, num_classes), non-positive sizes or
-            lr, an augmentation that changes the batch shape, an empty test set, or a head layer out of range.
-        RuntimeError: if the training loss becomes non-finite (names the step).
+        TypeError: wrongly typed arguments. RuntimeError: a non-finite training loss (names the step).
+        ValueError: empty or out-of-range indices, labels outside [0, num_classes), non-positive sizes or lr, an
+            augmentation that changes the batch shape, an empty test set, or a head layer out of range.
 
     Shape:
         images (B, 3, H, W) -> logits (B, num_classes).
     """
     encoder, prefix = _parts(encoder, head_layer)
     idx = _check_indices(indices, len(train_dataset))  # type: ignore[arg-type]
-    if len(test_dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError("test_dataset is empty: expected at least one (image, label) sample")
+    _check_seed_augment_test(seed, batch_augment, test_dataset)
     num_classes, epochs, batch_size, eval_batch_size, num_workers = _check_sizes(
         num_classes, epochs, batch_size, eval_batch_size, num_workers)
     lr = 0.05 * batch_size / 256 if lr is None else check_positive_float("lr", lr)
     weight_decay = check_positive_float("weight_decay", weight_decay, allow_zero=True)
-    _check_seed_and_augment(seed, batch_augment)
     device = resolve_device(device)
     use_amp = bool(autocast) and device.type == "cuda"
 
-    n_train = int(idx.numel())
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model, optimizer = _model_and_optimizer(encoder, prefix, train_dataset, num_classes, lr, weight_decay,
                                                 device, copy_encoder)
-        loader = DataLoader(
-            Subset(train_dataset, idx.tolist()), batch_size=batch_size, shuffle=True, num_workers=num_workers,
-            generator=torch.Generator().manual_seed(seed), drop_last=n_train > 1 and n_train % batch_size == 1,
-        )
+        loader = _subset_loader(train_dataset, idx, batch_size, num_workers, seed)
         total_steps = _train(model, loader, optimizer, epochs, lr, num_classes, batch_augment, device, use_amp)
 
     scores = classifier_accuracy(model, test_dataset, num_classes, batch_size=eval_batch_size, device=device,
                                  num_workers=num_workers, autocast=autocast)  # top1, top5, n_test
-    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, **_FIXED_RECIPE, "weight_decay": weight_decay,
-              "augment": _augment_name(batch_augment), "seed": seed, "num_classes": num_classes, "n_train": n_train,
-              "n_test": scores["n_test"], "head_layer": head_layer, "steps": total_steps}
-    result: dict = {"top1": scores["top1"], "top5": scores["top5"], "n_train": n_train, "recipe": recipe}
-    if return_model:
-        result["model"] = model
-    return result
+    recipe = _recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                     augment=_augment_name(batch_augment), seed=seed, num_classes=num_classes,
+                     n_train=int(idx.numel()), n_test=scores["n_test"], head_layer=head_layer, steps=total_steps)
+    result = {"top1": scores["top1"], "top5": scores["top5"], "n_train": recipe["n_train"], "recipe": recipe}
+    return {**result, "model": model} if return_model else result

@@ -223,10 +223,8 @@ def linear_eval(
     """Train a linear classifier on frozen training features and test it.
 
     Args:
-        train_feats: training features (from the frozen encoder).
-        train_labels: training labels.
-        test_feats: test features.
-        test_labels: test labels.
+        train_feats, train_labels: training features (from the frozen encoder) and their labels.
+        test_feats, test_labels: test features and labels.
         epochs: passes over the training features (>= 1).
         lr: peak learning rate; default ``0.1 * batch_size / 256``.
         weight_decay: L2 coefficient (>= 0), or a sequence of candidates selected
@@ -240,20 +238,16 @@ def linear_eval(
             selection, in (0, 1); only used with a sequence of candidates.
 
     Returns:
-        ``{"top1": float, "top5": float | None, "recipe": dict}``; accuracies in [0, 1],
-        top-5 None with 5 classes or fewer (where every prediction would be a hit). ``recipe`` holds ``epochs``, ``lr``,
-        ``batch_size``, ``optimizer``, ``momentum``, ``nesterov``, ``schedule``,
-        ``weight_decay`` (the value used), ``weight_decay_grid`` and
-        ``val_top1`` (per candidate, empty without a grid), ``val_fraction``,
-        ``standardize``, ``init``, ``seed``, ``num_classes``, ``n_train``,
-        ``n_test``, ``feature_dim``.
+        ``{"top1": float, "top5": float | None, "recipe": dict}``; accuracies in [0, 1], top-5 None with 5 classes
+        or fewer (where every prediction would be a hit). ``recipe`` holds ``epochs``, ``lr``, ``batch_size``,
+        ``optimizer``, ``momentum``, ``nesterov``, ``schedule``, ``weight_decay`` (the value used),
+        ``weight_decay_grid`` and ``val_top1`` (per candidate, empty without a grid), ``val_fraction``,
+        ``standardize``, ``init``, ``seed``, ``num_classes``, ``n_train``, ``n_test``, ``feature_dim``.
 
     Raises:
-        TypeError: for wrongly typed inputs.
-        ValueError: for mismatched shapes or dimensions, non-finite features,
-            non-positive epochs/lr/batch_size, negative weight decay, labels
-            outside [0, num_classes), or a held-out split that leaves no data.
-        RuntimeError: if the training loss becomes non-finite (names the step).
+        TypeError: wrongly typed inputs. RuntimeError: a non-finite training loss (names the step).
+        ValueError: mismatched shapes or dimensions, non-finite features, non-positive epochs/lr/batch_size,
+            negative weight decay, labels outside [0, num_classes), or a held-out split that leaves no data.
 
     Shape:
         train_feats (N, F), train_labels (N,), test_feats (M, F), test_labels (M,).

@@ -141,8 +141,12 @@ def save_finetuned_result(path, res: dict[str, Any], meta: CheckpointMeta, evdat
                               list(evdata["splits"].classes), result))
 
 
-def _label_set_result(model, data_sets: dict[str, Any], projection: bool, device, seed: int) -> dict[str, Any]:
-    """``retrieval --labels``: the protocol's result on label sets, shaped as :func:`run_protocol`'s."""
+def _label_set_result(model, meta: CheckpointMeta, config: dict[str, Any], labels: str, data_name: str,
+                      data_root: str, num_workers: int, projection: bool, device, seed: int) -> dict[str, Any]:
+    """``retrieval --labels``: the folder of multi-labelled images ``data_name`` with its label-set CSV
+    ``labels``, read as the checkpoint was trained, scored; the result shaped as :func:`run_protocol`'s."""
+    data_sets = label_set_data(data_name, labels, meta.image_size, meta.mean, meta.std, data_root,
+                               seed=config.get("seed", 0), num_workers=num_workers)
     t0 = time.perf_counter()
     metrics, recipe = score_label_sets(model if projection else model.encoder, data_sets, use_projection=projection,
                                        device=device, seed=seed)
@@ -232,11 +236,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     """Run an evaluation protocol (or ``all``) on a checkpoint; writes JSON (and markdown for ``all``).
 
     ``checkpoint`` is a ``last.pt`` or the run folder holding it, or an export written by ``contrastkit export``
-    (scored by ``knn``, ``linear`` or ``retrieval`` through :func:`contrastkit.load_encoder`:
-    :mod:`.exported`). ``label_fraction`` (default 0.1),
-    ``from_scratch``, ``finetune_epochs`` (default 30), ``from_head_layer`` and ``save`` are finetune's,
-    ``linear_epochs`` (default 100) the linear probe's, ``projection`` that of the frozen-feature protocols; one given
-    to a protocol that does not use it raises (:func:`contrastkit.evaluate.options.check_eval_options`).
+    (scored by ``knn``, ``linear`` or ``retrieval`` through :func:`contrastkit.load_encoder`: :mod:`.exported`).
+    ``label_fraction`` (default 0.1), ``from_scratch``, ``finetune_epochs`` (default 30), ``from_head_layer`` and
+    ``save`` are finetune's, ``linear_epochs`` (default 100) the linear probe's, ``projection`` that of the
+    frozen-feature protocols; one given to a protocol that does not use it raises
+    (:func:`contrastkit.evaluate.options.check_eval_options`).
 
     ``finetune`` starts from layer ``from_head_layer`` of the head (0: h; SimCLRv2: 1 of a 3-layer head), and
     with ``save`` writes the fine-tuned network as a checkpoint (:mod:`contrastkit.models.finetuned`) that
@@ -274,9 +278,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, protocol: str = "knn", *,
     origin = dict(checkpoint=str(checkpoint), data=data_name, transfer=data_name != trained_on,
                   pretrained_on=trained_on, method=meta.method, what="z" if projection else "h")
     if labels is not None:  # a folder of multi-labelled images: retrieval against its label sets
-        data_sets = label_set_data(data_name, str(labels), meta.image_size, meta.mean, meta.std, data_root,
-                                   seed=config.get("seed", 0), num_workers=num_workers)
-        res = {**_label_set_result(model, data_sets, projection, dev, seed), **origin}
+        res = {**_label_set_result(model, meta, config, str(labels), data_name, data_root, num_workers, projection,
+                                   dev, seed), **origin}
         log_evaluation(meta.tracking, meta.global_step or 0,
                        {tags["retrieval"] + suffix: (res, _write_result(res, files, tags["retrieval"], suffix))})
         return res

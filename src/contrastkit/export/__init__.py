@@ -10,9 +10,7 @@ formats) does not import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..runtime.lazy import lazy_getattr
 from .formats import FORMATS, ExportError
 
 __all__ = ["FORMATS", "ExportError", "export_checkpoint", "load_encoder", "load_encoder_and_metadata",
@@ -22,9 +20,4 @@ _LAZY = {"export_checkpoint": ".exporter", "load_encoder": ".loading", "load_enc
          "evaluation_transform": ".transform"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

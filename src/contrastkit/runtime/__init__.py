@@ -3,12 +3,11 @@ and the files a command writes (:mod:`.ownership`, :mod:`.files`, :mod:`.text`).
 embed, index) takes these from here.
 
 The public names are imported on first use, so that the torch-free modules (:mod:`.text`, :mod:`.ownership`) are
-importable where torch must not be (``--help``, argument errors).
+importable where torch must not be (``--help``, argument errors); :mod:`.lazy` does the same for the other packages.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_getattr
 
 __all__ = ["resolve_device", "tune_malloc", "tune_malloc_for", "malloc_state"]
 
@@ -16,9 +15,4 @@ _LAZY = {"resolve_device": ".device", "tune_malloc": ".allocator", "tune_malloc_
          "malloc_state": ".allocator"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

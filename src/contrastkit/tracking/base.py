@@ -9,11 +9,13 @@ call a no-op, so training goes on with its local logs (``metrics.jsonl``, Tensor
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Tracker", "NullTracker", "Guarded", "FanOut", "TrackingWarning", "TrackingUnavailable", "STATUSES"]
+__all__ = ["Tracker", "NullTracker", "Guarded", "FanOut", "TrackingWarning", "TrackingUnavailable", "STATUSES",
+           "import_service"]
 
 #: how a run ends: as finished, failed (an exception) or killed (Ctrl-C)
 STATUSES = ("finished", "failed", "killed")
@@ -25,6 +27,19 @@ class TrackingWarning(UserWarning):
 
 class TrackingUnavailable(RuntimeError):
     """A tracker cannot reach its service or run (said before anything is logged)."""
+
+
+def import_service(package: str) -> Any:
+    """The tracking service's package (``mlflow``, ``wandb``), imported when a tracker is made, so that a missing
+    one fails the guarded start.
+
+    Raises:
+        ImportError: the package is not installed; the message names the extra of the same name.
+    """
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise ImportError(f"{package} is not installed: pip install 'contrastkit[{package}]'") from exc
 
 
 class Tracker:

@@ -13,7 +13,6 @@ not minutes, before the tracker is switched off.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import time
 import urllib.error
@@ -21,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .base import Tracker, TrackingUnavailable
+from .base import Tracker, TrackingUnavailable, import_service
 
 __all__ = ["MlflowTracker"]
 
@@ -63,10 +62,7 @@ class MlflowTracker(Tracker):
     name = "mlflow"
 
     def __init__(self) -> None:
-        try:
-            self.mlflow = importlib.import_module("mlflow")
-        except ImportError as exc:
-            raise ImportError("mlflow is not installed: pip install 'contrastkit[mlflow]'") from exc
+        self.mlflow = import_service("mlflow")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         self.client: Any = None
         self.uri = ""

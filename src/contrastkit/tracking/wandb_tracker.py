@@ -9,7 +9,6 @@ the same axis. Artifacts are copied into the run's files folder (under ``contras
 """
 from __future__ import annotations
 
-import importlib
 import netrc
 import os
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .base import Tracker, TrackingUnavailable
+from .base import Tracker, TrackingUnavailable, import_service
 
 __all__ = ["WandbTracker", "wandb_mode"]
 
@@ -51,10 +50,7 @@ class WandbTracker(Tracker):
     name = "wandb"
 
     def __init__(self) -> None:
-        try:
-            self.wandb = importlib.import_module("wandb")
-        except ImportError as exc:
-            raise ImportError("wandb is not installed: pip install 'contrastkit[wandb]'") from exc
+        self.wandb = import_service("wandb")
         self.run: Any = None
 
     def _init(self, **kwargs: Any) -> None:
