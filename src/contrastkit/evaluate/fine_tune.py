@@ -248,14 +248,6 @@ def _train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimize
 _FIXED_RECIPE = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "cosine (per step, no warm-up)"}
 
 
-def _recipe(**settings: Any) -> dict:
-    """Every setting of a fine-tuning run: ``epochs``, ``lr``, ``batch_size``, the fixed ``optimizer``,
-    ``momentum``, ``nesterov`` and ``schedule``, then ``weight_decay``, ``augment``, ``seed``, ``num_classes``,
-    ``n_train``, ``n_test``, ``head_layer`` and ``steps`` (the keys of ``finetune(...)["recipe"]``)."""
-    first = {k: settings.pop(k) for k in ("epochs", "lr", "batch_size")}
-    return {**first, **_FIXED_RECIPE, **settings}
-
-
 def _subset_loader(dataset: Dataset, idx: torch.Tensor, batch_size: int, num_workers: int, seed: int) -> DataLoader:
     """Shuffled batches of ``dataset[idx]``, seeded; a final batch of exactly one image is dropped (BatchNorm)."""
     n = int(idx.numel())
@@ -317,7 +309,7 @@ def finetune(
 
     Returns:
         ``{"top1", "top5", "n_train", "recipe"}`` (plus ``"model"`` with ``return_model``); accuracies in [0, 1],
-        top-5 is top-min(5, C); ``recipe`` is every setting used (:func:`_recipe`).
+        top-5 is top-min(5, C); ``recipe``: every setting used, ``n_test`` and ``steps``.
 
     Raises:
         TypeError: wrongly typed arguments. RuntimeError: a non-finite training loss (names the step).
@@ -346,8 +338,8 @@ def finetune(
 
     scores = classifier_accuracy(model, test_dataset, num_classes, batch_size=eval_batch_size, device=device,
                                  num_workers=num_workers, autocast=autocast)  # top1, top5, n_test
-    recipe = _recipe(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                     augment=_augment_name(batch_augment), seed=seed, num_classes=num_classes,
-                     n_train=int(idx.numel()), n_test=scores["n_test"], head_layer=head_layer, steps=total_steps)
+    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, **_FIXED_RECIPE, "weight_decay": weight_decay,
+              "augment": _augment_name(batch_augment), "seed": seed, "num_classes": num_classes,
+              "n_train": int(idx.numel()), "n_test": scores["n_test"], "head_layer": head_layer, "steps": total_steps}
     result = {"top1": scores["top1"], "top5": scores["top5"], "n_train": recipe["n_train"], "recipe": recipe}
     return {**result, "model": model} if return_model else result
