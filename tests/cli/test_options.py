@@ -102,8 +102,22 @@ def test_the_process_group_timeout_is_the_option(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(run_module.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(run_module.dist, "init_process_group", lambda **kwargs: seen.update(kwargs))
-    run_module.init_distributed(torch.device("cpu"), 90.0)
-    assert seen == {"backend": "gloo", "timeout": datetime.timedelta(seconds=90)}
+    monkeypatch.setattr(run_module.dist, "destroy_process_group", lambda: seen.update(destroyed=True))
+    with run_module.process_group(torch.device("cpu"), 90.0):
+        assert seen == {"backend": "gloo", "timeout": datetime.timedelta(seconds=90)}
+        monkeypatch.setattr(run_module.dist, "is_initialized", lambda: True)
+    assert seen["destroyed"]  # the group it created is left when the block ends
+
+
+def test_a_process_group_the_caller_joined_is_left_to_it(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(run_module.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(run_module.dist, "init_process_group", lambda **kwargs: pytest.fail("joined twice"))
+    monkeypatch.setattr(run_module.dist, "destroy_process_group", lambda: pytest.fail("destroyed the caller's"))
+    monkeypatch.setattr(run_module.ckdist, "get_rank", lambda: 1)
+    monkeypatch.setattr(run_module.ckdist, "get_world_size", lambda: 2)
+    with run_module.process_group(torch.device("cpu"), 90.0) as (rank, world):
+        assert (rank, world) == (1, 2)
 
 
 def test_supcon_takes_its_own_temperature_unless_one_is_set(tmp_path):

@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -33,7 +33,7 @@ from .precision import autocast, grad_scaler
 from .run_folder import RunFolder
 from .signals import StopSignals
 
-__all__ = ["Run", "build_run", "fit_to_data", "init_distributed", "unwrap"]
+__all__ = ["Run", "build_run", "fit_to_data", "process_group", "unwrap"]
 
 
 @dataclass
@@ -88,18 +88,27 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def init_distributed(device: torch.device, timeout_s: float) -> tuple[int, int]:
-    """Join the process group under torchrun (``WORLD_SIZE`` > 1); returns (rank, world size), (0, 1) alone.
+@contextlib.contextmanager
+def process_group(device: torch.device, timeout_s: float) -> Iterator[tuple[int, int]]:
+    """Join the process group under torchrun (``WORLD_SIZE`` > 1) for the ``with`` block; yields (rank, world
+    size), (0, 1) alone.
 
+    A group this call creates is destroyed when the block ends, however it ends: left to the interpreter's exit,
+    gloo's threads can abort the process after a finished run. A group the caller already joined is left to it.
     ``timeout_s`` bounds how long a collective waits for the slowest rank (``--dist-timeout-s``).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    created = world > 1 and not dist.is_initialized()
+    if created:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return ckdist.get_rank(), ckdist.get_world_size()
+    try:
+        yield ckdist.get_rank(), ckdist.get_world_size()
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _place_model(cfg: PretrainConfig, model: nn.Module, device: torch.device, world: int, is_main: bool
@@ -170,7 +179,7 @@ def build_run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, 
 
     Args:
         cfg: checked options (:func:`contrastkit.methods.check_options`).
-        device, rank, world: from :func:`~contrastkit.runtime.resolve_device` and :func:`init_distributed`.
+        device, rank, world: from :func:`~contrastkit.runtime.resolve_device` and :func:`process_group`.
         fresh: not a resume (the bad-files list then starts empty).
         folder: rank 0's hold on ``OUT`` (:class:`~contrastkit.train.run_folder.RunFolder`).
         splits: the data, when already loaded (:func:`fit_to_data`); else loaded here, and an unset batch size

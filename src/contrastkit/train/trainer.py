@@ -33,7 +33,7 @@ from .metrics import MetricsLog, ProgressLine
 from .monitor import knn_monitor, monitor_due, timed_monitor_due
 from .nonfinite import NonFiniteError
 from .precision import resolve_precision
-from .run import Run, build_run, fit_to_data, init_distributed, unwrap
+from .run import Run, build_run, fit_to_data, process_group, unwrap
 from .run_folder import RunFolder, check_fresh_out
 from .state import TrainState, checkpoint_state, extension, load_resume, restore
 
@@ -53,7 +53,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # a folder as an absolute path
     check_fresh_out(cfg)  # on every rank, before any rank can write to OUT
     device = resolve_device(cfg.device, "--device")
-    rank, world = init_distributed(device, cfg.dist_timeout_s)
+    with process_group(device, cfg.dist_timeout_s) as (rank, world):  # torchrun's group, left when the run ends
+        return _run_in_group(cfg, device, rank, world)
+
+
+def _run_in_group(cfg: PretrainConfig, device: torch.device, rank: int, world: int) -> dict[str, Any]:
+    """Build the run from ``cfg`` as process ``rank`` of ``world`` and train it; rank 0 holds ``OUT``'s lock."""
     folder = RunFolder.open(cfg, get_method(cfg.method).writes) if rank == 0 else None  # the lock, until the end
     failed = True
     try:
