@@ -24,20 +24,24 @@ def test_every_recipe_is_a_valid_config(name, tmp_path):
 def test_get_recipe_gives_a_copy_and_names_the_known_ones():
     get_recipe("cifar-budget-2")["lr"] = 99.0
     assert RECIPES["cifar-budget-2"]["lr"] != 99.0
-    with pytest.raises(ValueError, match="unknown recipe 'nope'; known recipes: cifar-budget, cifar-budget-2"):
+    with pytest.raises(ValueError, match="unknown recipe 'nope'; known recipes: cifar-budget, cifar-budget-2, "
+                                         "cifar-budget-3"):
         get_recipe("nope")
 
 
 def test_the_cpu_budget_recipes_and_their_precision(tmp_path):
-    """cifar-budget-2 (what the README runs) trains with the CPU's automatic precision; cifar-budget stays fp32, as
-    measured; the recipe with a resolution schedule on top runs end to end."""
+    """cifar-budget-2 trains with the CPU's automatic precision; cifar-budget stays fp32, as measured;
+    cifar-budget-3 is cifar-budget-2 with a resolution schedule and half the learning rate, and runs end to end."""
     folder = make_image_folder(tmp_path / "data", per_class=8, size=32)
     recipe = get_recipe("cifar-budget-2")
     assert recipe["precision"] == "auto" and recipe["schedule"] == "time" and get_recipe("cifar-budget")[
         "precision"] == "fp32"
     assert {k: v for k, v in recipe.items() if k != "precision"} == {
         k: v for k, v in get_recipe("cifar-budget").items() if k != "precision"}
-    cfg = PretrainConfig(**dict(recipe, batch_size=8, size_schedule="16:0.5,24:0.8"), data=str(folder),
+    third = get_recipe("cifar-budget-3")
+    assert third.pop("size_schedule") == "16:0.5,24:0.8" and third.pop("lr") == recipe.pop("lr") / 2
+    assert third == recipe  # nothing else differs
+    cfg = PretrainConfig(**dict(get_recipe("cifar-budget-3"), batch_size=8), data=str(folder),
                          out=str(tmp_path / "run"), time_budget_s=600.0, max_steps=3, num_workers=0, progress=False,
                          device="cpu")
     summary = pretrain(cfg)
