@@ -269,7 +269,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-s", type=float, default=780.0, help="training seconds for each run (13 min)")
     parser.add_argument("--which", default="ours,peer", help="ours, peer or both, in this order (comma-separated)")
-    parser.add_argument("--recipe", default="cifar-budget-2", choices=sorted(RECIPES),
+    parser.add_argument("--recipe", default="cifar-budget-3", choices=sorted(RECIPES),
                         help="contrastkit recipe (default: the one the README runs)")
     parser.add_argument("--recipe-json", default=None, help="override recipe fields, e.g. '{\"lr\": 0.5}'")
     parser.add_argument("--seeds", default="0", help="seeds of contrastkit's runs (comma-separated)")

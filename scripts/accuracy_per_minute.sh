@@ -10,7 +10,7 @@
 #   # a quick check of every stage on a CIFAR-10 subset (a folder with train/ and test/ class folders)
 #   CONTRASTKIT_CIFAR10=/tmp/cifar-subset SHORT_S=20 LONG_S=40 EVERY_S=15 SEEDS=0 OUT=/tmp/apm \
 #       bash scripts/accuracy_per_minute.sh
-# RECIPE (default cifar-budget-2, what the README runs) and RECIPE_JSON (fields on top, e.g.
+# RECIPE (default cifar-budget-3, what the README runs) and RECIPE_JSON (fields on top, e.g.
 # '{"size_schedule": "16:0.5,24:0.8"}') choose contrastkit's side.
 # On an idle 2-core machine: "short" about 1 hour (4 x 13 minutes of training, plus setup and a kNN evaluation of
 # about a minute per run), "long" about 2 hours 10 minutes (2 x 60 minutes, plus 8 kNN evaluations of about 35 s
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-RECIPE=${RECIPE:-cifar-budget-2}
+RECIPE=${RECIPE:-cifar-budget-3}
 RECIPE_JSON=${RECIPE_JSON:-}
 SHORT_S=${SHORT_S:-780}
 LONG_S=${LONG_S:-3600}
