@@ -9,38 +9,29 @@ from typing import Any
 
 __all__ = ["RECIPES", "get_recipe"]
 
+# SimCLR on 32-px data (CIFAR) for a fixed CPU-sized budget: a CIFAR-stem ResNet-18 of base width 16, batched
+# augmentation on the device, the schedule spanning the time budget. Chosen by the sweep in benchmarks/README.md
+# ("Accuracy per minute"); use with --time-budget-s (seconds of training). In fp32, as it was measured (its figures
+# stay reproducible now that --precision auto picks bf16 on some CPUs).
+_CIFAR_BUDGET: dict[str, Any] = dict(
+    method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512, proj_dim=128,
+    preset="cifar", augment_on="device", channels_last="on", schedule="time", epochs=100,
+    batch_size=64, lr=0.6, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
+    warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0, precision="fp32",
+)
+# Its successor for CPUs (issue 27; benchmarks/README.md, "Accuracy per minute: the levers"): --precision auto, which
+# is bf16 autocast where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16; train/precision.py) and fp32
+# elsewhere. On the validation split at an equal modelled budget bf16 gave kNN 0.530 against fp32's 0.494, and 0.495
+# at fp32's own number of steps.
+_CIFAR_BUDGET_2 = dict(_CIFAR_BUDGET, precision="auto")
+# What the README runs (issue 27; benchmarks/README.md, "lr and tau at 1,800 modelled seconds"): 16-px views for the
+# first half of the budget and 24-px views to 80 % of it (cheaper steps, more images: augment/resolution.py), with
+# half the peak learning rate. On the validation split it scored kNN 0.564 against cifar-budget-2's 0.530 at 390
+# modelled seconds, and 0.661 against 0.643 at 1,800.
+_CIFAR_BUDGET_3 = dict(_CIFAR_BUDGET_2, lr=0.3, size_schedule="16:0.5,24:0.8")
+
 RECIPES: dict[str, dict[str, Any]] = {
-    # SimCLR on 32-px data (CIFAR) for a fixed CPU-sized budget: a CIFAR-stem ResNet-18 of base width 16,
-    # batched augmentation on the device, the schedule spanning the time budget. Chosen by the sweep in
-    # benchmarks/README.md ("Accuracy per minute"); use with --time-budget-s (seconds of training). In fp32, as it
-    # was measured (its figures stay reproducible now that --precision auto picks bf16 on some CPUs).
-    "cifar-budget": dict(
-        method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512, proj_dim=128,
-        preset="cifar", augment_on="device", channels_last="on", schedule="time", epochs=100,
-        batch_size=64, lr=0.6, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
-        warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0, precision="fp32",
-    ),
-    # Its successor for CPUs (issue 27; benchmarks/README.md, "Accuracy per minute: the levers"): cifar-budget's
-    # model and hyper-parameters with --precision auto, which is bf16 autocast where the CPU multiplies bf16 in
-    # hardware (AMX or AVX512-BF16; train/precision.py) and fp32 elsewhere. On the validation split at an equal
-    # modelled budget bf16 gave kNN 0.530 against fp32's 0.494, and 0.495 at fp32's own number of steps.
-    "cifar-budget-2": dict(
-        method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512, proj_dim=128,
-        preset="cifar", augment_on="device", channels_last="on", schedule="time", epochs=100,
-        batch_size=64, lr=0.6, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
-        warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0, precision="auto",
-    ),
-    # cifar-budget-2 for longer budgets (issue 27; benchmarks/README.md, "lr and tau at 1,800 modelled seconds"):
-    # 16-px views for the first half of the budget and 24-px views to 80 % of it (cheaper steps, more images:
-    # augment/resolution.py), with half the peak learning rate. On the validation split at 1,800 modelled seconds
-    # (about 30 minutes of training) it scored kNN 0.661 against cifar-budget-2's 0.643.
-    "cifar-budget-3": dict(
-        method="simclr", encoder="resnet18", width=0.25, cifar_stem="on", proj_hidden_dim=512, proj_dim=128,
-        preset="cifar", augment_on="device", channels_last="on", schedule="time", epochs=100,
-        batch_size=64, lr=0.3, lr_scaling="linear", temperature=0.2, crop_scale=(0.2, 1.0), color_strength=0.5,
-        warmup_epochs=0.02, weight_decay=5e-4, optimizer="sgd", knn_every=0, precision="auto",
-        size_schedule="16:0.5,24:0.8",
-    ),
+    "cifar-budget": _CIFAR_BUDGET, "cifar-budget-2": _CIFAR_BUDGET_2, "cifar-budget-3": _CIFAR_BUDGET_3,
 }
 
 
