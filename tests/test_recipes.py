@@ -25,8 +25,7 @@ def test_get_recipe_gives_a_copy_and_names_the_known_ones():
     get_recipe("cifar-budget-2")["lr"] = 99.0
     assert RECIPES["cifar-budget-2"]["lr"] != 99.0
     with pytest.raises(ValueError, match="unknown recipe 'nope'; known recipes: cifar-budget, cifar-budget-2, "
-                                         "cifar-budget-3, cifar-budget-4, "
-                                         "cifar-budget-5"):
+                                         "cifar-budget-3, cifar-budget-4, cifar-budget-5"):
         get_recipe("nope")
 
 
