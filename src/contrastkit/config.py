@@ -100,7 +100,8 @@ class PretrainConfig:
     size: int = _opt(0, "crop size in pixels (0: the preset's)")
     size_schedule: str = _opt("", "resolution schedule: smaller views early in the run, as SIZE:UNTIL pairs, e.g. "
                                   "16:0.5,24:0.8 (16 px for the first half of the schedule's progress, 24 px up to "
-                                  "0.8 of it, then --size); needs --augment-on device (augment/resolution.py); "
+                                  "0.8 of it, then --size; a last part at 1, e.g. 24:1, keeps its size to the end); "
+                                  "needs --augment-on device (augment/resolution.py); "
                                   "empty: --size throughout")
     crop_scale: tuple = _opt((0.08, 1.0), "random resized crop scale range (SimCLR App. A: 0.08-1)", nargs=2, type=float)
     color_strength: float = _opt(-1.0, "colour distortion strength s (-1: the preset's; SimCLR: 1.0 ImageNet, 0.5 CIFAR)")

@@ -14,9 +14,18 @@ def test_parse_and_size_at_the_boundaries():
     assert parse_size_schedule("", 32) is None and parse_size_schedule("  ", 32) is None
 
 
+def test_a_last_part_at_one_keeps_its_size_to_the_end():
+    sched = parse_size_schedule("16:0.5,24:1", 32)
+    assert sched == ResolutionSchedule(((16, 0.5), (24, 1.0)), 32)
+    assert [sched.size_at(p) for p in (0.0, 0.4999, 0.5, 0.999, 1.0, 1.5)] == [16, 16, 24, 24, 24, 24]
+    assert str(sched) == "16:0.5,24:1"
+    assert parse_size_schedule("24:1", 32).size_at(1.0) == 24
+
+
 @pytest.mark.parametrize("text, match", [
     ("16", "each part must be SIZE:UNTIL"),
-    ("16:1.0", "each part must be SIZE:UNTIL"),
+    ("16:1.5", "each part must be SIZE:UNTIL"),
+    ("16:1,24:1", "only the last part may reach 1 .*, got '24:1' after 16:1"),
     ("16:0", "each part must be SIZE:UNTIL"),
     ("2:0.5", "each part must be SIZE:UNTIL"),
     ("a:0.5", "got 'a:0.5'"),

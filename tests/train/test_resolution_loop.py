@@ -43,6 +43,18 @@ def test_the_batches_follow_the_schedule_by_steps(cfg):
     assert {views.shape[-1] for views, _ in plain.data.batches(0, 0, 0, plain.scheduler.progress)} == {16}
 
 
+def test_a_last_part_at_one_never_trains_at_the_run_size(cfg):
+    """``12:1`` as the last part: its views to the very end, none at the run's 16 px."""
+    run = build_run(check_options(dataclasses.replace(cfg, size_schedule="8:0.5,12:1")), CPU, 0, 1)
+    sides = []
+    for epoch in range(2):
+        for views, _ in run.data.batches(epoch, 0, run.scheduler.last_epoch, run.scheduler.progress):
+            sides.append(views.shape[-1])
+            run.optimizer.step()
+            run.scheduler.step()
+    assert sides == [8, 8, 8, 12, 12, 12]
+
+
 def test_the_batches_follow_the_schedule_by_training_seconds(cfg):
     run = build_run(check_options(dataclasses.replace(cfg, schedule="time", time_budget_s=10.0)), CPU, 0, 1)
     for seconds, side in ((0.0, 8), (4.9, 8), (6.0, 12), (8.0, 16), (20.0, 16)):
