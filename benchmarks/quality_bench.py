@@ -181,11 +181,18 @@ def write_new(path: Path, text: str) -> None:
 
 def merge_saved(saved: list[dict]) -> dict:
     """One result from several ``--json`` files of the same budget and recipe (seeds run in separate invocations):
-    the runs side by side, each keeping its own machine and load, and the spreads over all of them."""
-    budgets = {(s["budget_s"], s["recipe"], s.get("recipe_json")) for s in saved}
+    the runs side by side, each keeping its own machine and load, and the spreads over all of them.
+
+    The recipe is contrastkit's, so it must match only among the files that hold contrastkit's runs: a file of peer
+    runs alone (the peer's recipe is fixed, whatever ``--recipe`` said) merges with any of them at its budget."""
+    budgets = {s["budget_s"] for s in saved}
     if len(budgets) != 1:
-        raise SystemExit(f"--merge takes files of one budget and recipe; got {sorted(map(str, budgets))}")
-    merged = {k: saved[0][k] for k in ("budget_s", "recipe", "recipe_json", "machine", "data")}
+        raise SystemExit(f"--merge takes files of one budget; got {sorted(budgets)}")
+    ours = [s for s in saved if s.get("ours")] or saved
+    recipes = {(s["recipe"], s.get("recipe_json")) for s in ours}
+    if len(recipes) != 1:
+        raise SystemExit(f"--merge takes contrastkit runs of one recipe; got {sorted(map(str, recipes))}")
+    merged = {k: ours[0][k] for k in ("budget_s", "recipe", "recipe_json", "machine", "data")}
     merged["merged_from"] = len(saved)
     for which in ("ours", "peer"):
         runs = [r for s in saved for r in s.get(which, [])]

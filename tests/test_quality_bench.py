@@ -48,6 +48,16 @@ def test_merge_refuses_mixed_budgets_and_repeated_seeds(qb):
         qb.merge_saved([_saved("ours", {0: 0.6}), _saved("ours", {0: 0.61})])
 
 
+def test_merge_checks_the_recipe_of_contrastkit_runs_only(qb):
+    """The peer's recipe is fixed: a peer-only file merges with contrastkit runs of any recipe at its budget, while
+    contrastkit runs of two recipes are refused."""
+    peer = dict(_saved("peer", {0: 0.44}), recipe="cifar-budget-5")
+    merged = qb.merge_saved([peer, _saved("ours", {0: 0.62})])
+    assert merged["recipe"] == "cifar-budget-2" and merged["difference"] == pytest.approx(0.18)
+    with pytest.raises(SystemExit, match="one recipe"):
+        qb.merge_saved([dict(_saved("ours", {0: 0.6}), recipe="cifar-budget-5"), _saved("ours", {1: 0.6})])
+
+
 def test_summary_says_not_met_below_target(qb):
     merged = qb.merge_saved([_saved("ours", {0: 0.66}, budget=3600.0), _saved("peer", {0: 0.60}, budget=3600.0)])
     assert "NOT met" in qb.summary_markdown([merged])
