@@ -84,7 +84,10 @@ def test_two_torchrun_agents_train_as_one_process(tmp_path):
         except subprocess.TimeoutExpired:
             for q in agents:
                 q.kill()
-            pytest.fail("the two torchrun agents did not finish within 240 s")
+            said = logs + [q.communicate()[0] for q in agents[len(logs):]]  # each agent's output before the kill
+            tails = [out[-2000:] for out in said]
+            pytest.fail(f"the two torchrun agents did not finish within 240 s (rendezvous port {port}); their "
+                        "output:\n" + "\n---\n".join(tails))
     for p, log in zip(agents, logs):
         assert p.returncode == 0, log[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(NODES)]
