@@ -33,7 +33,8 @@ def test_get_recipe_gives_a_copy_and_names_the_known_ones():
 def test_the_cpu_budget_recipes_and_their_precision(tmp_path):
     """cifar-budget-2 trains with the CPU's automatic precision; cifar-budget stays fp32, as measured;
     cifar-budget-3 is cifar-budget-2 with a resolution schedule and half the learning rate, and runs end to end;
-    cifar-budget-4 is cifar-budget-3 with batches of 128, cifar-budget-5 that with 24-px views to the end but for a few 32-px steps, cifar-budget-6 that without them."""
+    cifar-budget-4 is cifar-budget-3 with batches of 128, cifar-budget-5 that with 24-px views to the end but for a
+    few 32-px steps, cifar-budget-6 that without them."""
     folder = make_image_folder(tmp_path / "data", per_class=8, size=32)
     recipe = get_recipe("cifar-budget-2")
     assert recipe["precision"] == "auto" and recipe["schedule"] == "time" and get_recipe("cifar-budget")[
