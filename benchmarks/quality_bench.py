@@ -248,7 +248,7 @@ def summary_markdown(saved: list[dict]) -> str:
             lines += ["", "kNN over training time (first seed of each side; evaluation time not counted):", "",
                       "| side | training minutes: kNN top-1 |", "| --- | --- |"]
             for w, pts in curves.items():
-                cells = ", ".join(f"{p['train_time_s'] / 60:.1f}: {p['knn_top1']:.3f}" for p in pts)
+                cells = ", ".join(f"{p['train_time_s'] / 60:.1f}: {p['knn_top1']:.4f}" for p in pts)
                 lines.append(f"| {'contrastkit' if w == 'ours' else 'peer'} | {cells} |")
         lines.append("")
     return "\n".join(lines)

@@ -63,6 +63,15 @@ def test_summary_says_not_met_below_target(qb):
     assert "NOT met" in qb.summary_markdown([merged])
 
 
+def test_the_curve_keeps_the_figures_the_target_is_checked_on(qb):
+    """A point 0.0002 below a 0.70 target reads as 0.6998 in the curve, not as 0.700."""
+    saved = _saved("ours", {0: 0.6998}, budget=3600.0)
+    saved["ours"][0]["knn_curve"] = [{"step": 10, "train_time_s": 1800.0, "knn_top1": 0.6571},
+                                     {"step": 20, "train_time_s": 3600.0, "knn_top1": 0.6998}]
+    text = qb.summary_markdown([qb.with_spreads(saved)])
+    assert "| contrastkit | 30.0: 0.6571, 60.0: 0.6998 |" in text
+
+
 def test_unrecorded_figures_show_as_dash(qb):
     saved = _saved("ours", {0: 0.62})
     saved["ours"][0].update(steps=None, epochs_done=None)
