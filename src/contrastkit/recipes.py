@@ -43,9 +43,9 @@ _CIFAR_BUDGET_5 = dict(_CIFAR_BUDGET_4, size_schedule="16:0.5,24:0.999")
 # cifar-budget-5 without its few 32-px steps: 24-px views to the very end (issue 27; benchmarks/README.md, "Around
 # cifar-budget-5 at 1,800 modelled seconds", J1). On the validation split it scored kNN 0.6944 against 0.6912 at 1,800
 # modelled seconds, in two runs identical step for step until the last 11 (their logged losses agree at every
-# logged step), so the difference is those steps' and not a seed's: with the learning rate near zero they change little
-# but the batch-norm statistics, and statistics gathered on 24-px views evaluate 32-px images better than ones
-# re-estimated at 32 px.
+# logged step), so the difference is those steps' and not a seed's. With the learning rate near zero they change
+# little but the batch-norm statistics: most likely statistics of 24-px views evaluate 32-px images better than ones
+# re-estimated at 32 px (not measured apart).
 _CIFAR_BUDGET_6 = dict(_CIFAR_BUDGET_5, size_schedule="16:0.5,24:1")
 
 RECIPES: dict[str, dict[str, Any]] = {
